@@ -1,0 +1,144 @@
+"""System checks for the CHUNKY_REDIS_* settings. Ids are stable; the README lists them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Warning, register
+
+from .checksums import ALGORITHMS, incremental_available
+from .conf import as_timedelta, conf
+
+_DURATIONS = (
+    "EXPIRATION",
+    "EXPIRED_RETENTION",
+    "COMPLETED_RETENTION",
+    "LOCK_TIMEOUT",
+    "ORPHAN_GRACE",
+    "FINALIZE_LEASE",
+    "SWEEP_INTERVAL",
+)
+
+
+def _raw(name: str) -> Any:
+    return getattr(settings, "CHUNKY_REDIS_" + name, None)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+@register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
+    errors: list = []
+    algorithm = conf.CHECKSUM_ALGORITHM
+    if algorithm not in ALGORITHMS:
+        errors.append(
+            Error(
+                f"CHUNKY_REDIS_CHECKSUM_ALGORITHM is {algorithm!r}.",
+                hint=f"Use one of {', '.join(ALGORITHMS)}.",
+                id="chunky_redis.E001",
+            )
+        )
+    elif not incremental_available(algorithm):
+        errors.append(
+            Warning(
+                f"libcrypto's low-level {algorithm} functions are not available, so the checksum "
+                "cannot be computed as chunks arrive.",
+                hint="Completion will read the whole stored file to compute it. Install OpenSSL 3 (libcrypto).",
+                id="chunky_redis.W001",
+            )
+        )
+    if not conf.UPLOAD_DIR:
+        errors.append(
+            Error(
+                "No upload directory: set CHUNKY_REDIS_UPLOAD_DIR (or MEDIA_ROOT).",
+                hint="Point it at a directory every web and worker process shares.",
+                id="chunky_redis.E002",
+            )
+        )
+    for name in _DURATIONS:
+        value = _raw(name)
+        if value is None:
+            continue
+        try:
+            ok = as_timedelta(value).total_seconds() > 0
+        except TypeError:
+            ok = False
+        if not ok:
+            errors.append(
+                Error(
+                    f"CHUNKY_REDIS_{name} must be a positive timedelta or number of seconds, not {value!r}.",
+                    id="chunky_redis.E003",
+                )
+            )
+    max_bytes = _raw("MAX_BYTES")
+    if max_bytes is not None and not _positive_int(max_bytes):
+        errors.append(
+            Error(f"CHUNKY_REDIS_MAX_BYTES must be None or a positive integer, not {max_bytes!r}.", id="chunky_redis.E004")
+        )
+    alias = conf.REDIS_ALIAS
+    if alias:
+        backend = getattr(settings, "CACHES", {}).get(alias, {}).get("BACKEND", "")
+        if not backend.startswith("django_redis."):
+            errors.append(
+                Error(
+                    f"CHUNKY_REDIS_REDIS_ALIAS is {alias!r}, which is not a django-redis cache in CACHES.",
+                    id="chunky_redis.E005",
+                )
+            )
+    errors += _check_final_storage()
+    for name in ("BLOCK_SIZE", "MAX_JSON_BODY"):
+        value = _raw(name)
+        if value is not None and not _positive_int(value):
+            errors.append(Error(f"CHUNKY_REDIS_{name} must be a positive integer, not {value!r}.", id="chunky_redis.E007"))
+    template = conf.FINAL_NAME_TEMPLATE
+    try:
+        rendered = template.format(upload_id="0" * 32, filename="f")
+    except (KeyError, IndexError, ValueError, AttributeError):
+        rendered = ""
+    if "0" * 32 not in rendered:
+        errors.append(
+            Error(
+                f"CHUNKY_REDIS_FINAL_NAME_TEMPLATE {template!r} must contain {{upload_id}} and no other "
+                "field than {filename}.",
+                hint="The upload id keeps every final name unique, which makes a retried hand-off safe.",
+                id="chunky_redis.E008",
+            )
+        )
+    if not (conf.REDIS_URL or conf.REDIS_ALIAS) and not settings.DEBUG:
+        errors.append(
+            Warning(
+                "No Redis is configured: uploads use the embedded in-process fakeredis, which is lost on "
+                "restart and not shared between processes.",
+                hint="Set CHUNKY_REDIS_REDIS_URL or CHUNKY_REDIS_REDIS_ALIAS in production.",
+                id="chunky_redis.W002",
+            )
+        )
+    return errors
+
+
+def _check_final_storage() -> list:
+    from django.core.files.storage import InvalidStorageError
+    from django.utils.module_loading import import_string
+
+    name = conf.FINAL_STORAGE
+    if not name:
+        return []
+    try:
+        if "." in name:
+            import_string(name)
+        else:
+            from django.core.files.storage import storages
+
+            storages[name]
+    except (ImportError, InvalidStorageError) as e:
+        return [
+            Error(
+                f"CHUNKY_REDIS_FINAL_STORAGE {name!r} cannot be loaded: {e}",
+                hint="Give a key of settings.STORAGES or a dotted path to a Storage class.",
+                id="chunky_redis.E006",
+            )
+        ]
+    return []

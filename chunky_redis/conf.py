@@ -1,0 +1,138 @@
+"""Every ``CHUNKY_REDIS_*`` setting, read at access time so that override_settings works.
+
+The README has one heading per setting; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+
+_PREFIX = "CHUNKY_REDIS_"
+
+
+def as_timedelta(value: Any) -> timedelta:
+    """Durations may be given as a timedelta or as a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    raise TypeError(f"Expected a timedelta or a number of seconds, got {value!r}.")
+
+
+class Settings:
+    def _get(self, name: str, default: Any) -> Any:
+        return getattr(settings, _PREFIX + name, default)
+
+    # -- Redis ---------------------------------------------------------------
+    @property
+    def REDIS_URL(self) -> str | None:
+        return self._get("REDIS_URL", None)
+
+    @property
+    def REDIS_ALIAS(self) -> str | None:
+        """A django-redis cache alias whose connection is used (wins over REDIS_URL)."""
+        return self._get("REDIS_ALIAS", None)
+
+    @property
+    def KEY_PREFIX(self) -> str:
+        return self._get("KEY_PREFIX", "chunky")
+
+    # -- storage -------------------------------------------------------------
+    @property
+    def UPLOAD_DIR(self) -> str:
+        value = self._get("UPLOAD_DIR", None)
+        if value:
+            return os.fspath(value)
+        media_root = getattr(settings, "MEDIA_ROOT", "") or ""
+        if media_root:
+            return os.path.join(os.fspath(media_root), "chunky_uploads")
+        return ""
+
+    @property
+    def FSYNC(self) -> bool:
+        return bool(self._get("FSYNC", True))
+
+    @property
+    def BLOCK_SIZE(self) -> int:
+        return self._get("BLOCK_SIZE", 1 << 20)
+
+    @property
+    def FINAL_STORAGE(self) -> str | None:
+        """A key of settings.STORAGES or a dotted path to a Storage class; None is default_storage."""
+        return self._get("FINAL_STORAGE", None)
+
+    @property
+    def FINAL_NAME_TEMPLATE(self) -> str:
+        return self._get("FINAL_NAME_TEMPLATE", "chunky_redis/{upload_id}/{filename}")
+
+    # -- lifetimes -----------------------------------------------------------
+    @property
+    def EXPIRATION(self) -> timedelta:
+        return as_timedelta(self._get("EXPIRATION", timedelta(days=1)))
+
+    @property
+    def SLIDING_EXPIRATION(self) -> bool:
+        return bool(self._get("SLIDING_EXPIRATION", False))
+
+    @property
+    def EXPIRED_RETENTION(self) -> timedelta:
+        """How long an expired upload keeps answering 410 before it is forgotten (404)."""
+        return as_timedelta(self._get("EXPIRED_RETENTION", timedelta(days=1)))
+
+    @property
+    def COMPLETED_RETENTION(self) -> timedelta:
+        return as_timedelta(self._get("COMPLETED_RETENTION", timedelta(days=7)))
+
+    @property
+    def LOCK_TIMEOUT(self) -> timedelta:
+        return as_timedelta(self._get("LOCK_TIMEOUT", timedelta(seconds=30)))
+
+    @property
+    def FINALIZE_LEASE(self) -> timedelta:
+        """How long one worker may finalize an upload before another may take over."""
+        return as_timedelta(self._get("FINALIZE_LEASE", timedelta(minutes=10)))
+
+    @property
+    def FINALIZE_MAX_RETRIES(self) -> int:
+        return self._get("FINALIZE_MAX_RETRIES", 8)
+
+    @property
+    def SWEEP_INTERVAL(self) -> timedelta:
+        return as_timedelta(self._get("SWEEP_INTERVAL", timedelta(minutes=5)))
+
+    @property
+    def ORPHAN_GRACE(self) -> timedelta:
+        """A chunk file with no record is only swept once it is this old."""
+        return as_timedelta(self._get("ORPHAN_GRACE", timedelta(hours=1)))
+
+    # -- limits and policy ---------------------------------------------------
+    @property
+    def MAX_BYTES(self) -> int | None:
+        return self._get("MAX_BYTES", None)
+
+    @property
+    def MAX_JSON_BODY(self) -> int:
+        return self._get("MAX_JSON_BODY", 32 << 20)
+
+    @property
+    def CHECKSUM_ALGORITHM(self) -> str:
+        return self._get("CHECKSUM_ALGORITHM", "md5")
+
+    @property
+    def ALLOW_ANONYMOUS(self) -> bool:
+        return bool(self._get("ALLOW_ANONYMOUS", False))
+
+    @property
+    def VERIFY_STORED_BYTES(self) -> bool:
+        return bool(self._get("VERIFY_STORED_BYTES", False))
+
+    @property
+    def TASK_QUEUE(self) -> str | None:
+        return self._get("TASK_QUEUE", None)
+
+
+conf = Settings()

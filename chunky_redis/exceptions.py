@@ -1,0 +1,143 @@
+"""Exceptions that carry their HTTP meaning.
+
+Every error a client can cause is one of these. The view layer renders any of
+them as ``{"detail": ..., "code": ..., **extra}`` with ``status_code``; nothing
+a client sends should ever surface as a 500.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+
+class ChunkyError(Exception):
+    status_code: int = HTTPStatus.BAD_REQUEST
+    default_detail: str = "Bad request."
+    default_code: str = "bad_request"
+
+    def __init__(self, detail: str | None = None, code: str | None = None, **extra: Any):
+        self.detail = detail or self.default_detail
+        self.code = code or self.default_code
+        self.extra = extra
+        super().__init__(self.detail)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"detail": self.detail, "code": self.code, **self.extra}
+
+
+class NotAuthenticated(ChunkyError):
+    status_code = HTTPStatus.FORBIDDEN
+    default_detail = "Authentication credentials were not provided."
+    default_code = "not_authenticated"
+
+
+class PermissionDenied(ChunkyError):
+    status_code = HTTPStatus.FORBIDDEN
+    default_detail = "You do not have permission to perform this action."
+    default_code = "permission_denied"
+
+
+class UploadNotFound(ChunkyError):
+    # Also used for another user's upload, so that ids cannot be probed.
+    status_code = HTTPStatus.NOT_FOUND
+    default_detail = "No such upload."
+    default_code = "not_found"
+
+
+class UploadExpired(ChunkyError):
+    status_code = HTTPStatus.GONE
+    default_detail = "The upload has expired."
+    default_code = "expired"
+
+
+class MissingChunk(ChunkyError):
+    default_detail = "The request carries no chunk."
+    default_code = "missing_chunk"
+
+
+class BadContentRange(ChunkyError):
+    default_detail = "Missing or invalid Content-Range header."
+    default_code = "bad_content_range"
+
+
+class TooLarge(ChunkyError):
+    default_detail = "The file exceeds the size limit."
+    default_code = "too_large"
+
+
+class OffsetMismatch(ChunkyError):
+    default_detail = "The chunk does not start at the upload's offset."
+    default_code = "offset_mismatch"
+
+    def __init__(self, offset: int, provided: int, detail: str | None = None):
+        super().__init__(
+            detail or f"The chunk starts at byte {provided}, the upload is at byte {offset}.",
+            offset=offset,
+            expected_offset=offset,
+            provided_offset=provided,
+        )
+
+
+class LengthMismatch(ChunkyError):
+    default_detail = "The chunk's length does not match its Content-Range."
+    default_code = "length_mismatch"
+
+
+class ChecksumMismatch(ChunkyError):
+    default_detail = "The checksum does not match the uploaded bytes."
+    default_code = "checksum_mismatch"
+
+
+class MissingChecksum(ChunkyError):
+    default_detail = "Completion needs the file's checksum."
+    default_code = "missing_checksum"
+
+
+class UploadIncomplete(ChunkyError):
+    default_detail = "Not every byte of the upload has been received."
+    default_code = "incomplete"
+
+
+class AlreadyComplete(ChunkyError):
+    default_detail = "The upload is already complete."
+    default_code = "already_complete"
+
+
+class UploadLocked(ChunkyError):
+    status_code = HTTPStatus.CONFLICT
+    default_detail = "Another request is writing to this upload; retry shortly."
+    default_code = "locked"
+
+
+class LockLost(UploadLocked):
+    default_detail = "The upload's lock was lost while writing; the chunk was not recorded."
+    default_code = "lock_lost"
+
+
+class MethodNotAllowed(ChunkyError):
+    status_code = HTTPStatus.METHOD_NOT_ALLOWED
+    default_detail = "Method not allowed."
+    default_code = "method_not_allowed"
+
+
+class StoreUnavailable(ChunkyError):
+    """Redis could not be reached; raised from the client library's errors."""
+
+    status_code = HTTPStatus.SERVICE_UNAVAILABLE
+    default_detail = "The upload state store is unavailable; retry later."
+    default_code = "store_unavailable"
+
+
+class StorageError(ChunkyError):
+    """The chunk directory could not be written."""
+
+    status_code = HTTPStatus.SERVICE_UNAVAILABLE
+    default_detail = "The upload storage is unavailable; retry later."
+    default_code = "storage_unavailable"
+
+
+class QueueUnavailable(ChunkyError):
+    status_code = HTTPStatus.SERVICE_UNAVAILABLE
+    default_detail = "Post-processing could not be queued; send the completion again."
+    default_code = "queue_unavailable"

@@ -1,0 +1,70 @@
+"""Small, pure HTTP parsing helpers. No Django here."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email.message import Message
+
+from .exceptions import BadContentRange
+
+CONTENT_RANGE = "Content-Range"
+CONTENT_DISPOSITION = "Content-Disposition"
+CACHE_CONTROL = "Cache-Control"
+
+UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+
+# RFC 9110 section 14.4: Content-Range = range-unit SP ( range-resp / unsatisfied-range ).
+# Only a complete "first-last/length" is meaningful for an upload chunk.
+_CONTENT_RANGE_RE = re.compile(r"^bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19})$")
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    start: int
+    end: int  # inclusive, as in the header
+    total: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+def parse_content_range(value: str) -> ByteRange:
+    """Parse ``bytes START-END/TOTAL``; raise BadContentRange on anything else."""
+    match = _CONTENT_RANGE_RE.match(value.strip())
+    if not match:
+        raise BadContentRange(f"Content-Range must look like 'bytes START-END/TOTAL', got {value!r}.")
+    start, end, total = (int(g) for g in match.groups())
+    if end < start:
+        raise BadContentRange("Content-Range END is before START.")
+    if end >= total:
+        raise BadContentRange("Content-Range END must be smaller than TOTAL.")
+    return ByteRange(start, end, total)
+
+
+def filename_from_content_disposition(value: str) -> str:
+    """The filename parameter of a Content-Disposition header, or ''.
+
+    Handles RFC 6266 ``filename*=UTF-8''...`` as well as plain ``filename=``.
+    """
+    if not value:
+        return ""
+    msg = Message()
+    msg["content-disposition"] = value
+    name = msg.get_filename() or ""
+    return clean_filename(name)
+
+
+def clean_filename(name: str) -> str:
+    """Keep the last path component and drop control characters.
+
+    The client's name is only ever metadata: files on disk are named after the upload id.
+    """
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable())
+    return name.strip()[:255]
+
+
+def is_upload_id(value: str) -> bool:
+    return bool(UPLOAD_ID_RE.match(value))

@@ -1,0 +1,11 @@
+from django.core.management.base import BaseCommand
+
+from chunky_redis.sweeper import purge_expired_uploads
+
+
+class Command(BaseCommand):
+    help = "Delete the chunk files of expired uploads and orphan files; send upload_expired."
+
+    def handle(self, *args, **options):
+        result = purge_expired_uploads()
+        self.stdout.write(str(result))

@@ -1,0 +1,89 @@
+"""Builds the Django-free core (store, storage, service) from settings."""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+
+import redis as redis_lib
+
+from .conf import conf
+from .storage import ChunkStorage
+from .store import Upload, UploadStore
+from .uploads import Policy, UploadService
+
+_lock = threading.Lock()
+_fake_server = None
+
+
+def _ms(td) -> int:
+    return int(td.total_seconds() * 1000)
+
+
+@lru_cache(maxsize=8)
+def _client_for_url(url: str) -> redis_lib.Redis:
+    # redis-py's pool notices a fork and reconnects in the child, so one
+    # client per URL per process is safe under pre-forking servers.
+    return redis_lib.Redis.from_url(url, health_check_interval=30)
+
+
+def _fake_client() -> redis_lib.Redis:
+    """The embedded default: one in-process fakeredis server shared by all threads.
+
+    It is for trying the service out on one process; state is lost on restart
+    and not shared between processes.
+    """
+    global _fake_server
+    import fakeredis
+
+    with _lock:
+        if _fake_server is None:
+            _fake_server = fakeredis.FakeServer()
+    return fakeredis.FakeRedis(server=_fake_server)
+
+
+def get_redis() -> redis_lib.Redis:
+    if conf.REDIS_ALIAS:
+        from django_redis import get_redis_connection
+
+        return get_redis_connection(conf.REDIS_ALIAS)
+    if conf.REDIS_URL:
+        return _client_for_url(conf.REDIS_URL)
+    return _fake_client()
+
+
+def using_embedded_redis() -> bool:
+    return not (conf.REDIS_ALIAS or conf.REDIS_URL)
+
+
+def get_store() -> UploadStore:
+    return UploadStore(
+        get_redis(),
+        prefix=conf.KEY_PREFIX,
+        lock_timeout_ms=_ms(conf.LOCK_TIMEOUT),
+        expired_retention_ms=_ms(conf.EXPIRED_RETENTION),
+        completed_retention_ms=_ms(conf.COMPLETED_RETENTION),
+    )
+
+
+def get_storage() -> ChunkStorage:
+    return ChunkStorage(conf.UPLOAD_DIR, fsync=conf.FSYNC)
+
+
+def get_service() -> UploadService:
+    return UploadService(
+        store=get_store(),
+        storage=get_storage(),
+        policy=Policy(
+            algorithm=conf.CHECKSUM_ALGORITHM,
+            expiration_ms=_ms(conf.EXPIRATION),
+            sliding_expiration=conf.SLIDING_EXPIRATION,
+        ),
+        on_complete=_enqueue,
+    )
+
+
+def _enqueue(upload: Upload) -> None:
+    from .completion import enqueue_finalize
+
+    enqueue_finalize(upload.upload_id)

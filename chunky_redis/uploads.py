@@ -1,0 +1,340 @@
+"""The upload protocol's rules, on top of the store and the chunk storage. No Django here.
+
+A chunk goes through ``UploadService.start_chunk()`` -> ``ChunkSession.write()``
+(repeatedly) -> ``ChunkSession.finish()``. Every check that can fail on what
+the client declared runs before the first byte is written; the record only
+moves once the bytes are in storage.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import exceptions as exc
+from .checksums import ResumableHash, incremental_available
+from .http import ByteRange
+from .storage import ChunkStorage
+from .store import FAILED, PROCESSING, UPLOADING, Upload, UploadStore
+
+
+@dataclass
+class Policy:
+    algorithm: str = "md5"
+    expiration_ms: int = 86_400_000
+    sliding_expiration: bool = False
+
+
+class UploadService:
+    def __init__(
+        self,
+        *,
+        store: UploadStore,
+        storage: ChunkStorage,
+        policy: Policy,
+        on_complete: Callable[[Upload], None],
+    ):
+        self.store = store
+        self.storage = storage
+        self.policy = policy
+        self.on_complete = on_complete
+
+    # -- reads ---------------------------------------------------------------
+    def status(self, *, owner: str, upload_id: str) -> Upload:
+        code, upload = self.store.acquire(upload_id, owner, "", lock=False)
+        _raise_for(code)
+        assert upload is not None
+        return upload
+
+    # -- chunks --------------------------------------------------------------
+    def start_chunk(
+        self,
+        *,
+        owner: str,
+        upload_id: str | None,
+        byte_range: ByteRange | None,
+        length: int | None,
+        max_bytes: int | None,
+    ) -> ChunkSession:
+        """Validate a chunk's headers and prepare to write it.
+
+        ``length`` is the body's length when the request says it (a raw body's
+        Content-Length); for multipart it is None and checked after parsing.
+        """
+        if byte_range is None and length is not None:
+            if length == 0:
+                raise exc.MissingChunk()
+            byte_range = ByteRange(0, length - 1, length)
+        if byte_range is not None:
+            if max_bytes is not None and byte_range.total > max_bytes:
+                raise exc.TooLarge(f"The file has {byte_range.total} bytes; the limit is {max_bytes}.")
+            if length is not None and length != byte_range.length:
+                raise exc.LengthMismatch(
+                    f"Content-Range announces {byte_range.length} bytes but the body has {length}."
+                )
+        if upload_id is None:
+            return self._start_new(owner, byte_range, max_bytes)
+        return self._start_existing(owner, upload_id, byte_range, max_bytes)
+
+    def _start_new(self, owner: str, byte_range: ByteRange | None, max_bytes: int | None) -> ChunkSession:
+        if byte_range is not None and byte_range.start != 0:
+            raise exc.OffsetMismatch(0, byte_range.start, "A new upload must start at byte 0.")
+        now = self.store.now()
+        upload = Upload(
+            upload_id=uuid.uuid4().hex,
+            owner=owner,
+            size=byte_range.total if byte_range else 0,
+            created=now,
+            expires=now + self.policy.expiration_ms,
+            algorithm=self.policy.algorithm,
+        )
+        return ChunkSession(self, upload, token=None, byte_range=byte_range, max_bytes=max_bytes)
+
+    def _start_existing(
+        self, owner: str, upload_id: str, byte_range: ByteRange | None, max_bytes: int | None
+    ) -> ChunkSession:
+        token = secrets.token_hex(16)
+        code, upload = self.store.acquire(upload_id, owner, token)
+        _raise_for(code)
+        assert upload is not None
+        try:
+            _require_uploading(upload)
+            if byte_range is None:
+                # No Content-Range: the body is the whole file, of unknown length.
+                byte_range_start = 0
+            else:
+                if byte_range.total != upload.size:
+                    raise exc.BadContentRange(
+                        f"Content-Range TOTAL is {byte_range.total}, but this upload was declared "
+                        f"with {upload.size} bytes; the total cannot change.",
+                        code="total_changed",
+                    )
+                byte_range_start = byte_range.start
+            if byte_range_start != upload.offset:
+                raise exc.OffsetMismatch(upload.offset, byte_range_start)
+            if byte_range is None:
+                byte_range = ByteRange(0, upload.size - 1, upload.size)
+            return ChunkSession(self, upload, token=token, byte_range=byte_range, max_bytes=max_bytes)
+        except BaseException:
+            self.store.release(upload_id, token)
+            raise
+
+    # -- completion ----------------------------------------------------------
+    def complete(self, *, owner: str, upload_id: str, checksum: str) -> Upload:
+        """Check the client's digest against ours and hand the upload to post-processing.
+
+        Completing twice never runs the completion twice: the status moves
+        uploading -> processing under the lock, exactly once.
+        """
+        token = secrets.token_hex(16)
+        code, upload = self.store.acquire(upload_id, owner, token)
+        _raise_for(code)
+        assert upload is not None
+        try:
+            _require_uploading(upload)
+            if upload.offset < upload.size or upload.size == 0:
+                raise exc.UploadIncomplete(
+                    f"{upload.offset} of {upload.size} bytes have been received.",
+                    offset=upload.offset,
+                    size=upload.size,
+                )
+            checksum = _clean_checksum(checksum, upload.algorithm)
+            self._verify(upload, checksum)
+            result = self.store.mark_processing(upload, token, checksum)
+        except BaseException:
+            self.store.release(upload_id, token)
+            raise
+        if result == "lost":
+            raise exc.LockLost()
+        if result != "ok":
+            raise exc.AlreadyComplete()
+        upload.status, upload.checksum = PROCESSING, checksum
+        self.hand_off(upload)
+        return upload
+
+    def hand_off(self, upload: Upload) -> None:
+        """Queue post-processing; if that fails, the upload can be completed again."""
+        try:
+            self.on_complete(upload)
+        except Exception as e:
+            self.store.transition(upload.upload_id, PROCESSING, UPLOADING)
+            upload.status = UPLOADING
+            raise exc.QueueUnavailable() from e
+
+    def _verify(self, upload: Upload, checksum: str) -> None:
+        if not upload.hash_state:
+            return  # No incremental state here: post-processing verifies by reading the file.
+        ours = ResumableHash(upload.algorithm, upload.hash_state).hexdigest()
+        if not hmac.compare_digest(ours, checksum):
+            raise exc.ChecksumMismatch(f"The {upload.algorithm} of the received bytes does not match.")
+
+
+class ChunkSession:
+    """One chunk in flight: where to write it, what it may hold, and how to record it."""
+
+    def __init__(
+        self,
+        service: UploadService,
+        upload: Upload,
+        *,
+        token: str | None,
+        byte_range: ByteRange | None,
+        max_bytes: int | None,
+    ):
+        self.service = service
+        self.upload = upload
+        self.token = token
+        self.byte_range = byte_range
+        self.is_new = token is None
+        if upload.hash_state or (upload.offset == 0 and incremental_available(upload.algorithm)):
+            self.hasher: ResumableHash | None = ResumableHash(upload.algorithm, upload.hash_state or None)
+        else:
+            self.hasher = None
+        limit = byte_range.length if byte_range else max_bytes
+        self._lock_checked = time.monotonic()
+        self.writer = service.storage.writer(
+            upload.upload_id,
+            start=upload.offset,
+            limit=limit,
+            on_block=self.hasher.update if self.hasher else _ignore,
+            heartbeat=None if self.is_new else self._heartbeat,
+            overflow=self._overflow,
+        )
+        self._open = True
+
+    @property
+    def upload_id(self) -> str:
+        return self.upload.upload_id
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def _overflow(self) -> exc.ChunkyError:
+        if self.byte_range is not None:
+            return exc.LengthMismatch(
+                f"The body carries more than the {self.byte_range.length} bytes its Content-Range announces."
+            )
+        return exc.TooLarge("The file exceeds the size limit.")
+
+    def _heartbeat(self) -> None:
+        # Renew the lock well before it can lapse; a writer that lost it must
+        # not write another byte (another request may own the upload now).
+        store = self.service.store
+        if time.monotonic() - self._lock_checked < store.lock_timeout_ms / 3000:
+            return
+        assert self.token is not None
+        if not store.extend_lock(self.upload_id, self.token):
+            raise exc.LockLost()
+        self._lock_checked = time.monotonic()
+
+    def _close_writer(self, sync: bool) -> int:
+        if self._open:
+            self._open = False
+            self.writer.close(sync=sync)
+        return self.writer.written
+
+    def _check_received(self) -> int:
+        received = self._close_writer(sync=True)
+        if received == 0:
+            raise exc.MissingChunk()
+        if self.byte_range is not None and received != self.byte_range.length:
+            raise exc.LengthMismatch(
+                f"Content-Range announces {self.byte_range.length} bytes but {received} arrived."
+            )
+        return received
+
+    def finish(self, *, filename: str = "", extra: dict[str, Any] | None = None) -> Upload:
+        """Record the chunk: offset and checksum state advance together, in one step."""
+        received = self._check_received()
+        upload = self.upload
+        hash_state = self.hasher.serialize() if self.hasher else b""
+        new_offset = upload.offset + received
+        if self.is_new:
+            upload.offset = new_offset
+            upload.size = upload.size or received
+            upload.filename = filename
+            upload.extra = extra or {}
+            upload.hash_state = hash_state
+            self.service.store.create(upload)
+            return upload
+        policy = self.service.policy
+        expires = (
+            self.service.store.now() + policy.expiration_ms if policy.sliding_expiration else upload.expires
+        )
+        assert self.token is not None
+        result = self.service.store.commit(
+            upload, self.token, new_offset=new_offset, hash_state=hash_state, expires=expires
+        )
+        self.token = None  # the commit released the lock, whatever its answer
+        if result == "lost":
+            raise exc.LockLost()
+        if result == "expired":
+            raise exc.UploadExpired()
+        if result != "ok":
+            raise exc.UploadLocked("The upload moved while this chunk was written; the chunk was not recorded.")
+        upload.offset, upload.hash_state, upload.expires = new_offset, hash_state, expires
+        return upload
+
+    def finish_and_complete(self, checksum: str, *, filename: str = "", extra: dict[str, Any] | None = None) -> Upload:
+        """A whole file in one request: record it already verified and hand it on."""
+        assert self.is_new
+        received = self._check_received()
+        upload = self.upload
+        checksum = _clean_checksum(checksum, upload.algorithm)
+        upload.offset = received
+        upload.size = upload.size or received
+        upload.filename, upload.extra = filename, extra or {}
+        upload.hash_state = self.hasher.serialize() if self.hasher else b""
+        self.service._verify(upload, checksum)
+        upload.status, upload.checksum = PROCESSING, checksum
+        self.service.store.create(upload)
+        self.is_new = False  # recorded: from here on an error must not delete the file
+        self.service.hand_off(upload)
+        return upload
+
+    def abort(self) -> None:
+        """Forget the chunk: nothing recorded changes; a new upload leaves no file behind."""
+        self._close_writer(sync=False)
+        if self.is_new:
+            self.service.storage.delete(self.upload_id)
+        elif self.token is not None:
+            token, self.token = self.token, None
+            self.service.store.release(self.upload_id, token)
+
+
+def _ignore(_: bytes) -> None:
+    pass
+
+
+def _raise_for(code: str) -> None:
+    if code == "ok":
+        return
+    if code == "missing":
+        raise exc.UploadNotFound()
+    if code == "expired":
+        raise exc.UploadExpired()
+    if code == "locked":
+        raise exc.UploadLocked()
+    raise exc.StoreUnavailable(f"Unexpected answer from the store: {code}.")
+
+
+def _require_uploading(upload: Upload) -> None:
+    if upload.status == UPLOADING:
+        return
+    if upload.status == FAILED:
+        raise exc.ChunkyError(f"The upload failed: {upload.reason}", code="upload_failed", status=upload.status)
+    raise exc.AlreadyComplete(status=upload.status)
+
+
+def _clean_checksum(checksum: str, algorithm: str) -> str:
+    checksum = (checksum or "").strip().lower()
+    if not checksum:
+        raise exc.MissingChecksum(f"Completion needs the file's {algorithm} (hex).")
+    if any(c not in "0123456789abcdef" for c in checksum):
+        raise exc.ChecksumMismatch(f"The {algorithm} must be hexadecimal.", code="bad_checksum")
+    return checksum

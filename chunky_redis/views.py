@@ -1,0 +1,224 @@
+"""The django-chunky-upload dialect over HTTP.
+
+PUT  upload/        create an upload with its first chunk
+PUT  upload/<id>/   append a chunk (Content-Range: bytes START-END/TOTAL)
+POST upload/<id>/   complete, with the checksum ({"md5": ...} or a form field)
+POST upload/        the whole file and its checksum in one request
+GET  upload/<id>/   the upload's state, never cached
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt
+
+from . import bodies
+from . import exceptions as exc
+from .conf import conf
+from .http import CACHE_CONTROL, CONTENT_RANGE, is_upload_id, parse_content_range
+from .runtime import get_service
+from .store import Upload
+from .uploads import ChunkSession, UploadService
+
+
+def iso(ms: int) -> str | None:
+    if not ms:
+        return None
+    stamp = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def json_response(data: dict[str, Any], status: int = 200) -> JsonResponse:
+    response = JsonResponse(data, status=status)
+    response[CACHE_CONTROL] = "no-store"
+    return response
+
+
+def error_response(error: exc.ChunkyError) -> JsonResponse:
+    response = json_response(error.as_dict(), status=error.status_code)
+    if error.status_code in (409, 503):
+        response["Retry-After"] = "1"
+    return response
+
+
+@method_decorator(csrf_exempt, name="dispatch")  # enforced in enforce_csrf() for session users
+class ChunkedUploadView(View):
+    """Override the hooks below to adapt the protocol to a host app."""
+
+    field_name = "file"
+    fail_if_no_header = False
+    http_method_names = ["get", "put", "post", "options"]
+
+    # -- hooks ---------------------------------------------------------------
+    def check_permissions(self, request: HttpRequest) -> None:
+        """Raise a ChunkyError to refuse the request (403 for anonymous by default)."""
+        if not request.user.is_authenticated and not conf.ALLOW_ANONYMOUS:
+            raise exc.NotAuthenticated()
+
+    def validate(self, request: HttpRequest) -> None:
+        """Raise a ChunkyError to refuse a chunk; runs before any byte is written."""
+
+    def get_max_bytes(self, request: HttpRequest) -> int | None:
+        return conf.MAX_BYTES
+
+    def get_extra_attrs(self, request: HttpRequest) -> dict[str, Any]:
+        """Attributes stored with a new upload and passed to the upload_completed signal."""
+        return {}
+
+    def get_owner(self, request: HttpRequest) -> str:
+        return str(request.user.pk) if request.user.is_authenticated else ""
+
+    def get_response_data(self, upload: Upload, request: HttpRequest) -> dict[str, Any]:
+        """The body of a successful completion."""
+        return {
+            "upload_id": upload.upload_id,
+            "filename": upload.filename,
+            "size": upload.size,
+            "status": upload.status,
+            "status_url": self.status_url(request, upload.upload_id),
+        }
+
+    def get_service(self) -> UploadService:
+        return get_service()
+
+    # -- plumbing --------------------------------------------------------------
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        upload_id = kwargs.get("upload_id")
+        try:
+            if request.method.lower() not in self.http_method_names:
+                raise exc.MethodNotAllowed(f"{request.method} is not allowed here.")
+            if upload_id is not None and not is_upload_id(upload_id):
+                raise exc.UploadNotFound()
+            self.check_permissions(request)
+            if not (request.method == "POST" and upload_id is None):
+                self.enforce_csrf(request)  # the one-shot upload checks once its handler is set
+            return super().dispatch(request, *args, **kwargs)
+        except exc.ChunkyError as e:
+            return error_response(e)
+
+    def http_method_not_allowed(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        raise exc.MethodNotAllowed(f"{request.method} is not allowed here.")
+
+    def enforce_csrf(self, request: HttpRequest) -> None:
+        """CSRF protection for browsers that authenticate with a session cookie, as Django does.
+
+        Anonymous and token-authenticated clients carry no ambient credential,
+        so there is nothing to forge; for them the upload id is the capability.
+        """
+        if not (request.user.is_authenticated and settings.SESSION_COOKIE_NAME in request.COOKIES):
+            return
+        reason = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})
+        if reason is not None:
+            raise exc.PermissionDenied("CSRF verification failed.", code="csrf_failed")
+
+    def status_url(self, request: HttpRequest, upload_id: str) -> str:
+        path = request.path
+        if not path.rstrip("/").endswith(upload_id):
+            path = path.rstrip("/") + f"/{upload_id}/"
+        return request.build_absolute_uri(path)
+
+    # -- handlers --------------------------------------------------------------
+    def get(self, request: HttpRequest, upload_id: str | None = None) -> HttpResponse:
+        if upload_id is None:
+            raise exc.MethodNotAllowed("GET needs an upload id: GET upload/<upload_id>/.")
+        upload = self.get_service().status(owner=self.get_owner(request), upload_id=upload_id)
+        return json_response(self.status_data(upload, request))
+
+    def put(self, request: HttpRequest, upload_id: str | None = None) -> HttpResponse:
+        session, body = self._start(request, upload_id)
+        with _aborting(session):
+            body = bodies.stream(request, body, session, field_name=self.field_name, block_size=conf.BLOCK_SIZE)
+            upload = session.finish(filename=body.filename, extra=self.get_extra_attrs(request))
+        return json_response(self.chunk_data(upload))
+
+    def post(self, request: HttpRequest, upload_id: str | None = None) -> HttpResponse:
+        if upload_id is None:
+            return self._upload_whole(request)
+        fields = bodies.form_fields(request)
+        checksum = self._checksum_from(request, fields)
+        upload = self.get_service().complete(
+            owner=self.get_owner(request), upload_id=upload_id, checksum=checksum
+        )
+        return json_response(self.get_response_data(upload, request))
+
+    def _upload_whole(self, request: HttpRequest) -> HttpResponse:
+        session, body = self._start(request, None)
+        with _aborting(session):
+            bodies.install_streaming_handler(request, session, field_name=self.field_name, block_size=conf.BLOCK_SIZE)
+            self.enforce_csrf(request)
+            body = bodies.stream(request, body, session, field_name=self.field_name, block_size=conf.BLOCK_SIZE)
+            checksum = self._checksum_from(request, {**body.fields})
+            upload = session.finish_and_complete(
+                checksum, filename=body.filename, extra=self.get_extra_attrs(request)
+            )
+        return json_response(self.get_response_data(upload, request))
+
+    def _start(self, request: HttpRequest, upload_id: str | None) -> tuple[ChunkSession, bodies.Body]:
+        header = request.headers.get(CONTENT_RANGE)
+        if header is None and self.fail_if_no_header:
+            raise exc.BadContentRange("This endpoint requires a Content-Range header.")
+        byte_range = parse_content_range(header) if header is not None else None
+        body = bodies.inspect(request, max_json_body=conf.MAX_JSON_BODY)
+        self.validate(request)
+        session = self.get_service().start_chunk(
+            owner=self.get_owner(request),
+            upload_id=upload_id,
+            byte_range=byte_range,
+            length=body.length,
+            max_bytes=self.get_max_bytes(request),
+        )
+        return session, body
+
+    def _checksum_from(self, request: HttpRequest, fields: dict[str, str]) -> str:
+        algorithm = conf.CHECKSUM_ALGORITHM
+        for name in (algorithm, "checksum"):
+            value = fields.get(name) or request.GET.get(name)
+            if value:
+                return value
+        raise exc.MissingChecksum(f"Completion needs the file's {algorithm} (hex) in the field '{algorithm}'.")
+
+    # -- representations ---------------------------------------------------------
+    def chunk_data(self, upload: Upload) -> dict[str, Any]:
+        return {"upload_id": upload.upload_id, "offset": upload.offset, "expires": iso(upload.expires)}
+
+    def status_data(self, upload: Upload, request: HttpRequest) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "upload_id": upload.upload_id,
+            "status": upload.status,
+            "filename": upload.filename,
+            "offset": upload.offset,
+            "size": upload.size,
+            "expires": iso(upload.expires),
+            "created": iso(upload.created),
+            "checksum_algorithm": upload.algorithm,
+        }
+        if upload.status == "complete":
+            data.update(final_name=upload.final_name, final_url=upload.final_url, completed=iso(upload.completed))
+        if upload.reason:
+            data["reason"] = upload.reason
+        return data
+
+
+class _aborting:
+    """Abort the chunk session (release the lock, drop a new file) on any error."""
+
+    def __init__(self, session: ChunkSession):
+        self.session = session
+
+    def __enter__(self) -> ChunkSession:
+        return self.session
+
+    def __exit__(self, exc_type: Any, exc_value: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self.session.abort()
+
+
+def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    return error_response(exc.UploadNotFound("No such endpoint."))

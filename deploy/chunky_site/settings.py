@@ -1,0 +1,112 @@
+"""Settings of the bundled chunky_redis service. Everything comes from the environment.
+
+With no REDIS_URL the service runs on the embedded default: an in-process
+fakeredis and eager Celery tasks. That is for trying it out on one process.
+"""
+
+import os
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent
+REPO_DIR = BASE_DIR.parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG and os.environ.get("REDIS_URL"):
+        raise ImproperlyConfigured("Set SECRET_KEY in the environment.")
+    SECRET_KEY = "insecure-only-for-trying-chunky-redis-out"
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.staticfiles",
+    "chunky_redis",
+    "chunky_site",
+]
+
+# Kept short on purpose: every middleware runs once per chunk.
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+
+ROOT_URLCONF = "chunky_site.urls"
+WSGI_APPLICATION = "chunky_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+    }
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("SQLITE_PATH", str(REPO_DIR / "var" / "db.sqlite3")),
+    }
+}
+# No table is needed for uploads; sessions are signed cookies so the service needs no migrations.
+SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
+
+USE_TZ = True
+TIME_ZONE = "UTC"
+
+VAR_DIR = Path(os.environ.get("CHUNKY_VAR_DIR", REPO_DIR / "var"))
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [p for p in [REPO_DIR / "node_modules"] if p.exists()]
+MEDIA_ROOT = os.environ.get("MEDIA_ROOT", str(VAR_DIR / "media"))
+MEDIA_URL = os.environ.get("MEDIA_URL", "/media/")
+
+# -- chunky_redis -------------------------------------------------------------
+REDIS_URL = os.environ.get("REDIS_URL", "")
+CHUNKY_REDIS_REDIS_URL = REDIS_URL or None
+CHUNKY_REDIS_UPLOAD_DIR = os.environ.get("CHUNKY_UPLOAD_DIR", str(VAR_DIR / "chunks"))
+CHUNKY_REDIS_FINAL_STORAGE = os.environ.get("CHUNKY_FINAL_STORAGE") or None
+CHUNKY_REDIS_ALLOW_ANONYMOUS = env_bool("CHUNKY_ALLOW_ANONYMOUS", True)
+CHUNKY_REDIS_FSYNC = env_bool("CHUNKY_FSYNC", True)
+if os.environ.get("CHUNKY_MAX_BYTES"):
+    CHUNKY_REDIS_MAX_BYTES = int(os.environ["CHUNKY_MAX_BYTES"])
+if os.environ.get("CHUNKY_EXPIRATION_SECONDS"):
+    CHUNKY_REDIS_EXPIRATION = float(os.environ["CHUNKY_EXPIRATION_SECONDS"])
+CHUNKY_REDIS_CHECKSUM_ALGORITHM = os.environ.get("CHUNKY_CHECKSUM_ALGORITHM", "md5")
+
+# -- Celery (tasks/) ----------------------------------------------------------
+# The broker is the same Redis by default; with no Redis at all, tasks run eagerly in the web process.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or REDIS_URL or "memory://"
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not (os.environ.get("CELERY_BROKER_URL") or REDIS_URL))
+CELERY_TASK_EAGER_PROPAGATES = False
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # with acks_late, do not hoard tasks a dying worker would delay
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+if os.environ.get("CELERY_VISIBILITY_TIMEOUT"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": float(os.environ["CELERY_VISIBILITY_TIMEOUT"])}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"chunky_redis": {"handlers": ["console"], "level": os.environ.get("CHUNKY_LOG_LEVEL", "INFO")}},
+}

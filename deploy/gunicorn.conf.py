@@ -1,0 +1,17 @@
+"""gunicorn settings for the bundled service. Every value can be overridden from the environment."""
+
+import multiprocessing
+import os
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+# Threads let one process serve several slow uploads; workers spread CPU (hashing) over cores.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+# The embedded fakeredis (no REDIS_URL) lives inside one process, so it gets exactly one.
+_default_workers = multiprocessing.cpu_count() if os.environ.get("REDIS_URL") else 1
+workers = int(os.environ.get("WEB_CONCURRENCY", str(_default_workers)))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# A large chunk on a slow link takes time: don't kill the worker in the middle of one.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "300"))
+graceful_timeout = 60
+keepalive = 75
+accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None

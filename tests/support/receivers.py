@@ -1,0 +1,46 @@
+"""Signal receivers used by the tests, in the test process and in real worker processes.
+
+Each call is appended, as one JSON line, to the file named by CHUNKY_TEST_SIGNAL_LOG
+(when set), so that a test can see what a separate worker process received.
+"""
+
+import json
+import os
+import threading
+
+from django.dispatch import receiver
+
+from chunky_redis import signals
+
+received: list[tuple[str, dict]] = []
+_lock = threading.Lock()
+
+
+def _record(name, kwargs):
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("signal", "sender")}
+    with _lock:
+        received.append((name, kwargs))
+    path = os.environ.get("CHUNKY_TEST_SIGNAL_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"signal": name, **kwargs}, default=str) + "\n")
+
+
+@receiver(signals.upload_completed)
+def on_completed(**kwargs):
+    _record("upload_completed", kwargs)
+
+
+@receiver(signals.chunky_upload_complete)
+def on_chunky_complete(**kwargs):
+    _record("chunky_upload_complete", kwargs)
+
+
+@receiver(signals.upload_failed)
+def on_failed(**kwargs):
+    _record("upload_failed", kwargs)
+
+
+@receiver(signals.upload_expired)
+def on_expired(**kwargs):
+    _record("upload_expired", kwargs)

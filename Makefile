@@ -1,0 +1,37 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    start the bundled service on 127.0.0.1:8000 (PORT overrides it)
+#   make test   run the whole test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(STAMP)
+
+run: $(STAMP) $(if $(wildcard package.json),node_modules/.installed)
+	./deploy/run.sh
+
+test: $(STAMP) $(if $(wildcard package.json),node_modules/.installed)
+	./deploy/test-setup.sh
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check chunky_redis tasks tests deploy bench
+
+clean:
+	rm -rf $(VENV) node_modules var

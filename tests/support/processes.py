@@ -1,0 +1,167 @@
+"""Real server and worker processes for end-to-end tests, over real sockets.
+
+``SiteProcess`` runs the bundled site under its production server (gunicorn,
+configured by deploy/gunicorn.conf.py); ``WorkerProcess`` runs
+``celery -A tasks worker``. Both use tests.live_settings and the environment
+built by ``live_env()``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+REAL_REDIS_URL = os.environ.get("CHUNKY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def live_env(tmp_path: Path, *, redis_url: str = REAL_REDIS_URL, broker_url: str | None = None, **extra: str) -> dict:
+    """Environment for site and worker processes that share one upload directory and Redis."""
+    tag = uuid.uuid4().hex[:12]
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.live_settings",
+        PYTHONPATH=os.pathsep.join([str(REPO / "deploy"), str(REPO)]),
+        REDIS_URL=redis_url,
+        CELERY_BROKER_URL=broker_url or redis_url,
+        CHUNKY_VAR_DIR=str(tmp_path / "var"),
+        CHUNKY_UPLOAD_DIR=str(tmp_path / "chunks"),
+        MEDIA_ROOT=str(tmp_path / "media"),
+        SQLITE_PATH=str(tmp_path / "db.sqlite3"),
+        SECRET_KEY="live-tests",
+        DEBUG="0",
+        CHUNKY_FSYNC="0",
+        CHUNKY_TEST_KEY_PREFIX=f"chunky-test-{tag}",
+        CHUNKY_TEST_QUEUE=f"chunky-test-{tag}",
+        CHUNKY_TEST_SIGNAL_LOG=str(tmp_path / "signals.jsonl"),
+        CHUNKY_LOG_LEVEL="INFO",
+    )
+    env.update(extra)
+    return env
+
+
+class _Process:
+    proc: subprocess.Popen | None = None
+    log_path: Path
+
+    def _spawn(self, args: list[str], env: dict) -> None:
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            args, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process group (the server and its worker processes)."""
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.kill(signal.SIGTERM) if _graceful(self.proc) else self.kill(signal.SIGKILL)
+        if getattr(self, "log", None):
+            self.log.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+
+def _graceful(proc: subprocess.Popen) -> bool:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+        return False
+    except subprocess.TimeoutExpired:
+        return True
+
+
+class SiteProcess(_Process):
+    def __init__(self, env: dict, *, port: int | None = None, workers: int = 2, threads: int = 4, name: str = "site"):
+        self.env = dict(env)
+        self.port = port or free_port()
+        self.env.update(PORT=str(self.port), HOST="127.0.0.1", WEB_CONCURRENCY=str(workers), GUNICORN_THREADS=str(threads))
+        self.log_path = Path(env["CHUNKY_VAR_DIR"]).parent / f"{name}-{self.port}.log"
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> SiteProcess:
+        self._spawn([str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "chunky_site.wsgi"], self.env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited:\n{self.log_text()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"the server did not become healthy:\n{self.log_text()}")
+
+
+class WorkerProcess(_Process):
+    def __init__(self, env: dict, *, concurrency: int = 1, name: str = "worker"):
+        self.env = dict(env)
+        self.concurrency = concurrency
+        self.log_path = Path(env["CHUNKY_VAR_DIR"]).parent / f"{name}-{uuid.uuid4().hex[:6]}.log"
+
+    def start(self) -> WorkerProcess:
+        queue = self.env["CHUNKY_TEST_QUEUE"]
+        args = [
+            str(BIN / "celery"), "-A", "tasks", "worker", "--loglevel=INFO", "--pool=prefork",
+            f"--concurrency={self.concurrency}", "-Q", queue, "--without-gossip", "--without-mingle",
+            "--without-heartbeat", "-n", f"{queue}-{uuid.uuid4().hex[:6]}@%h",
+        ]
+        self._spawn(args, self.env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the worker exited:\n{self.log_text()}")
+            if " ready." in self.log_text():
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"the worker did not become ready:\n{self.log_text()}")
+
+
+def read_signals(env: dict) -> list[dict]:
+    import json
+
+    path = Path(env["CHUNKY_TEST_SIGNAL_LOG"])
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def wait_for(predicate, timeout: float = 30, interval: float = 0.05, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")

@@ -1,0 +1,62 @@
+"""Shared fixtures.
+
+``backend`` runs a test twice: on the embedded fakeredis and on the real Redis
+at 127.0.0.1:6379 (db 15; each test uses its own key prefix, nothing is flushed).
+``chunky`` points every CHUNKY_REDIS_* path at the test's own temp directory.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+
+from chunky_redis import runtime
+from tests.support.processes import REAL_REDIS_URL
+
+BACKENDS = ["fakeredis", "redis"]
+
+
+def _real_redis_available() -> bool:
+    try:
+        return bool(redis.Redis.from_url(REAL_REDIS_URL, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    if request.param == "redis" and not _real_redis_available():
+        pytest.fail(f"the real Redis at {REAL_REDIS_URL} does not answer (make test starts it)")
+    return request.param
+
+
+@pytest.fixture
+def chunky(backend, settings, tmp_path):
+    """Settings for one test: its own key prefix, upload directory and media root."""
+    settings.CHUNKY_REDIS_REDIS_URL = REAL_REDIS_URL if backend == "redis" else None
+    settings.CHUNKY_REDIS_KEY_PREFIX = f"chunky-test-{uuid.uuid4().hex[:12]}"
+    settings.CHUNKY_REDIS_UPLOAD_DIR = str(tmp_path / "chunks")
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    settings.CHUNKY_REDIS_ALLOW_ANONYMOUS = True
+    yield settings
+    store = runtime.get_store()
+    keys = list(store.redis.scan_iter(match=f"{settings.CHUNKY_REDIS_KEY_PREFIX}:*"))
+    if keys:
+        store.redis.delete(*keys)
+
+
+@pytest.fixture
+def store(chunky):
+    return runtime.get_store()
+
+
+@pytest.fixture
+def signal_log():
+    """What the test receivers in tests/support/receivers.py got during the test."""
+    from tests.support import receivers
+
+    receivers.received.clear()
+    yield receivers.received
+    receivers.received.clear()

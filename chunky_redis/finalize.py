@@ -13,11 +13,14 @@ import hmac
 import logging
 import os
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from django.core.exceptions import SuspiciousFileOperation
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, storages
+from django.core.files.utils import validate_file_name
 from django.utils.module_loading import import_string
 
 from . import signals
@@ -49,9 +52,19 @@ def get_final_storage() -> Storage:
     return storages[name]
 
 
-def final_name_for(upload: Upload) -> str:
-    filename = upload.filename or "upload"
-    return conf.FINAL_NAME_TEMPLATE.format(upload_id=upload.upload_id, filename=filename)
+def final_name_for(upload: Upload, storage: Storage) -> str:
+    """The upload's name in the final storage: the same for every attempt.
+
+    The client's filename is cleaned the way the storage cleans FileField names,
+    so that names like ".." can never leave the upload's own folder.
+    """
+    try:
+        filename = storage.get_valid_name(os.path.basename(upload.filename)) if upload.filename else "upload"
+    except SuspiciousFileOperation:
+        filename = "upload"
+    name = conf.FINAL_NAME_TEMPLATE.format(upload_id=upload.upload_id, filename=filename)
+    validate_file_name(name, allow_relative_path=True)
+    return name
 
 
 def finalize(upload_id: str, *, store: UploadStore | None = None, chunks: ChunkStorage | None = None) -> Outcome:
@@ -61,18 +74,55 @@ def finalize(upload_id: str, *, store: UploadStore | None = None, chunks: ChunkS
     if upload is None or upload.status != PROCESSING:
         return Outcome("skipped", upload.status if upload else "missing")
 
-    token = secrets.token_hex(16)
-    if not store.take_lease(upload_id, token, int(conf.FINALIZE_LEASE.total_seconds() * 1000)):
+    lease = _Lease(store, upload_id, int(conf.FINALIZE_LEASE.total_seconds() * 1000))
+    if not lease.take():
         raise FinalizeBusy(upload_id)
     try:
         return _finalize_under_lease(upload, store, chunks)
     finally:
-        store.drop_lease(upload_id, token)
+        lease.drop()
+
+
+class _Lease:
+    """The finalization lease, renewed in the background while this worker works.
+
+    A long hand-off (a large file to a remote storage) keeps the lease however
+    long it takes; a killed worker stops renewing it, so it lapses after
+    FINALIZE_LEASE and a redelivered task can take over.
+    """
+
+    def __init__(self, store: UploadStore, upload_id: str, ttl_ms: int):
+        self.store, self.upload_id, self.ttl_ms = store, upload_id, ttl_ms
+        self.token = secrets.token_hex(16)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def take(self) -> bool:
+        if not self.store.take_lease(self.upload_id, self.token, self.ttl_ms):
+            return False
+        self._thread = threading.Thread(target=self._renew, name=f"chunky-lease-{self.upload_id}", daemon=True)
+        self._thread.start()
+        return True
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl_ms / 3000):
+            try:
+                if not self.store.extend_lease(self.upload_id, self.token, self.ttl_ms):
+                    logger.warning("chunky_redis: lost the finalization lease of upload %s", self.upload_id)
+                    return
+            except Exception:  # Redis hiccup: try again at the next beat, the lease has time left
+                logger.warning("chunky_redis: cannot renew the lease of upload %s", self.upload_id, exc_info=True)
+
+    def drop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.store.drop_lease(self.upload_id, self.token)
 
 
 def _finalize_under_lease(upload: Upload, store: UploadStore, chunks: ChunkStorage) -> Outcome:
     final = get_final_storage()
-    name = final_name_for(upload)
+    name = final_name_for(upload, final)
     path = chunks.path(upload.upload_id)
     if os.path.exists(path):
         reason = _verify(upload, path)

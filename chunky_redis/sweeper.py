@@ -35,31 +35,43 @@ def purge_expired_uploads(*, store: UploadStore | None = None, chunks: ChunkStor
     store = store or get_store()
     chunks = chunks or get_storage()
     result = SweepResult()
-    seen: set[str] = set()
+    skipped: set[str] = set()  # still in the sorted set; looked at again by the next sweep
     while True:
-        due = [upload_id for upload_id in store.due_expiries(limit=_BATCH) if upload_id not in seen]
+        due = [i for i in store.due_expiries(limit=_BATCH + len(skipped)) if i not in skipped]
         if not due:
             break
         for upload_id in due:
-            seen.add(upload_id)
             answer = store.mark_expired(upload_id)
             if answer in ("locked", "live"):
-                continue  # a request is writing to it, or its expiry slid forward
+                skipped.add(upload_id)  # a request is writing to it, or its expiry slid forward
+                continue
             store.forget_expiry(upload_id)
             if answer in ("ok", "missing", EXPIRED):
                 chunks.delete(upload_id)
                 result.expired += 1
                 signals.send(signals.upload_expired, upload_id=upload_id)
     grace = conf.ORPHAN_GRACE.total_seconds()
+    batch: list[str] = []
     for upload_id in chunks.iter_ids(older_than_s=grace):
-        upload = store.get(upload_id)
-        # Complete and failed uploads no longer need their chunk file; a file
-        # survives there only when a worker died between two steps.
-        if upload is None or upload.status in (EXPIRED, COMPLETE, FAILED):
-            if chunks.delete(upload_id):
-                result.orphans += 1
-                if upload is None or upload.status == EXPIRED:
-                    signals.send(signals.upload_expired, upload_id=upload_id)
+        batch.append(upload_id)
+        if len(batch) >= _BATCH:
+            _sweep_orphans(batch, store, chunks, result)
+            batch = []
+    if batch:
+        _sweep_orphans(batch, store, chunks, result)
     if result.expired or result.orphans:
         logger.info("chunky_redis: sweep: %s", result)
     return result
+
+
+def _sweep_orphans(upload_ids: list[str], store: UploadStore, chunks: ChunkStorage, result: SweepResult) -> None:
+    """Delete the chunk files, among ``upload_ids``, that no live or processing upload owns."""
+    for upload_id, status in store.statuses(upload_ids).items():
+        # Complete and failed uploads no longer need their chunk file; a file
+        # survives there only when a worker died between two steps.
+        if status not in (None, EXPIRED, COMPLETE, FAILED):
+            continue
+        if chunks.delete(upload_id):
+            result.orphans += 1
+            if status in (None, EXPIRED):
+                signals.send(signals.upload_expired, upload_id=upload_id)

@@ -1,4 +1,7 @@
-"""Celery tasks. Any Celery app that autodiscovers tasks in INSTALLED_APPS finds these."""
+"""Celery tasks. Any Celery app that autodiscovers tasks in INSTALLED_APPS finds these.
+
+Both run in the worker; so do the receivers of the signals they send.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,10 @@ import logging
 from celery import shared_task
 
 from .conf import conf
-from .exceptions import StoreUnavailable
 from .finalize import FinalizeBusy, fail_upload, finalize
 from .sweeper import purge_expired_uploads as sweep
 
 logger = logging.getLogger("chunky_redis")
-
-# Errors worth another try: Redis or the storage hiccuped.
-TRANSIENT = (StoreUnavailable, OSError)
 
 
 @shared_task(
@@ -22,26 +21,35 @@ TRANSIENT = (StoreUnavailable, OSError)
     name="chunky_redis.finalize_upload",
     acks_late=True,  # a task lost with a killed worker is delivered again ...
     reject_on_worker_lost=True,  # ... instead of being acknowledged as failed
-    max_retries=None,
+    max_retries=None,  # our own counter decides when to give up (below)
 )
 def finalize_upload(self, upload_id: str) -> str:
     """Verify, move to the final storage, mark complete and send the signals. Idempotent."""
     try:
         return finalize(upload_id).status
     except FinalizeBusy as e:
+        if self.request.is_eager:
+            # Inline, a retry would run again at once, in a loop; the lease
+            # holder (another thread or process) finishes the upload.
+            return "busy"
         # Another worker is finalizing it, or died doing so and its lease will
         # lapse: wait and look again, without ever giving up on the upload.
         raise self.retry(exc=e, countdown=_busy_countdown()) from e
-    except TRANSIENT as e:
+    except Exception as e:
+        # Redis, the storage or the network hiccuped (or a bug): every step is
+        # safe to repeat, so try again with backoff, then fail the upload
+        # visibly rather than leave it in "processing" forever.
         if self.request.retries >= conf.FINALIZE_MAX_RETRIES:
-            logger.error("chunky_redis: giving up on upload %s: %s", upload_id, e)
+            logger.exception("chunky_redis: giving up on upload %s", upload_id)
             return fail_upload(upload_id, f"Post-processing kept failing: {e}").status
-        countdown = min(2 ** self.request.retries, 300)
+        countdown = min(2**self.request.retries, 300)
+        logger.warning("chunky_redis: finalizing upload %s failed (%s); retrying in %ss", upload_id, e, countdown)
         raise self.retry(exc=e, countdown=countdown) from e
 
 
 @shared_task(name="chunky_redis.purge_expired_uploads")
 def purge_expired_uploads() -> str:
+    """The expiry sweeper; the bundled beat schedule runs it every CHUNKY_REDIS_SWEEP_INTERVAL."""
     return str(sweep())
 
 

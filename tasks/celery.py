@@ -1,3 +1,10 @@
+"""``celery -A tasks worker`` and ``celery -A tasks beat`` for the bundled site.
+
+Configured from the Django settings (``CELERY_*``). A host project's own Celery
+app needs nothing more than ``app.autodiscover_tasks()`` to find the tasks in
+``chunky_redis.tasks``, plus a beat entry for the sweeper like the one below.
+"""
+
 import os
 import sys
 from datetime import timedelta
@@ -15,11 +22,18 @@ app = Celery("chunky_site")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()  # finds chunky_redis.tasks, as a host project's own app would
 
+SWEEPER = "chunky_redis: purge expired uploads"
+
 
 @app.on_after_finalize.connect
 def _schedule_sweeper(sender: Celery, **kwargs: object) -> None:
     from chunky_redis.conf import conf
 
     interval: timedelta = conf.SWEEP_INTERVAL
-    sender.add_periodic_task(interval.total_seconds(), sender.tasks["chunky_redis.purge_expired_uploads"].s(),
-                             name="chunky_redis: purge expired uploads")
+    sender.add_periodic_task(
+        interval.total_seconds(),
+        sender.signature("chunky_redis.purge_expired_uploads"),
+        name=SWEEPER,
+        # A sweep nobody ran before the next one is due is only a duplicate: drop it.
+        expires=interval.total_seconds(),
+    )

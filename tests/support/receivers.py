@@ -2,12 +2,15 @@
 
 Each call is appended, as one JSON line, to the file named by CHUNKY_TEST_SIGNAL_LOG
 (when set), so that a test can see what a separate worker process received.
+Also the test storages that worker processes load by dotted path.
 """
 
 import json
 import os
 import threading
+import time
 
+from django.core.files.storage import FileSystemStorage
 from django.dispatch import receiver
 
 from chunky_redis import signals
@@ -44,3 +47,27 @@ def on_failed(**kwargs):
 @receiver(signals.upload_expired)
 def on_expired(**kwargs):
     _record("upload_expired", kwargs)
+
+
+class PausingStorage(FileSystemStorage):
+    """A final storage for the kill test: with CHUNKY_TEST_PAUSE_MARKER set, ``_save``
+    writes half of the file, creates the marker file and then waits (to be killed).
+
+    Because it overrides ``_save``, finalization streams into it instead of renaming.
+    """
+
+    def _save(self, name, content):
+        marker = os.environ.get("CHUNKY_TEST_PAUSE_MARKER")
+        if not marker:
+            return super()._save(name, content)
+        full = self.path(name)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        half = content.size // 2
+        with open(full, "wb") as f:
+            f.write(content.read(half))
+        with open(marker, "w") as f:
+            f.write(f"{os.getpid()} {name}\n")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        raise RuntimeError("PausingStorage was not killed")

@@ -12,6 +12,7 @@ import uuid
 import pytest
 import redis
 
+import tasks  # noqa: F401  (the bundled Celery app, configured from tests.settings: eager)
 from chunky_redis import runtime
 from tests.support.processes import REAL_REDIS_URL
 
@@ -32,19 +33,28 @@ def backend(request) -> str:
     return request.param
 
 
-@pytest.fixture
-def chunky(backend, settings, tmp_path):
-    """Settings for one test: its own key prefix, upload directory and media root."""
+def configure(settings, backend: str, tmp_path) -> None:
+    """Point the CHUNKY_REDIS_* settings at this test's own key prefix and directories."""
     settings.CHUNKY_REDIS_REDIS_URL = REAL_REDIS_URL if backend == "redis" else None
     settings.CHUNKY_REDIS_KEY_PREFIX = f"chunky-test-{uuid.uuid4().hex[:12]}"
     settings.CHUNKY_REDIS_UPLOAD_DIR = str(tmp_path / "chunks")
     settings.MEDIA_ROOT = str(tmp_path / "media")
     settings.CHUNKY_REDIS_ALLOW_ANONYMOUS = True
-    yield settings
+
+
+def cleanup_keys(settings) -> None:
     store = runtime.get_store()
     keys = list(store.redis.scan_iter(match=f"{settings.CHUNKY_REDIS_KEY_PREFIX}:*"))
     if keys:
         store.redis.delete(*keys)
+
+
+@pytest.fixture
+def chunky(backend, settings, tmp_path):
+    """Settings for one test: its own key prefix, upload directory and media root."""
+    configure(settings, backend, tmp_path)
+    yield settings
+    cleanup_keys(settings)
 
 
 @pytest.fixture

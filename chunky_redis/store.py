@@ -291,6 +291,20 @@ class UploadStore:
         with _wrap_errors():
             self._release(keys=[self.lease_key(upload_id)], args=[token])
 
+    def extend_lease(self, upload_id: str, token: str, ttl_ms: int) -> bool:
+        """Renew the post-processing lease; False when it lapsed or another worker holds it."""
+        with _wrap_errors():
+            return bool(self._extend(keys=[self.lease_key(upload_id)], args=[token, ttl_ms]))
+
+    def statuses(self, upload_ids: list[str]) -> dict[str, str | None]:
+        """The status of each upload (None when it has no record), in one round trip."""
+        with _wrap_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for upload_id in upload_ids:
+                pipe.hget(self.record_key(upload_id), "status")
+            values = pipe.execute()
+        return {i: (v.decode() if v is not None else None) for i, v in zip(upload_ids, values)}
+
     def transition(
         self, upload_id: str, from_status: str, to_status: str, *, keep_ms: int | None = None, **fields: Any
     ) -> str:

@@ -1,3 +1,9 @@
 from django.urls import include, path
 
-urlpatterns = [path("", include("chunky_redis.urls"))]
+from tests.support.views import HookedView
+
+urlpatterns = [
+    path("hooked/upload/", HookedView.as_view()),
+    path("hooked/upload/<str:upload_id>/", HookedView.as_view()),
+    path("", include("chunky_redis.urls")),
+]

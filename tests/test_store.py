@@ -1,0 +1,149 @@
+"""The Redis record and its Lua scripts, on fakeredis and the real Redis."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from chunky_redis.store import COMPLETE, EXPIRED, PROCESSING, Upload
+
+
+def make(store, **fields) -> Upload:
+    now = store.now()
+    upload = Upload(upload_id=uuid.uuid4().hex, owner="7", size=100, offset=10, created=now, expires=now + 60_000,
+                    hash_state=b"\x00\xffstate", extra={"k": "v"}, **fields)
+    store.create(upload)
+    return upload
+
+
+def test_keys_share_the_upload_hash_tag(store):
+    upload_id = "f" * 32
+    for key in (store.record_key(upload_id), store.lock_key(upload_id), store.lease_key(upload_id)):
+        assert f"{{{upload_id}}}" in key
+
+
+def test_create_and_read_round_trip(store):
+    upload = make(store)
+    again = store.get(upload.upload_id)
+    assert again == upload
+    ttl_ms = store.redis.pttl(store.record_key(upload.upload_id))
+    assert 0 < ttl_ms <= 60_000 + store.expired_retention_ms
+    assert store.due_expiries() == []
+    with pytest.raises(RuntimeError):
+        store.create(upload)
+
+
+def test_acquire_checks_owner_expiry_and_lock(store):
+    upload = make(store)
+    assert store.acquire(upload.upload_id, "8", "t1")[0] == "missing"
+    assert store.acquire(uuid.uuid4().hex, "7", "t1")[0] == "missing"
+    code, got = store.acquire(upload.upload_id, "7", "t1")
+    assert code == "ok" and got.offset == 10
+    assert store.acquire(upload.upload_id, "7", "t2")[0] == "locked"
+    assert store.acquire(upload.upload_id, "7", "", lock=False)[0] == "ok"
+    store.release(upload.upload_id, "not-mine")
+    assert store.is_locked(upload.upload_id)
+    store.release(upload.upload_id, "t1")
+    assert not store.is_locked(upload.upload_id)
+
+
+def test_expired_uploads_answer_expired(store):
+    now = store.now()
+    upload = Upload(upload_id=uuid.uuid4().hex, size=10, created=now - 10, expires=now - 1)
+    store.create(upload)
+    assert store.acquire(upload.upload_id, "", "t")[0] == "expired"
+    assert not store.is_locked(upload.upload_id)
+    assert store.due_expiries() == [upload.upload_id]
+
+
+def test_commit_advances_offset_and_state_together_and_releases(store):
+    upload = make(store)
+    store.acquire(upload.upload_id, "7", "tok")
+    assert store.commit(upload, "tok", new_offset=20, hash_state=b"new", expires=upload.expires) == "ok"
+    got = store.get(upload.upload_id)
+    assert (got.offset, got.hash_state) == (20, b"new")
+    assert not store.is_locked(upload.upload_id)
+
+
+def test_commit_refuses_without_the_lock(store):
+    upload = make(store)
+    store.acquire(upload.upload_id, "7", "tok")
+    store.redis.delete(store.lock_key(upload.upload_id))  # the lock lapsed ...
+    store.acquire(upload.upload_id, "7", "other")  # ... and someone else took it
+    assert store.commit(upload, "tok", new_offset=20, hash_state=b"x", expires=upload.expires) == "lost"
+    got = store.get(upload.upload_id)
+    assert (got.offset, got.hash_state) == (10, b"\x00\xffstate")
+    assert store.redis.get(store.lock_key(upload.upload_id)) == b"other"
+
+
+def test_commit_refuses_a_moved_offset(store):
+    upload = make(store)
+    store.acquire(upload.upload_id, "7", "tok")
+    store.redis.hset(store.record_key(upload.upload_id), "offset", 50)
+    assert store.commit(upload, "tok", new_offset=20, hash_state=b"x", expires=upload.expires) == "conflict"
+    assert store.get(upload.upload_id).offset == 50
+
+
+def test_sliding_expiry_updates_the_sweep_index(store):
+    upload = make(store)
+    store.acquire(upload.upload_id, "7", "tok")
+    later = upload.expires + 5_000
+    assert store.commit(upload, "tok", new_offset=20, hash_state=b"x", expires=later) == "ok"
+    assert store.redis.zscore(store.expiries_key, upload.upload_id) == later
+
+
+def test_mark_processing_once(store):
+    upload = make(store)
+    store.acquire(upload.upload_id, "7", "tok")
+    assert store.mark_processing(upload, "tok", "abc") == "ok"
+    got = store.get(upload.upload_id)
+    assert (got.status, got.checksum) == (PROCESSING, "abc")
+    assert store.redis.zscore(store.expiries_key, upload.upload_id) is None
+    store.acquire(upload.upload_id, "7", "tok2")
+    assert store.mark_processing(upload, "tok2", "abc") == "conflict"
+
+
+def test_transition_is_guarded(store):
+    upload = make(store, status=PROCESSING)
+    assert store.transition(upload.upload_id, PROCESSING, COMPLETE, final_name="n") == "ok"
+    assert store.transition(upload.upload_id, PROCESSING, COMPLETE, final_name="m") == COMPLETE
+    assert store.get(upload.upload_id).final_name == "n"
+    assert store.transition(uuid.uuid4().hex, PROCESSING, COMPLETE) == "missing"
+
+
+def test_mark_expired_respects_locks_and_liveness(store):
+    live = make(store)
+    assert store.mark_expired(live.upload_id) == "live"
+    now = store.now()
+    dead = Upload(upload_id=uuid.uuid4().hex, size=10, created=now - 10, expires=now - 1)
+    store.create(dead)
+    store.redis.set(store.lock_key(dead.upload_id), "x")
+    assert store.mark_expired(dead.upload_id) == "locked"
+    store.redis.delete(store.lock_key(dead.upload_id))
+    assert store.mark_expired(dead.upload_id) == "ok"
+    assert store.get(dead.upload_id).status == EXPIRED
+    assert store.acquire(dead.upload_id, "", "t", lock=False)[0] == "expired"
+    assert store.mark_expired(uuid.uuid4().hex) == "missing"
+
+
+def test_redis_errors_become_store_unavailable(settings):
+    from chunky_redis import runtime
+    from chunky_redis.exceptions import StoreUnavailable
+
+    settings.CHUNKY_REDIS_REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    with pytest.raises(StoreUnavailable):
+        runtime.get_store().get("a" * 32)
+
+
+def test_unreachable_redis_is_a_503_not_a_500(settings, tmp_path):
+    from django.test import Client
+
+    settings.CHUNKY_REDIS_REDIS_URL = "redis://127.0.0.1:1/0"
+    settings.CHUNKY_REDIS_ALLOW_ANONYMOUS = True
+    settings.CHUNKY_REDIS_UPLOAD_DIR = str(tmp_path)
+    reply = Client().put("/upload/" + "a" * 32 + "/", b"x", content_type="application/octet-stream",
+                         HTTP_CONTENT_RANGE="bytes 0-0/1")
+    assert reply.status_code == 503
+    assert reply.json()["code"] == "store_unavailable"
+

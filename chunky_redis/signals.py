@@ -23,11 +23,21 @@ upload_expired = Signal()
 
 
 def send(signal: Signal, **kwargs: object) -> None:
+    """Send ``signal`` to every receiver; a receiver that raises is logged, the others still run."""
     for receiver, result in signal.send_robust(sender=None, **kwargs):
         if isinstance(result, Exception):
             logger.error(
-                "chunky_redis: receiver %r of a signal raised for upload %s",
+                "chunky_redis: receiver %r of %s raised for upload %s",
                 receiver,
+                _NAMES.get(id(signal), "a signal"),
                 kwargs.get("upload_id"),
                 exc_info=(type(result), result, result.__traceback__),
             )
+
+
+_NAMES = {
+    id(upload_completed): "upload_completed",
+    id(chunky_upload_complete): "chunky_upload_complete",
+    id(upload_failed): "upload_failed",
+    id(upload_expired): "upload_expired",
+}

@@ -24,14 +24,15 @@ logger = logging.getLogger("chunky_redis")
     max_retries=None,  # our own counter decides when to give up (below)
 )
 def finalize_upload(self, upload_id: str) -> str:
-    """Verify, move to the final storage, mark complete and send the signals. Idempotent."""
+    """Verify, move to the final storage, mark complete and send the signals. Idempotent.
+
+    Returns "complete", "failed", "skipped" (already finished, or gone) or "busy".
+    """
+    if self.request.is_eager:
+        return _finalize_inline(upload_id)
     try:
         return finalize(upload_id).status
     except FinalizeBusy as e:
-        if self.request.is_eager:
-            # Inline, a retry would run again at once, in a loop; the lease
-            # holder (another thread or process) finishes the upload.
-            return "busy"
         # Another worker is finalizing it, or died doing so and its lease will
         # lapse: wait and look again, without ever giving up on the upload.
         raise self.retry(exc=e, countdown=_busy_countdown()) from e
@@ -45,6 +46,21 @@ def finalize_upload(self, upload_id: str) -> str:
         countdown = min(2**self.request.retries, 300)
         logger.warning("chunky_redis: finalizing upload %s failed (%s); retrying in %ss", upload_id, e, countdown)
         raise self.retry(exc=e, countdown=countdown) from e
+
+
+def _finalize_inline(upload_id: str) -> str:
+    """Eager mode (no broker): the same steps, retried at once instead of later."""
+    for attempt in range(conf.FINALIZE_MAX_RETRIES + 1):
+        try:
+            return finalize(upload_id).status
+        except FinalizeBusy:
+            return "busy"  # another thread or process holds the lease and finishes it
+        except Exception as e:
+            if attempt == conf.FINALIZE_MAX_RETRIES:
+                logger.exception("chunky_redis: giving up on upload %s", upload_id)
+                return fail_upload(upload_id, f"Post-processing kept failing: {e}").status
+            logger.warning("chunky_redis: finalizing upload %s failed (%s); trying again", upload_id, e)
+    raise AssertionError("unreachable")
 
 
 @shared_task(name="chunky_redis.purge_expired_uploads")

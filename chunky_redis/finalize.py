@@ -59,7 +59,11 @@ def final_name_for(upload: Upload, storage: Storage) -> str:
     so that names like ".." can never leave the upload's own folder.
     """
     try:
-        filename = storage.get_valid_name(os.path.basename(upload.filename)) if upload.filename else "upload"
+        filename = (
+            storage.get_valid_name(os.path.basename(upload.filename))
+            if upload.filename
+            else "upload"
+        )
     except SuspiciousFileOperation:
         filename = "upload"
     name = conf.FINAL_NAME_TEMPLATE.format(upload_id=upload.upload_id, filename=filename)
@@ -67,7 +71,9 @@ def final_name_for(upload: Upload, storage: Storage) -> str:
     return name
 
 
-def finalize(upload_id: str, *, store: UploadStore | None = None, chunks: ChunkStorage | None = None) -> Outcome:
+def finalize(
+    upload_id: str, *, store: UploadStore | None = None, chunks: ChunkStorage | None = None
+) -> Outcome:
     store = store or get_store()
     chunks = chunks or get_storage()
     upload = store.get(upload_id)
@@ -100,7 +106,9 @@ class _Lease:
     def take(self) -> bool:
         if not self.store.take_lease(self.upload_id, self.token, self.ttl_ms):
             return False
-        self._thread = threading.Thread(target=self._renew, name=f"chunky-lease-{self.upload_id}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._renew, name=f"chunky-lease-{self.upload_id}", daemon=True
+        )
         self._thread.start()
         return True
 
@@ -108,10 +116,16 @@ class _Lease:
         while not self._stop.wait(self.ttl_ms / 3000):
             try:
                 if not self.store.extend_lease(self.upload_id, self.token, self.ttl_ms):
-                    logger.warning("chunky_redis: lost the finalization lease of upload %s", self.upload_id)
+                    logger.warning(
+                        "chunky_redis: lost the finalization lease of upload %s", self.upload_id
+                    )
                     return
             except Exception:  # Redis hiccup: try again at the next beat, the lease has time left
-                logger.warning("chunky_redis: cannot renew the lease of upload %s", self.upload_id, exc_info=True)
+                logger.warning(
+                    "chunky_redis: cannot renew the lease of upload %s",
+                    self.upload_id,
+                    exc_info=True,
+                )
 
     def drop(self) -> None:
         self._stop.set()
@@ -131,7 +145,9 @@ def _finalize_under_lease(upload: Upload, store: UploadStore, chunks: ChunkStora
         chunks.truncate(upload.upload_id, upload.size)
         name = _hand_off(path, final, name)
     elif not final.exists(name):
-        return _fail(upload, store, chunks, "The uploaded bytes are missing from the upload directory.")
+        return _fail(
+            upload, store, chunks, "The uploaded bytes are missing from the upload directory."
+        )
     # else: a previous attempt already handed the file off and died before recording it.
 
     try:
@@ -164,7 +180,9 @@ def _finalize_under_lease(upload: Upload, store: UploadStore, chunks: ChunkStora
         user_id=upload.owner or None,
         extra=upload.extra,
     )
-    signals.send(signals.chunky_upload_complete, upload_id=upload.upload_id, completed_on=completed_on)
+    signals.send(
+        signals.chunky_upload_complete, upload_id=upload.upload_id, completed_on=completed_on
+    )
     return Outcome(COMPLETE)
 
 
@@ -180,7 +198,10 @@ def _verify(upload: Upload, path: str) -> str:
         digest = file_hexdigest(path, upload.algorithm, upload.size)
         what = "stored bytes"
     if not hmac.compare_digest(digest, upload.checksum):
-        return f"The {upload.algorithm} of the {what} ({digest}) does not match the client's ({upload.checksum})."
+        return (
+            f"The {upload.algorithm} of the {what} ({digest}) "
+            f"does not match the client's ({upload.checksum})."
+        )
     return ""
 
 
@@ -238,4 +259,3 @@ def fail_upload(upload_id: str, reason: str) -> Outcome:
     if upload is None or upload.status != PROCESSING:
         return Outcome("skipped")
     return _fail(upload, store, get_storage(), reason)
-

@@ -31,7 +31,9 @@ class SweepResult:
         return f"{self.expired} expired upload(s) and {self.orphans} orphan file(s) removed"
 
 
-def purge_expired_uploads(*, store: UploadStore | None = None, chunks: ChunkStorage | None = None) -> SweepResult:
+def purge_expired_uploads(
+    *, store: UploadStore | None = None, chunks: ChunkStorage | None = None
+) -> SweepResult:
     store = store or get_store()
     chunks = chunks or get_storage()
     result = SweepResult()
@@ -64,7 +66,9 @@ def purge_expired_uploads(*, store: UploadStore | None = None, chunks: ChunkStor
     return result
 
 
-def _sweep_orphans(upload_ids: list[str], store: UploadStore, chunks: ChunkStorage, result: SweepResult) -> None:
+def _sweep_orphans(
+    upload_ids: list[str], store: UploadStore, chunks: ChunkStorage, result: SweepResult
+) -> None:
     """Delete the chunk files, among ``upload_ids``, that no live or processing upload owns."""
     for upload_id, status in store.statuses(upload_ids).items():
         # Complete and failed uploads no longer need their chunk file; a file

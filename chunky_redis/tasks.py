@@ -44,7 +44,12 @@ def finalize_upload(self, upload_id: str) -> str:
             logger.exception("chunky_redis: giving up on upload %s", upload_id)
             return fail_upload(upload_id, f"Post-processing kept failing: {e}").status
         countdown = min(2**self.request.retries, 300)
-        logger.warning("chunky_redis: finalizing upload %s failed (%s); retrying in %ss", upload_id, e, countdown)
+        logger.warning(
+            "chunky_redis: finalizing upload %s failed (%s); retrying in %ss",
+            upload_id,
+            e,
+            countdown,
+        )
         raise self.retry(exc=e, countdown=countdown) from e
 
 
@@ -59,7 +64,9 @@ def _finalize_inline(upload_id: str) -> str:
             if attempt == conf.FINALIZE_MAX_RETRIES:
                 logger.exception("chunky_redis: giving up on upload %s", upload_id)
                 return fail_upload(upload_id, f"Post-processing kept failing: {e}").status
-            logger.warning("chunky_redis: finalizing upload %s failed (%s); trying again", upload_id, e)
+            logger.warning(
+                "chunky_redis: finalizing upload %s failed (%s); trying again", upload_id, e
+            )
     raise AssertionError("unreachable")
 
 

@@ -1,4 +1,4 @@
-"""The Celery application of the bundled service: ``celery -A tasks worker`` / ``celery -A tasks beat``."""
+"""The bundled service's Celery app: ``celery -A tasks worker`` and ``celery -A tasks beat``."""
 
 from .celery import app
 

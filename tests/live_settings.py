@@ -34,4 +34,6 @@ if CELERY_BROKER_URL.startswith("redis"):
     }
     if os.environ.get("CELERY_VISIBILITY_TIMEOUT"):
         # Look for messages of dead workers every second, not every 100 s.
-        CELERY_BROKER_TRANSPORT_OPTIONS.update(unacked_restore_interval=1, unacked_restore_throttle=1)
+        CELERY_BROKER_TRANSPORT_OPTIONS.update(
+            unacked_restore_interval=1, unacked_restore_throttle=1
+        )

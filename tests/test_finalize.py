@@ -30,7 +30,9 @@ def payload(size: int, seed: int = 0) -> bytes:
     return bytes((i * 7 + seed) % 251 for i in range(size))
 
 
-def put_chunks(client: Client, data: bytes, filename: str = "report.bin", chunk: int = CHUNK) -> str:
+def put_chunks(
+    client: Client, data: bytes, filename: str = "report.bin", chunk: int = CHUNK
+) -> str:
     upload_id = None
     for start in range(0, len(data), chunk):
         part = data[start : start + chunk]
@@ -44,7 +46,9 @@ def put_chunks(client: Client, data: bytes, filename: str = "report.bin", chunk:
 
 def complete(client: Client, upload_id: str, data: bytes):
     return client.post(
-        f"/upload/{upload_id}/", data={"md5": hashlib.md5(data).hexdigest()}, content_type="application/json"
+        f"/upload/{upload_id}/",
+        data={"md5": hashlib.md5(data).hexdigest()},
+        content_type="application/json",
     )
 
 
@@ -122,7 +126,9 @@ def test_lifecycle_complete(chunky, store, queued, signal_log, client):
     ]
     [legacy] = named(signal_log, "chunky_upload_complete")
     assert legacy["upload_id"] == upload_id
-    assert isinstance(legacy["completed_on"], datetime) and legacy["completed_on"].tzinfo is not None
+    assert (
+        isinstance(legacy["completed_on"], datetime) and legacy["completed_on"].tzinfo is not None
+    )
     assert int(legacy["completed_on"].timestamp() * 1000) == store.get(upload_id).completed
 
 
@@ -154,7 +160,9 @@ def test_second_run_hands_off_and_signals_nothing(chunky, queued, hand_offs, sig
     assert len(named(signal_log, "chunky_upload_complete")) == 1
 
 
-def test_resumes_after_a_death_between_hand_off_and_record(chunky, store, queued, signal_log, client, monkeypatch):
+def test_resumes_after_a_death_between_hand_off_and_record(
+    chunky, store, queued, signal_log, client, monkeypatch
+):
     """The file reached the final storage, then the worker died: the next run only records it."""
     data = payload(5000)
     upload_id = put_chunks(client, data)
@@ -245,7 +253,10 @@ def test_other_storage_gets_a_streamed_save(chunky, store, queued, signal_log, c
 
 def test_other_volume_gets_a_streamed_save(chunky, queued, client, hand_offs):
     other = "/dev/shm"
-    if not os.path.isdir(other) or os.stat(other).st_dev == os.stat(chunky.MEDIA_ROOT.rsplit("/", 1)[0]).st_dev:
+    if (
+        not os.path.isdir(other)
+        or os.stat(other).st_dev == os.stat(chunky.MEDIA_ROOT.rsplit("/", 1)[0]).st_dev
+    ):
         pytest.skip("no second volume to save to")
     import tempfile
 
@@ -286,7 +297,9 @@ def test_corrupted_stored_bytes_fail_when_reverified(chunky, store, queued, sign
     seen = status(client, upload_id)
     assert seen["status"] == "failed"
     assert "stored bytes" in seen["reason"] and hashlib.md5(data).hexdigest() in seen["reason"]
-    assert named(signal_log, "upload_failed") == [{"upload_id": upload_id, "reason": seen["reason"]}]
+    assert named(signal_log, "upload_failed") == [
+        {"upload_id": upload_id, "reason": seen["reason"]}
+    ]
     assert named(signal_log, "upload_completed") == []
     assert not os.path.exists(chunk_path)
     assert not os.path.exists(media_path(chunky, f"chunky_redis/{upload_id}"))
@@ -304,8 +317,15 @@ def processing_upload(store, chunky, data: bytes, checksum: str, **fields) -> st
     now = store.now()
     store.create(
         Upload(
-            upload_id=upload_id, filename="a.txt", size=len(data), offset=len(data), status=PROCESSING,
-            created=now, expires=now + 60_000, checksum=checksum, **fields,
+            upload_id=upload_id,
+            filename="a.txt",
+            size=len(data),
+            offset=len(data),
+            status=PROCESSING,
+            created=now,
+            expires=now + 60_000,
+            checksum=checksum,
+            **fields,
         )
     )
     return upload_id
@@ -316,13 +336,19 @@ def test_checksum_mismatch_without_incremental_state_fails(chunky, store, signal
     upload_id = processing_upload(store, chunky, data, "0" * 32)
     assert finalize_upload.delay(upload_id).get() == "failed"
     upload = store.get(upload_id)
-    assert upload.status == "failed" and "does not match" in upload.reason and "0" * 32 in upload.reason
+    assert (
+        upload.status == "failed"
+        and "does not match" in upload.reason
+        and "0" * 32 in upload.reason
+    )
     assert named(signal_log, "upload_failed") == [{"upload_id": upload_id, "reason": upload.reason}]
 
 
 def test_without_incremental_state_the_file_is_read(chunky, store, signal_log):
     data = payload(1000)
-    upload_id = processing_upload(store, chunky, data, hashlib.md5(data).hexdigest(), owner="42", extra={"k": 1})
+    upload_id = processing_upload(
+        store, chunky, data, hashlib.md5(data).hexdigest(), owner="42", extra={"k": 1}
+    )
     assert finalize_upload.delay(upload_id).get() == "complete"
     [sent] = named(signal_log, "upload_completed")
     assert sent["user_id"] == "42" and sent["extra"] == {"k": 1}
@@ -342,7 +368,9 @@ def test_missing_bytes_fail(chunky, store, signal_log):
     assert [k["upload_id"] for k in named(signal_log, "upload_failed")] == [upload_id, other]
 
 
-def test_a_raising_receiver_is_logged_and_others_still_run(chunky, store, queued, signal_log, client, caplog):
+def test_a_raising_receiver_is_logged_and_others_still_run(
+    chunky, store, queued, signal_log, client, caplog
+):
     later: list[str] = []
 
     def broken(**kwargs):
@@ -389,7 +417,9 @@ def test_transient_errors_are_retried(chunky, store, queued, signal_log, client,
     assert len(named(signal_log, "upload_completed")) == 1
 
 
-def test_persistent_errors_fail_the_upload_after_the_retries(chunky, store, queued, signal_log, client, monkeypatch):
+def test_persistent_errors_fail_the_upload_after_the_retries(
+    chunky, store, queued, signal_log, client, monkeypatch
+):
     chunky.CHUNKY_REDIS_FINALIZE_MAX_RETRIES = 2
     attempts: list[int] = []
 
@@ -444,7 +474,9 @@ def test_lease_is_renewed_during_a_long_hand_off(chunky, store, queued, client, 
     assert not store.redis.exists(store.lease_key(upload_id))  # dropped at the end
 
 
-def test_two_finalizations_at_once_hand_off_once(chunky, store, queued, hand_offs, signal_log, client, monkeypatch):
+def test_two_finalizations_at_once_hand_off_once(
+    chunky, store, queued, hand_offs, signal_log, client, monkeypatch
+):
     inside, release = threading.Event(), threading.Event()
     real = finalize_module._hand_off
 
@@ -459,10 +491,14 @@ def test_two_finalizations_at_once_hand_off_once(chunky, store, queued, hand_off
     complete(client, upload_id, data)
     results: list[str] = []
     # (.get() refuses to wait while another thread runs an eager task: read .result.)
-    first = threading.Thread(target=lambda: results.append(finalize_upload.apply(args=[upload_id]).result))
+    first = threading.Thread(
+        target=lambda: results.append(finalize_upload.apply(args=[upload_id]).result)
+    )
     first.start()
     assert inside.wait(10)
-    assert finalize_upload.apply(args=[upload_id]).result == "busy"  # the second delivery, while the first works
+    assert (
+        finalize_upload.apply(args=[upload_id]).result == "busy"
+    )  # the second delivery, while the first works
     release.set()
     first.join(10)
     assert results == ["complete"]
@@ -480,7 +516,7 @@ def test_two_completions_at_once_finish_once(chunky, hand_offs, signal_log, roun
         barrier = threading.Barrier(2)
         codes: list[int] = []
 
-        def send():
+        def send(upload_id=upload_id, data=data, barrier=barrier, codes=codes):
             mine = Client()
             barrier.wait()
             codes.append(complete(mine, upload_id, data).status_code)

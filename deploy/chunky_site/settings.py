@@ -44,6 +44,7 @@ INSTALLED_APPS = [
 # Kept short on purpose: every middleware runs once per chunk.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files under gunicorn, DEBUG or not
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -75,7 +76,16 @@ TIME_ZONE = "UTC"
 
 VAR_DIR = Path(os.environ.get("CHUNKY_VAR_DIR", REPO_DIR / "var"))
 STATIC_URL = "/static/"
-STATICFILES_DIRS = [p for p in [REPO_DIR / "node_modules"] if p.exists()]
+NODE_MODULES = REPO_DIR / "node_modules"
+# The demo page's libraries come from npm (package.json, installed by `npm ci`); only the folders
+# the page loads are published, each under static/vendor/<package>/.
+STATICFILES_DIRS = [
+    (f"vendor/{package}", NODE_MODULES / package / folder)
+    for package, folder in [("jquery", "dist"), ("blueimp-file-upload", "js"), ("spark-md5", "")]
+    if (NODE_MODULES / package / folder).is_dir()
+]
+STATIC_ROOT = os.environ.get("STATIC_ROOT") or None  # set it to serve `collectstatic` output instead
+WHITENOISE_USE_FINDERS = True  # serve straight from the app and npm folders; no collectstatic needed
 MEDIA_ROOT = os.environ.get("MEDIA_ROOT", str(VAR_DIR / "media"))
 MEDIA_URL = os.environ.get("MEDIA_URL", "/media/")
 
@@ -91,6 +101,9 @@ if os.environ.get("CHUNKY_MAX_BYTES"):
 if os.environ.get("CHUNKY_EXPIRATION_SECONDS"):
     CHUNKY_REDIS_EXPIRATION = float(os.environ["CHUNKY_EXPIRATION_SECONDS"])
 CHUNKY_REDIS_CHECKSUM_ALGORITHM = os.environ.get("CHUNKY_CHECKSUM_ALGORITHM", "md5")
+if os.environ.get("CHUNKY_LOCK_TIMEOUT_SECONDS"):
+    CHUNKY_REDIS_LOCK_TIMEOUT = float(os.environ["CHUNKY_LOCK_TIMEOUT_SECONDS"])
+CHUNKY_REDIS_SLIDING_EXPIRATION = env_bool("CHUNKY_SLIDING_EXPIRATION", False)
 
 # -- Celery (tasks/) ----------------------------------------------------------
 # The broker is the same Redis by default; with no Redis at all, tasks run eagerly in the web process.

@@ -1,8 +1,9 @@
 from django.urls import include, path
 
-from . import views
+from . import demo, views
 
 urlpatterns = [
+    path("", demo.index, name="demo"),
     path("healthz", views.health, name="health"),
     path("", include("chunky_redis.urls")),
 ]

@@ -1,0 +1,227 @@
+"""The demo page in a real browser.
+
+Debian's headless chromium (installed by deploy/test-setup.sh), driven by
+Playwright, against the bundled site under gunicorn and a Celery worker, both
+on the real Redis. The page's JavaScript is the thing under test: blueimp
+jQuery-File-Upload sending chunks, spark-md5 in the browser, resuming from
+localStorage after a reload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from tests.support.processes import REAL_REDIS_URL, REPO, SiteProcess, WorkerProcess, live_env
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("CHUNKY_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = REPO / "test-artifacts"
+CHUNK = 256 << 10
+MAX_BYTES = 8 << 20
+UPLOAD_URL = re.compile(r"/upload/(?:[0-9a-f]{32}/)?(?:\?.*)?$")
+ID_IN_URL = re.compile(r"/upload/([0-9a-f]{32})/")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: deploy/test-setup.sh (run by make test) installs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    try:
+        redis.Redis.from_url(REAL_REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        pytest.fail(f"the real Redis at {REAL_REDIS_URL} does not answer (make test starts it)")
+    env = live_env(tmp_path_factory.mktemp("browser"), CHUNKY_MAX_BYTES=str(MAX_BYTES))
+    with SiteProcess(env, workers=2) as site, WorkerProcess(env):
+        yield site, env
+    client = redis.Redis.from_url(REAL_REDIS_URL)
+    for pattern in (f"{env['CHUNKY_TEST_KEY_PREFIX']}:*", f"*{env['CHUNKY_TEST_QUEUE']}*"):
+        keys = list(client.scan_iter(match=pattern))
+        if keys:
+            client.delete(*keys)
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1100, "height": 820}, device_scale_factor=1)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.errors = errors
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def make_file(path: Path, size: int) -> str:
+    data = os.urandom(size)
+    path.write_bytes(data)
+    return hashlib.md5(data).hexdigest()
+
+
+def stored_md5(env: dict, site: SiteProcess, upload_id: str) -> tuple[dict, str]:
+    status = requests.get(f"{site.url}/upload/{upload_id}/", timeout=10).json()
+    assert status["status"] == "complete", status
+    final = Path(env["MEDIA_ROOT"]) / status["final_name"]
+    return status, hashlib.md5(final.read_bytes()).hexdigest()
+
+
+def row(page, name: str, state: str | None = None):
+    selector = f'li.file[data-name="{name}"]'
+    return page.locator(selector + (f'[data-state="{state}"]' if state else ""))
+
+
+def screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def test_upload_survives_a_dropped_connection_and_a_reload(live, page, tmp_path):
+    site, env = live
+    name = "Résumé scan (2024).bin"
+    local = tmp_path / name
+    size = 3 * (1 << 20) + 12_345  # 13 chunks of 256 KiB
+    md5 = make_file(local, size)
+    accepted = 4
+
+    # The network goes down for good at the fifth chunk: that request and every later PUT fail.
+    puts = {"count": 0, "down": False}
+
+    def network(route, request):
+        if request.method == "PUT":
+            puts["count"] += 1
+            if puts["count"] > accepted:
+                puts["down"] = True
+                return route.abort("connectionreset")
+        return route.continue_()
+
+    page.route(UPLOAD_URL, network)
+    page.goto(f"{site.url}/?chunk=256k")
+    assert page.locator("#chunky").get_attribute("data-chunk-size") == str(CHUNK)
+    page.set_input_files("#fileupload", str(local))
+
+    # The page notices, says so, and keeps retrying (against a server it cannot reach).
+    row(page, name, "retrying").wait_for(timeout=20_000)
+    assert "connection was lost" in row(page, name).locator(".file-message").inner_text()
+    upload_id = row(page, name).get_attribute("data-upload-id")
+    assert upload_id and re.fullmatch(r"[0-9a-f]{32}", upload_id)
+    server = requests.get(f"{site.url}/upload/{upload_id}/", timeout=10).json()
+    assert server["status"] == "uploading"
+    assert server["offset"] == accepted * CHUNK
+
+    # Reload: the page remembers the unfinished upload and shows where it stopped.
+    page.unroute(UPLOAD_URL)
+    page.reload()
+    paused = row(page, name, "paused")
+    paused.wait_for(timeout=10_000)
+    page.wait_for_function(
+        "name => document.querySelector(`li.file[data-name=\"${name}\"] .file-message`).textContent.includes('Interrupted')",
+        arg=name,
+    )
+    resumed_at = f"{100 * accepted * CHUNK // size}%"
+    assert f"Interrupted at {resumed_at}" in paused.inner_text()
+
+    # Choosing the same file resumes from the server's offset: no new upload, no byte sent twice.
+    sent: list[tuple[str, str | None]] = []
+    page.on("request", lambda r: r.method == "PUT" and sent.append((r.url, r.headers.get("content-range"))))
+    page.set_input_files("#fileupload", str(local))
+    done = row(page, name, "complete")
+    done.wait_for(timeout=60_000)
+
+    assert sent, "nothing was sent after the reload"
+    assert all(ID_IN_URL.search(url) and ID_IN_URL.search(url).group(1) == upload_id for url, _ in sent)
+    starts = [int(re.match(r"bytes (\d+)-(\d+)/(\d+)$", header).group(1)) for _, header in sent]
+    assert starts == list(range(accepted * CHUNK, size, CHUNK))
+
+    status, final_md5 = stored_md5(env, site, upload_id)
+    assert final_md5 == md5
+    assert status["size"] == size
+    assert status["filename"] == name
+    text = done.inner_text()
+    assert status["final_name"] in text
+    assert "3.01 MiB" in text and f"{size:,} bytes" in text
+    assert md5 in text  # the md5 the browser computed, from the re-read prefix and the new chunks
+    assert f"resumed at {resumed_at}" in text
+    assert page.evaluate("localStorage.getItem('chunky-redis.uploads.v1')") == "{}"
+    screenshot(page, "browser-resumed-upload.png")
+
+
+def test_several_files_conflict_expired_and_too_large(live, page, tmp_path):
+    site, env = live
+    files = {
+        "notes.txt": 100_000,  # smaller than a chunk: one request without Content-Range
+        "photos.zip": (1 << 20) + 7,  # five chunks; the second meets a 409 once
+        "old.log": 600_000,  # three chunks; the second is answered 410 Gone
+        "disk image.iso": MAX_BYTES + 1,  # refused before anything is sent
+    }
+    md5s = {name: make_file(tmp_path / name, size) for name, size in files.items()}
+    answered: dict[str, list[str]] = {"photos.zip": [], "old.log": []}
+
+    def network(route, request):
+        disposition = request.headers.get("content-disposition", "")
+        if request.method == "PUT" and ID_IN_URL.search(request.url):
+            if "photos.zip" in disposition and not answered["photos.zip"]:
+                # As when another request holds the upload's lock.
+                answered["photos.zip"].append(request.url)
+                return route.fulfill(
+                    status=409,
+                    headers={"Retry-After": "1", "Cache-Control": "no-store"},
+                    json={"detail": "Another request is writing to this upload; retry shortly.", "code": "locked"},
+                )
+            if "old.log" in disposition:
+                answered["old.log"].append(request.url)
+                return route.fulfill(status=410, json={"detail": "The upload has expired.", "code": "expired"})
+        return route.continue_()
+
+    page.route(UPLOAD_URL, network)
+    page.goto(f"{site.url}/?chunk=256k")
+    page.set_input_files("#fileupload", [str(tmp_path / name) for name in files])
+
+    row(page, "photos.zip", "retrying").wait_for(timeout=20_000)
+    assert "Conflict" in row(page, "photos.zip").locator(".file-message").inner_text()
+    too_large = row(page, "disk image.iso", "error")
+    too_large.wait_for(timeout=5_000)
+    assert "Too large: the file is 8,388,609 bytes, over the 8,388,608 bytes limit." in too_large.inner_text()
+    expired = row(page, "old.log", "error")
+    expired.wait_for(timeout=20_000)
+    assert "Expired" in expired.inner_text()
+    assert len(answered["old.log"]) == 1  # a 410 is final: no retry
+    for failed in (too_large, expired):
+        assert failed.locator(".btn-retry").is_hidden()
+
+    for name in ("notes.txt", "photos.zip"):
+        done = row(page, name, "complete")
+        done.wait_for(timeout=60_000)
+        status, final_md5 = stored_md5(env, site, done.get_attribute("data-upload-id"))
+        assert final_md5 == md5s[name]
+        assert status["filename"] == name
+        assert status["final_name"] in done.inner_text()
+    assert len(answered["photos.zip"]) == 1
+    assert page.locator("#overall-text").inner_text() == "2 complete · 2 failed"
+    screenshot(page, "browser-several-files.png")

@@ -1,0 +1,83 @@
+"""One test per system check id."""
+
+import pytest
+
+from chunky_redis import checks
+
+
+def ids() -> list[str]:
+    return [message.id for message in checks.check_settings()]
+
+
+def test_default_test_settings_are_clean(settings):
+    settings.DEBUG = True  # W002 is about production only
+    assert ids() == []
+
+
+def test_e001_unknown_algorithm(settings):
+    settings.CHUNKY_REDIS_CHECKSUM_ALGORITHM = "crc32"
+    assert "chunky_redis.E001" in ids()
+
+
+def test_w001_no_incremental_checksum(settings, monkeypatch):
+    monkeypatch.setattr(checks, "incremental_available", lambda algorithm: False)
+    assert "chunky_redis.W001" in ids()
+
+
+def test_e002_no_upload_directory(settings):
+    del settings.CHUNKY_REDIS_UPLOAD_DIR
+    settings.MEDIA_ROOT = ""
+    assert "chunky_redis.E002" in ids()
+
+
+@pytest.mark.parametrize("value", [0, -5, "1 day", [1]])
+def test_e003_bad_duration(settings, value):
+    settings.CHUNKY_REDIS_LOCK_TIMEOUT = value
+    assert "chunky_redis.E003" in ids()
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "10"])
+def test_e004_bad_max_bytes(settings, value):
+    settings.CHUNKY_REDIS_MAX_BYTES = value
+    assert "chunky_redis.E004" in ids()
+
+
+def test_e005_alias_must_be_a_django_redis_cache(settings):
+    settings.CHUNKY_REDIS_REDIS_ALIAS = "default"
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    assert "chunky_redis.E005" in ids()
+    settings.CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://127.0.0.1:6379/15"}}
+    assert "chunky_redis.E005" not in ids()
+
+
+@pytest.mark.parametrize("value", ["no.such.Storage", "missing-alias"])
+def test_e006_final_storage_must_load(settings, value):
+    settings.CHUNKY_REDIS_FINAL_STORAGE = value
+    assert "chunky_redis.E006" in ids()
+
+
+def test_e006_accepts_a_storages_alias_and_a_class(settings):
+    settings.CHUNKY_REDIS_FINAL_STORAGE = "django.core.files.storage.FileSystemStorage"
+    assert "chunky_redis.E006" not in ids()
+    settings.CHUNKY_REDIS_FINAL_STORAGE = "default"
+    assert "chunky_redis.E006" not in ids()
+
+
+@pytest.mark.parametrize("name", ["BLOCK_SIZE", "MAX_JSON_BODY"])
+def test_e007_sizes_must_be_positive_integers(settings, name):
+    setattr(settings, "CHUNKY_REDIS_" + name, 0)
+    assert "chunky_redis.E007" in ids()
+
+
+@pytest.mark.parametrize("template", ["{filename}", "uploads/{upload_id}/{user}", "{upload_id"])
+def test_e008_final_name_template(settings, template):
+    settings.CHUNKY_REDIS_FINAL_NAME_TEMPLATE = template
+    assert "chunky_redis.E008" in ids()
+
+
+def test_w002_embedded_redis_in_production(settings):
+    settings.DEBUG = False
+    settings.CHUNKY_REDIS_REDIS_URL = None
+    assert "chunky_redis.W002" in ids()
+    settings.CHUNKY_REDIS_REDIS_URL = "redis://127.0.0.1:6379/15"
+    assert "chunky_redis.W002" not in ids()

@@ -20,6 +20,7 @@ DEFAULTS = {
     "COMPLETED_RETENTION": timedelta(days=7),
     "LOCK_TIMEOUT": timedelta(seconds=30),
     "FINALIZE_LEASE": timedelta(minutes=10),
+    "FINALIZE_MAX_RETRIES": 8,
     "SWEEP_INTERVAL": timedelta(minutes=5),
     "ORPHAN_GRACE": timedelta(hours=1),
     "MAX_BYTES": None,

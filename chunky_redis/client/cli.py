@@ -179,11 +179,8 @@ def _upload(args: argparse.Namespace, headers: dict[str, str]) -> int:
         where = f" at byte {uploader.offset} of {uploader.size}" if uploader.upload_id else ""
         _err(f"interrupted{where}; run the same command again to resume")
         return EXIT_INTERRUPTED
-    if args.json:
-        print(json.dumps(result, sort_keys=True), flush=True)
-    else:
-        _print_status(result, False)
-        _err(_summary(uploader))
+    _print_status(result, args.json)
+    _err(_summary(uploader))
     return EXIT_OK
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -150,6 +151,7 @@ class Uploader:
                 raise
             self.log(f"upload {self.upload_id} is gone ({e.detail}); starting over")
             self._forget(key)
+            self.upload_id = None
             return None
         if status.get("status") == UPLOADING:
             offset = status.get("offset")
@@ -165,6 +167,7 @@ class Uploader:
             return status
         self.log(f"upload {self.upload_id} is {status.get('status')}; starting over")
         self._forget(key)
+        self.upload_id = None
         return None
 
     def _send_chunks(self, key: str) -> None:
@@ -344,7 +347,7 @@ class Uploader:
             unit_divisor=1024,
             disable=not show,
             leave=False,
-            file=self.bar.fp,
+            file=sys.stderr,
         ) as bar:
             position = start
             while position < end:
@@ -403,11 +406,14 @@ class Uploader:
 
 
 def content_disposition(filename: str) -> str:
-    """RFC 6266: an ASCII fallback plus the exact UTF-8 name in ``filename*``."""
-    fallback = (
-        "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename) or "upload"
-    )
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+    """The name as a quoted ``filename``, or RFC 8187 ``filename*`` when it is not plain ASCII.
+
+    Only one of the two: parsers disagree on which wins when both are present.
+    """
+    if all(32 <= ord(c) < 127 for c in filename):
+        escaped = filename.replace("\\", "\\\\").replace('"', '\\"')
+        return f'attachment; filename="{escaped}"'
+    return f"attachment; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def _shorten(name: str, width: int = 24) -> str:

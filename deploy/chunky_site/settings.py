@@ -84,8 +84,8 @@ STATICFILES_DIRS = [
     for package, folder in [("jquery", "dist"), ("blueimp-file-upload", "js"), ("spark-md5", "")]
     if (NODE_MODULES / package / folder).is_dir()
 ]
-STATIC_ROOT = os.environ.get("STATIC_ROOT") or None  # set it to serve `collectstatic` output instead
-WHITENOISE_USE_FINDERS = True  # serve straight from the app and npm folders; no collectstatic needed
+STATIC_ROOT = os.environ.get("STATIC_ROOT") or None  # for `collectstatic` output, if wanted
+WHITENOISE_USE_FINDERS = True  # serve the app and npm folders as they are, no collectstatic
 MEDIA_ROOT = os.environ.get("MEDIA_ROOT", str(VAR_DIR / "media"))
 MEDIA_URL = os.environ.get("MEDIA_URL", "/media/")
 

@@ -223,6 +223,7 @@
     data.chunky = this;
     this.hasher = new Hasher(file);
     this.failures = 0;
+    if (!file.size) { return this.fail('This file is empty: there is nothing to upload.'); }
     if (MAX_BYTES && file.size > MAX_BYTES) {
       return this.fail('Too large: ' + sizeAgainst(file.size, MAX_BYTES) + '.');
     }
@@ -295,6 +296,7 @@
     var self = this;
     this.row.attr('data-upload-id', this.uploadId);
     this.showBytes(this.file.size);
+    if (this.sendStarted && !this.sendEnded) { this.sendEnded = Date.now(); }
     this.setState('verifying', 'Finishing the MD5 of the local file…');
     this.hasher.digest().then(function (md5) {
       self.setState('verifying', 'Completing the upload…');
@@ -334,7 +336,7 @@
     this.forget();
     this.row.attr('data-upload-id', status.upload_id);
     this.showBytes(status.size);
-    var elapsed = this.sendStarted ? (Date.now() - this.sendStarted) / 1000 : 0;
+    var elapsed = this.sendEnded ? (this.sendEnded - this.sendStarted) / 1000 : 0;
     var sent = status.size - (this.bytesAtStart || 0);
     var note = '';
     if (elapsed > 0 && this.bytesAtStart !== undefined) {

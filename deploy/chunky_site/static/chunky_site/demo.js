@@ -453,6 +453,7 @@
       if (up) { up.row.remove(); }
       up = uploads[key] = new Upload(file, memory.get(key));
     } else if (up.data) {
+      if (up.state === 'retrying') { up.retry(); } // chosen again while waiting to retry: now
       return null; // already being sent
     }
     return up;

@@ -214,7 +214,7 @@ def test_several_files_conflict_expired_and_too_large(live, page, tmp_path):
     assert "Conflict" in row(page, "photos.zip").locator(".file-message").inner_text()
     too_large = row(page, "disk image.iso", "error")
     too_large.wait_for(timeout=5_000)
-    limit = "the file is 8,388,609 bytes, over the 8,388,608 bytes limit."
+    limit = "the file is 8,388,609 bytes, over the limit of 8,388,608 bytes."
     assert f"Too large: {limit}" in too_large.inner_text()
     expired = row(page, "old.log", "error")
     expired.wait_for(timeout=20_000)

@@ -38,7 +38,7 @@
     return Math.floor(s / 60) + ' min ' + Math.round(s % 60) + ' s';
   }
 
-  // "3.2 GiB, over the 2 GiB limit", in bytes when the rounded sizes look alike.
+  // "the file is 3.2 GiB, over the limit of 2 GiB", in bytes when the rounded sizes look alike.
   function sizeAgainst(size, limit) {
     var a = formatBytes(size);
     var b = formatBytes(limit);
@@ -46,7 +46,7 @@
       a = size.toLocaleString('en') + ' bytes';
       b = limit.toLocaleString('en') + ' bytes';
     }
-    return 'the file is ' + a + ', over the ' + b + ' limit';
+    return 'the file is ' + a + ', over the limit of ' + b;
   }
 
   function percent(part, whole) {
@@ -359,6 +359,7 @@
   Upload.prototype.fail = function (message, retryable) {
     clearTimeout(this.timer);
     this.retryable = !!retryable;
+    this.row.find('.file-rate').text('');
     this.setState('error', message);
   };
 

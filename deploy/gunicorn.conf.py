@@ -15,3 +15,6 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "300"))
 graceful_timeout = 60
 keepalive = 75
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
+# gunicorn 27's runtime control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl), which
+# several instances on one host (two sites, tests, benchmarks) would share; the service does not use it.
+control_socket_disable = True

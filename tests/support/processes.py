@@ -114,7 +114,7 @@ class SiteProcess(_Process):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the server exited:\n{self.log_text()}")
             try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if requests.get(self.url + "/healthz", timeout=5).status_code == 200:
                     return self
             except requests.ConnectionError:
                 pass

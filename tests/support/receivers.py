@@ -50,15 +50,16 @@ def on_expired(**kwargs):
 
 
 class PausingStorage(FileSystemStorage):
-    """A final storage for the kill test: with CHUNKY_TEST_PAUSE_MARKER set, ``_save``
-    writes half of the file, creates the marker file and then waits (to be killed).
+    """A final storage for the kill tests: with CHUNKY_TEST_PAUSE_MARKER set, the first
+    ``_save`` writes half of the file, creates the marker file and then waits (to be
+    killed); once the marker exists, saves go through.
 
     Because it overrides ``_save``, finalization streams into it instead of renaming.
     """
 
     def _save(self, name, content):
         marker = os.environ.get("CHUNKY_TEST_PAUSE_MARKER")
-        if not marker:
+        if not marker or os.path.exists(marker):  # pauses once, then saves normally
             return super()._save(name, content)
         full = self.path(name)
         os.makedirs(os.path.dirname(full), exist_ok=True)

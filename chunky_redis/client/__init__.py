@@ -12,9 +12,10 @@ An interrupted upload resumes from the server's offset on the next call (the
 upload id is kept in ``FILE.chunky.json``). Install with ``chunky_redis[client]``.
 """
 
+from .api import status, upload
 from .errors import ClientError, ServerError, TransientError, UploadFailed
 from .sizes import parse_size
-from .transfer import DEFAULT_CHUNK_SIZE, Uploader, status, upload
+from .transfer import DEFAULT_CHUNK_SIZE, Uploader
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",

@@ -15,9 +15,10 @@ from typing import Any
 
 from tqdm import tqdm
 
+from .api import status
 from .errors import ClientError, ServerError, UploadFailed
 from .sizes import format_size, parse_size
-from .transfer import DEFAULT_CHUNK_SIZE, DEFAULT_TIMEOUT, Uploader, status
+from .transfer import DEFAULT_CHUNK_SIZE, DEFAULT_TIMEOUT, Uploader
 from .transport import parse_header
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

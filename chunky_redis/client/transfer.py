@@ -1,12 +1,8 @@
 """The upload loop: send chunks, keep the checksum, resync, resume, wait for the worker.
 
-The checksum on resume: Python's hash objects cannot be saved, so the state
-file holds no checksum state. A resumed run asks the server for its offset and
-re-reads that prefix of the local file to rebuild the md5 (at disk/md5 speed,
-several hundred MB/s, once per resume). That also hashes what is on disk now,
-and the server compares the final digest with its own incremental one, so a
-file changed between runs is caught at completion instead of producing a
-silently mixed upload.
+Offsets are always the server's: after any failure the client asks for the
+upload's status and continues from the offset it reports (see checksum.py for
+how the checksum follows).
 """
 
 from __future__ import annotations
@@ -14,20 +10,27 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import requests
 from tqdm import tqdm
 
+from .checksum import hash_range
 from .errors import ClientError, ServerError, TransientError, UploadFailed
 from .state import StateFile, default_path, entry_key
-from .transport import BLOCK_SIZE, Backoff, ChunkBody, RateLimit, make_session, send
+from .transport import (
+    BLOCK_SIZE,
+    Backoff,
+    ChunkBody,
+    RateLimit,
+    content_disposition,
+    make_session,
+    send,
+)
 
 DEFAULT_CHUNK_SIZE = 8 << 20
 DEFAULT_TIMEOUT = (10.0, 300.0)  # connect, read: the server answers a chunk once it has written it
@@ -339,27 +342,7 @@ class Uploader:
 
     def _hash_range(self, start: int, end: int, verb: str) -> None:
         show = end - start >= 64 * BLOCK_SIZE and not self.bar.disable
-        with tqdm(
-            total=end - start,
-            desc=verb,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            disable=not show,
-            leave=False,
-            file=sys.stderr,
-        ) as bar:
-            position = start
-            while position < end:
-                self.file.seek(position)
-                data = self.file.read(min(BLOCK_SIZE, end - position))
-                if not data:
-                    raise ClientError(
-                        f"the file ended at byte {position}: it shrank during the upload"
-                    )
-                self.hasher.update(data)
-                position += len(data)
-                bar.update(len(data))
+        hash_range(self.file, self.hasher, start, end, desc=verb, show=show)
 
     def _remember(self, key: str) -> None:
         if self.state is None:
@@ -405,67 +388,5 @@ class Uploader:
             self._log(message)
 
 
-def content_disposition(filename: str) -> str:
-    """The name as a quoted ``filename``, or RFC 8187 ``filename*`` when it is not plain ASCII.
-
-    Only one of the two: parsers disagree on which wins when both are present.
-    """
-    if all(32 <= ord(c) < 127 for c in filename):
-        escaped = filename.replace("\\", "\\\\").replace('"', '\\"')
-        return f'attachment; filename="{escaped}"'
-    return f"attachment; filename*=UTF-8''{quote(filename, safe='')}"
-
-
 def _shorten(name: str, width: int = 24) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
-
-
-def upload(
-    path: str | os.PathLike[str],
-    url: str,
-    *,
-    chunk_size: int | str = DEFAULT_CHUNK_SIZE,
-    headers: Mapping[str, str] | None = None,
-    progress: bool | None = False,
-    wait: bool = True,
-    state_file: str | os.PathLike[str] | None = None,
-    resume: bool = True,
-    filename: str | None = None,
-    retries: int = 8,
-    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
-    wait_timeout: float | None = None,
-    log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Upload ``path`` to the endpoint ``url`` (``https://host/upload/``), resuming if it can.
-
-    Returns the final status ({"status": "complete", "final_name", ...}), or the
-    completion answer ({"status": "processing", "status_url"}) with ``wait=False``.
-    Raises UploadFailed if the server's post-processing fails, ClientError otherwise.
-    """
-    from .sizes import parse_size
-
-    return Uploader(
-        path,
-        url,
-        chunk_size=parse_size(chunk_size),
-        headers=headers,
-        progress=progress,
-        state_file=state_file,
-        resume=resume,
-        filename=filename,
-        retries=retries,
-        timeout=timeout,
-        wait_timeout=wait_timeout,
-        log=log,
-    ).run(wait=wait)
-
-
-def status(
-    url: str,
-    *,
-    headers: Mapping[str, str] | None = None,
-    timeout: tuple[float, float] = (10.0, 60.0),
-) -> dict[str, Any]:
-    """GET an upload's status URL (``https://host/upload/<id>/``); raises ServerError on 404/410."""
-    with make_session(headers) as session:
-        return send(session, "GET", url, timeout=timeout)

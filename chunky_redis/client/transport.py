@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 import requests
 import urllib3
@@ -50,6 +51,17 @@ def parse_header(line: str) -> tuple[str, str]:
     if not sep or not name or any(c.isspace() for c in name):
         raise ValueError(f"a header must look like 'Name: value', got {line!r}")
     return name, value.strip()
+
+
+def content_disposition(filename: str) -> str:
+    """The name as a quoted ``filename``, or RFC 8187 ``filename*`` when it is not plain ASCII.
+
+    Only one of the two: parsers disagree on which wins when both are present.
+    """
+    if all(32 <= ord(c) < 127 for c in filename):
+        escaped = filename.replace("\\", "\\\\").replace('"', '\\"')
+        return f'attachment; filename="{escaped}"'
+    return f"attachment; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 class RateLimit:

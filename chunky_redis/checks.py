@@ -76,7 +76,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
     max_bytes = _raw("MAX_BYTES")
     if max_bytes is not None and not _positive_int(max_bytes):
         errors.append(
-            Error(f"CHUNKY_REDIS_MAX_BYTES must be None or a positive integer, not {max_bytes!r}.", id="chunky_redis.E004")
+            Error(
+                f"CHUNKY_REDIS_MAX_BYTES must be None or a positive integer, not {max_bytes!r}.",
+                id="chunky_redis.E004",
+            )
         )
     alias = conf.REDIS_ALIAS
     if alias:
@@ -92,7 +95,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
     for name in ("BLOCK_SIZE", "MAX_JSON_BODY"):
         value = _raw(name)
         if value is not None and not _positive_int(value):
-            errors.append(Error(f"CHUNKY_REDIS_{name} must be a positive integer, not {value!r}.", id="chunky_redis.E007"))
+            errors.append(
+                Error(
+                    f"CHUNKY_REDIS_{name} must be a positive integer, not {value!r}.",
+                    id="chunky_redis.E007",
+                )
+            )
     template = conf.FINAL_NAME_TEMPLATE
     try:
         rendered = template.format(upload_id="0" * 32, filename="f")

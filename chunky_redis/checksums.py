@@ -17,7 +17,7 @@ import ctypes
 import ctypes.util
 import hashlib
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
 
@@ -63,7 +63,7 @@ def _libcrypto() -> ctypes.CDLL | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _functions(algorithm: str) -> _Functions | None:
     lib = _libcrypto()
     if lib is None:
@@ -95,7 +95,9 @@ def incremental_available(algorithm: str = "md5") -> bool:
 class ResumableHash:
     """A digest in progress whose state is ``bytes`` that can be stored and restored."""
 
-    def __init__(self, algorithm: str, state: bytes | None = None, *, funcs: _Functions | None = None):
+    def __init__(
+        self, algorithm: str, state: bytes | None = None, *, funcs: _Functions | None = None
+    ):
         funcs = funcs or _functions(algorithm)
         if funcs is None:
             raise RuntimeError(f"Incremental {algorithm} is not available (libcrypto missing).")
@@ -115,7 +117,11 @@ class ResumableHash:
             self._f.update(self._ctx, data, len(data))
         else:
             view = memoryview(data).cast("B")
-            buf = (ctypes.c_char * view.nbytes).from_buffer(view) if not view.readonly else bytes(view)
+            buf = (
+                (ctypes.c_char * view.nbytes).from_buffer(view)
+                if not view.readonly
+                else bytes(view)
+            )
             self._f.update(self._ctx, buf, view.nbytes)
 
     def serialize(self) -> bytes:

@@ -34,7 +34,9 @@ def parse_content_range(value: str) -> ByteRange:
     """Parse ``bytes START-END/TOTAL``; raise BadContentRange on anything else."""
     match = _CONTENT_RANGE_RE.match(value.strip())
     if not match:
-        raise BadContentRange(f"Content-Range must look like 'bytes START-END/TOTAL', got {value!r}.")
+        raise BadContentRange(
+            f"Content-Range must look like 'bytes START-END/TOTAL', got {value!r}."
+        )
     start, end, total = (int(g) for g in match.groups())
     if end < start:
         raise BadContentRange("Content-Range END is before START.")

@@ -130,7 +130,7 @@ class Upload:
     @classmethod
     def from_redis(cls, upload_id: str, raw: dict[bytes, bytes] | list[bytes]) -> Upload:
         if isinstance(raw, list):
-            raw = dict(zip(raw[::2], raw[1::2]))
+            raw = dict(zip(raw[::2], raw[1::2], strict=True))
         values: dict[str, Any] = {}
         for key, value in raw.items():
             name = key.decode()
@@ -222,7 +222,9 @@ class UploadStore:
             raw = self.redis.hgetall(self.record_key(upload_id))
         return Upload.from_redis(upload_id, raw) if raw else None
 
-    def acquire(self, upload_id: str, owner: str, token: str, lock: bool = True) -> tuple[str, Upload | None]:
+    def acquire(
+        self, upload_id: str, owner: str, token: str, lock: bool = True
+    ) -> tuple[str, Upload | None]:
         """Check owner and expiry and take the lock, in one round trip.
 
         Returns ("ok", upload) or (reason, None) with reason one of
@@ -251,7 +253,9 @@ class UploadStore:
         if result == b"exists":
             raise RuntimeError(f"Upload {upload.upload_id} already exists.")
 
-    def commit(self, upload: Upload, token: str, *, new_offset: int, hash_state: bytes, expires: int) -> str:
+    def commit(
+        self, upload: Upload, token: str, *, new_offset: int, hash_state: bytes, expires: int
+    ) -> str:
         """Advance offset and checksum state; returns "ok", "lost", "conflict" or "expired".
 
         The lock is released in the same step, whatever the answer.
@@ -280,7 +284,9 @@ class UploadStore:
 
     def extend_lock(self, upload_id: str, token: str) -> bool:
         with _wrap_errors():
-            return bool(self._extend(keys=[self.lock_key(upload_id)], args=[token, self.lock_timeout_ms]))
+            return bool(
+                self._extend(keys=[self.lock_key(upload_id)], args=[token, self.lock_timeout_ms])
+            )
 
     def take_lease(self, upload_id: str, token: str, ttl_ms: int) -> bool:
         """The post-processing lease: one worker at a time finalizes an upload."""
@@ -303,10 +309,16 @@ class UploadStore:
             for upload_id in upload_ids:
                 pipe.hget(self.record_key(upload_id), "status")
             values = pipe.execute()
-        return {i: (v.decode() if v is not None else None) for i, v in zip(upload_ids, values)}
+        return {i: (v.decode() if v is not None else None) for i, v in zip(upload_ids, values, strict=True)}
 
     def transition(
-        self, upload_id: str, from_status: str, to_status: str, *, keep_ms: int | None = None, **fields: Any
+        self,
+        upload_id: str,
+        from_status: str,
+        to_status: str,
+        *,
+        keep_ms: int | None = None,
+        **fields: Any,
     ) -> str:
         """Atomically move ``from_status`` -> ``to_status`` and set ``fields``.
 
@@ -329,15 +341,19 @@ class UploadStore:
     def due_expiries(self, limit: int = 500) -> list[str]:
         """Ids whose expiry time has passed, oldest first."""
         with _wrap_errors():
-            ids = self.redis.zrangebyscore(self.expiries_key, "-inf", self.now(), start=0, num=limit)
+            ids = self.redis.zrangebyscore(
+                self.expiries_key, "-inf", self.now(), start=0, num=limit
+            )
         return [i.decode() for i in ids]
 
     def mark_expired(self, upload_id: str) -> str:
-        """"ok" when the record was live-but-expired and is now marked expired; otherwise why not."""
+        """ "ok" when the record was live-but-expired and is now marked expired; otherwise why not."""
         now = self.now()
         keys = [self.record_key(upload_id), self.lock_key(upload_id)]
         with _wrap_errors():
-            return self._mark_expired(keys=keys, args=[now, now + self.expired_retention_ms]).decode()
+            return self._mark_expired(
+                keys=keys, args=[now, now + self.expired_retention_ms]
+            ).decode()
 
     def forget_expiry(self, upload_id: str) -> None:
         with _wrap_errors():

@@ -72,7 +72,9 @@ class UploadService:
             byte_range = ByteRange(0, length - 1, length)
         if byte_range is not None:
             if max_bytes is not None and byte_range.total > max_bytes:
-                raise exc.TooLarge(f"The file has {byte_range.total} bytes; the limit is {max_bytes}.")
+                raise exc.TooLarge(
+                    f"The file has {byte_range.total} bytes; the limit is {max_bytes}."
+                )
             if length is not None and length != byte_range.length:
                 raise exc.LengthMismatch(
                     f"Content-Range announces {byte_range.length} bytes but the body has {length}."
@@ -81,7 +83,9 @@ class UploadService:
             return self._start_new(owner, byte_range, max_bytes)
         return self._start_existing(owner, upload_id, byte_range, max_bytes)
 
-    def _start_new(self, owner: str, byte_range: ByteRange | None, max_bytes: int | None) -> ChunkSession:
+    def _start_new(
+        self, owner: str, byte_range: ByteRange | None, max_bytes: int | None
+    ) -> ChunkSession:
         if byte_range is not None and byte_range.start != 0:
             raise exc.OffsetMismatch(0, byte_range.start, "A new upload must start at byte 0.")
         now = self.store.now()
@@ -119,7 +123,9 @@ class UploadService:
                 raise exc.OffsetMismatch(upload.offset, byte_range_start)
             if byte_range is None:
                 byte_range = ByteRange(0, upload.size - 1, upload.size)
-            return ChunkSession(self, upload, token=token, byte_range=byte_range, max_bytes=max_bytes)
+            return ChunkSession(
+                self, upload, token=token, byte_range=byte_range, max_bytes=max_bytes
+            )
         except BaseException:
             self.store.release(upload_id, token)
             raise
@@ -171,7 +177,9 @@ class UploadService:
             return  # No incremental state here: post-processing verifies by reading the file.
         ours = ResumableHash(upload.algorithm, upload.hash_state).hexdigest()
         if not hmac.compare_digest(ours, checksum):
-            raise exc.ChecksumMismatch(f"The {upload.algorithm} of the received bytes does not match.")
+            raise exc.ChecksumMismatch(
+                f"The {upload.algorithm} of the received bytes does not match."
+            )
 
 
 class ChunkSession:
@@ -192,7 +200,9 @@ class ChunkSession:
         self.byte_range = byte_range
         self.is_new = token is None
         if upload.hash_state or (upload.offset == 0 and incremental_available(upload.algorithm)):
-            self.hasher: ResumableHash | None = ResumableHash(upload.algorithm, upload.hash_state or None)
+            self.hasher: ResumableHash | None = ResumableHash(
+                upload.algorithm, upload.hash_state or None
+            )
         else:
             self.hasher = None
         limit = byte_range.length if byte_range else max_bytes
@@ -264,7 +274,9 @@ class ChunkSession:
             return upload
         policy = self.service.policy
         expires = (
-            self.service.store.now() + policy.expiration_ms if policy.sliding_expiration else upload.expires
+            self.service.store.now() + policy.expiration_ms
+            if policy.sliding_expiration
+            else upload.expires
         )
         assert self.token is not None
         result = self.service.store.commit(
@@ -276,11 +288,15 @@ class ChunkSession:
         if result == "expired":
             raise exc.UploadExpired()
         if result != "ok":
-            raise exc.UploadLocked("The upload moved while this chunk was written; the chunk was not recorded.")
+            raise exc.UploadLocked(
+                "The upload moved while this chunk was written; the chunk was not recorded."
+            )
         upload.offset, upload.hash_state, upload.expires = new_offset, hash_state, expires
         return upload
 
-    def finish_and_complete(self, checksum: str, *, filename: str = "", extra: dict[str, Any] | None = None) -> Upload:
+    def finish_and_complete(
+        self, checksum: str, *, filename: str = "", extra: dict[str, Any] | None = None
+    ) -> Upload:
         """A whole file in one request: record it already verified and hand it on."""
         assert self.is_new
         received = self._check_received()
@@ -327,7 +343,9 @@ def _require_uploading(upload: Upload) -> None:
     if upload.status == UPLOADING:
         return
     if upload.status == FAILED:
-        raise exc.ChunkyError(f"The upload failed: {upload.reason}", code="upload_failed", status=upload.status)
+        raise exc.ChunkyError(
+            f"The upload failed: {upload.reason}", code="upload_failed", status=upload.status
+        )
     raise exc.AlreadyComplete(status=upload.status)
 
 

@@ -103,7 +103,9 @@ class ChunkedUploadView(View):
         except exc.ChunkyError as e:
             return error_response(e)
 
-    def http_method_not_allowed(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def http_method_not_allowed(
+        self, request: HttpRequest, *args: Any, **kwargs: Any
+    ) -> HttpResponse:
         raise exc.MethodNotAllowed(f"{request.method} is not allowed here.")
 
     def enforce_csrf(self, request: HttpRequest) -> None:
@@ -134,7 +136,9 @@ class ChunkedUploadView(View):
     def put(self, request: HttpRequest, upload_id: str | None = None) -> HttpResponse:
         session, body = self._start(request, upload_id)
         with _aborting(session):
-            body = bodies.stream(request, body, session, field_name=self.field_name, block_size=conf.BLOCK_SIZE)
+            body = bodies.stream(
+                request, body, session, field_name=self.field_name, block_size=conf.BLOCK_SIZE
+            )
             upload = session.finish(filename=body.filename, extra=self.get_extra_attrs(request))
         return json_response(self.chunk_data(upload))
 
@@ -151,16 +155,22 @@ class ChunkedUploadView(View):
     def _upload_whole(self, request: HttpRequest) -> HttpResponse:
         session, body = self._start(request, None)
         with _aborting(session):
-            bodies.install_streaming_handler(request, session, field_name=self.field_name, block_size=conf.BLOCK_SIZE)
+            bodies.install_streaming_handler(
+                request, session, field_name=self.field_name, block_size=conf.BLOCK_SIZE
+            )
             self.enforce_csrf(request)
-            body = bodies.stream(request, body, session, field_name=self.field_name, block_size=conf.BLOCK_SIZE)
+            body = bodies.stream(
+                request, body, session, field_name=self.field_name, block_size=conf.BLOCK_SIZE
+            )
             checksum = self._checksum_from(request, {**body.fields})
             upload = session.finish_and_complete(
                 checksum, filename=body.filename, extra=self.get_extra_attrs(request)
             )
         return json_response(self.get_response_data(upload, request))
 
-    def _start(self, request: HttpRequest, upload_id: str | None) -> tuple[ChunkSession, bodies.Body]:
+    def _start(
+        self, request: HttpRequest, upload_id: str | None
+    ) -> tuple[ChunkSession, bodies.Body]:
         header = request.headers.get(CONTENT_RANGE)
         if header is None and self.fail_if_no_header:
             raise exc.BadContentRange("This endpoint requires a Content-Range header.")
@@ -182,11 +192,17 @@ class ChunkedUploadView(View):
             value = fields.get(name) or request.GET.get(name)
             if value:
                 return value
-        raise exc.MissingChecksum(f"Completion needs the file's {algorithm} (hex) in the field '{algorithm}'.")
+        raise exc.MissingChecksum(
+            f"Completion needs the file's {algorithm} (hex) in the field '{algorithm}'."
+        )
 
     # -- representations ---------------------------------------------------------
     def chunk_data(self, upload: Upload) -> dict[str, Any]:
-        return {"upload_id": upload.upload_id, "offset": upload.offset, "expires": iso(upload.expires)}
+        return {
+            "upload_id": upload.upload_id,
+            "offset": upload.offset,
+            "expires": iso(upload.expires),
+        }
 
     def status_data(self, upload: Upload, request: HttpRequest) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -200,7 +216,11 @@ class ChunkedUploadView(View):
             "checksum_algorithm": upload.algorithm,
         }
         if upload.status == "complete":
-            data.update(final_name=upload.final_name, final_url=upload.final_url, completed=iso(upload.completed))
+            data.update(
+                final_name=upload.final_name,
+                final_url=upload.final_url,
+                completed=iso(upload.completed),
+            )
         if upload.reason:
             data["reason"] = upload.reason
         return data

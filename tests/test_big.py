@@ -38,8 +38,10 @@ def test_one_gib_in_8_mib_chunks(tmp_path):
         for start, block in pseudo_random_chunks(total, chunk):
             md5.update(block)
             url = f"{site.url}/upload/" + (f"{upload_id}/" if upload_id else "")
-            headers = {"Content-Range": f"bytes {start}-{start + len(block) - 1}/{total}",
-                       "Content-Type": "application/octet-stream"}
+            headers = {
+                "Content-Range": f"bytes {start}-{start + len(block) - 1}/{total}",
+                "Content-Type": "application/octet-stream",
+            }
             reply = session.put(url, data=block, headers=headers, timeout=60)
             assert reply.status_code == 200, reply.text
             upload_id = reply.json()["upload_id"]
@@ -47,12 +49,21 @@ def test_one_gib_in_8_mib_chunks(tmp_path):
         elapsed = time.monotonic() - started
         reply = session.post(f"{site.url}/upload/{upload_id}/", json={"md5": md5.hexdigest()})
         assert reply.status_code == 200, reply.text
-        done = wait_for(lambda: (s := session.get(f"{site.url}/upload/{upload_id}/").json())["status"] == "complete" and s,
-                        timeout=120)
+        done = wait_for(
+            lambda: (
+                (s := session.get(f"{site.url}/upload/{upload_id}/").json())["status"] == "complete"
+                and s
+            ),
+            timeout=120,
+        )
         final = Path(env["MEDIA_ROOT"]) / done["final_name"]
         assert final.stat().st_size == total
-        assert file_hexdigest(str(final), "md5") == md5.hexdigest()  # byte-identical, read back from disk
-        print(f"1 GiB uploaded in {elapsed:.1f}s ({total / MiB / elapsed:.0f} MiB/s incl. client hashing)")
+        assert (
+            file_hexdigest(str(final), "md5") == md5.hexdigest()
+        )  # byte-identical, read back from disk
+        print(
+            f"1 GiB uploaded in {elapsed:.1f}s ({total / MiB / elapsed:.0f} MiB/s incl. client hashing)"
+        )
 
 
 def _peak_rss_during(pid: int, action) -> tuple[int, int]:
@@ -90,7 +101,11 @@ def test_a_256_mib_chunk_does_not_grow_the_worker(tmp_path, kind):
         prefix, suffix = (head, tail) if kind == "multipart" else (b"", b"")
 
         def send():
-            ctype = "multipart/form-data; boundary=B" if kind == "multipart" else "application/octet-stream"
+            ctype = (
+                "multipart/form-data; boundary=B"
+                if kind == "multipart"
+                else "application/octet-stream"
+            )
             headers = {"Content-Range": f"bytes 0-{size - 1}/{size}", "Content-Type": ctype}
             body = _Body(prefix, size, suffix)
             reply = requests.put(f"{site.url}/upload/", data=body, headers=headers, timeout=300)
@@ -99,7 +114,10 @@ def test_a_256_mib_chunk_does_not_grow_the_worker(tmp_path, kind):
 
         baseline, peak = _peak_rss_during(worker.pid, send)
     growth = (peak - baseline) / MiB
-    print(f"{kind}: worker RSS {baseline / MiB:.0f} MiB -> peak {peak / MiB:.0f} MiB (+{growth:.1f} MiB) for a 256 MiB chunk")
+    print(
+        f"{kind}: worker RSS {baseline / MiB:.0f} MiB -> peak {peak / MiB:.0f} MiB "
+        f"(+{growth:.1f} MiB) for a 256 MiB chunk"
+    )
     assert growth < 32, f"the worker grew by {growth:.1f} MiB receiving a 256 MiB chunk"
 
 

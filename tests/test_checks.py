@@ -46,7 +46,12 @@ def test_e005_alias_must_be_a_django_redis_cache(settings):
     settings.CHUNKY_REDIS_REDIS_ALIAS = "default"
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     assert "chunky_redis.E005" in ids()
-    settings.CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://127.0.0.1:6379/15"}}
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:6379/15",
+        }
+    }
     assert "chunky_redis.E005" not in ids()
 
 

@@ -47,5 +47,8 @@ def test_unknown_algorithm_is_not_available():
 def test_file_hexdigest_reads_only_the_prefix(tmp_path):
     path = tmp_path / "f"
     path.write_bytes(b"0123456789" * 1000 + b"garbage")
-    assert file_hexdigest(str(path), "md5", 10_000, block=777) == hashlib.md5(b"0123456789" * 1000).hexdigest()
+    assert (
+        file_hexdigest(str(path), "md5", 10_000, block=777)
+        == hashlib.md5(b"0123456789" * 1000).hexdigest()
+    )
     assert file_hexdigest(str(path), "sha1") == hashlib.sha1(path.read_bytes()).hexdigest()

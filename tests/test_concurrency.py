@@ -41,7 +41,11 @@ def race(make_api, upload_dir: Path, media_root: Path | None) -> Counter:
             def send(i: int) -> None:
                 local = make_api()
                 barrier.wait()
-                replies[i] = local.put(f"/upload/{upload_id}/", candidates[i], content_range=f"bytes {start}-{end}/{total}")
+                replies[i] = local.put(
+                    f"/upload/{upload_id}/",
+                    candidates[i],
+                    content_range=f"bytes {start}-{end}/{total}",
+                )
 
             threads = [threading.Thread(target=send, args=(i,)) for i in range(THREADS)]
             for t in threads:
@@ -62,10 +66,17 @@ def race(make_api, upload_dir: Path, media_root: Path | None) -> Counter:
         expected = b"".join(accepted)
         assert (upload_dir / f"{upload_id}.part").read_bytes() == expected
         reply = api.post_json(f"/upload/{upload_id}/", {"md5": hashlib.md5(expected).hexdigest()})
-        assert reply.status == 200, reply.body  # the incremental digest equals the stored bytes' digest
+        assert reply.status == 200, (
+            reply.body
+        )  # the incremental digest equals the stored bytes' digest
         if media_root is not None:
-            done = wait_for(lambda: api.get(f"/upload/{upload_id}/").data["status"] == "complete" and
-                            api.get(f"/upload/{upload_id}/").data, message="completion")
+            done = wait_for(
+                lambda: (
+                    api.get(f"/upload/{upload_id}/").data["status"] == "complete"
+                    and api.get(f"/upload/{upload_id}/").data
+                ),
+                message="completion",
+            )
             assert (media_root / done["final_name"]).read_bytes() == expected
     return outcomes
 
@@ -74,7 +85,9 @@ def race(make_api, upload_dir: Path, media_root: Path | None) -> Counter:
 def test_racing_chunks_in_process(backend, settings, tmp_path):
     configure(settings, backend, tmp_path)
     try:
-        outcomes = race(ClientApi, Path(settings.CHUNKY_REDIS_UPLOAD_DIR), Path(settings.MEDIA_ROOT))
+        outcomes = race(
+            ClientApi, Path(settings.CHUNKY_REDIS_UPLOAD_DIR), Path(settings.MEDIA_ROOT)
+        )
     finally:
         cleanup_keys(settings)
     assert sum(outcomes.values()) == UPLOADS * (CHUNKS - 1) * (THREADS - 1)
@@ -83,6 +96,8 @@ def test_racing_chunks_in_process(backend, settings, tmp_path):
 def test_racing_chunks_against_a_server(tmp_path):
     env = live_env(tmp_path)
     with SiteProcess(env, workers=2, threads=4) as site, WorkerProcess(env):
-        outcomes = race(lambda: LiveApi(site.url), Path(env["CHUNKY_UPLOAD_DIR"]), Path(env["MEDIA_ROOT"]))
+        outcomes = race(
+            lambda: LiveApi(site.url), Path(env["CHUNKY_UPLOAD_DIR"]), Path(env["MEDIA_ROOT"])
+        )
     assert sum(outcomes.values()) == UPLOADS * (CHUNKS - 1) * (THREADS - 1)
     print("losers answered:", dict(outcomes))

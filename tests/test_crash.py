@@ -27,7 +27,9 @@ def test_write_done_but_state_not_updated_then_retry(chunky, monkeypatch):
     api = ClientApi()
     data = os.urandom(3 * 100_000)
     total = len(data)
-    upload_id = api.put("/upload/", data[:100_000], content_range=f"bytes 0-99999/{total}").data["upload_id"]
+    upload_id = api.put("/upload/", data[:100_000], content_range=f"bytes 0-99999/{total}").data[
+        "upload_id"
+    ]
     path = Path(chunky.CHUNKY_REDIS_UPLOAD_DIR) / f"{upload_id}.part"
 
     real_commit = UploadStore.commit
@@ -36,7 +38,9 @@ def test_write_done_but_state_not_updated_then_retry(chunky, monkeypatch):
         raise SimulatedCrash()
 
     monkeypatch.setattr(UploadStore, "commit", crash)
-    monkeypatch.setattr(ChunkSession, "abort", lambda self: None)  # a dead process cleans nothing up
+    monkeypatch.setattr(
+        ChunkSession, "abort", lambda self: None
+    )  # a dead process cleans nothing up
     garbage = os.urandom(100_000)  # the crashed attempt even carried different bytes
     with pytest.raises(SimulatedCrash):
         api.put(f"/upload/{upload_id}/", garbage, content_range=f"bytes 100000-199999/{total}")
@@ -46,14 +50,25 @@ def test_write_done_but_state_not_updated_then_retry(chunky, monkeypatch):
     monkeypatch.undo()
 
     def retry():
-        reply = api.put(f"/upload/{upload_id}/", data[100_000:200_000], content_range=f"bytes 100000-199999/{total}")
+        reply = api.put(
+            f"/upload/{upload_id}/",
+            data[100_000:200_000],
+            content_range=f"bytes 100000-199999/{total}",
+        )
         assert reply.status in (200, 409), reply.body  # 409 while the dead request's lock lives
         return reply.status == 200
 
     wait_for(retry, timeout=5, interval=0.05, message="the retry to be accepted")
-    assert api.put(f"/upload/{upload_id}/", data[200_000:], content_range=f"bytes 200000-299999/{total}").status == 200
+    assert (
+        api.put(
+            f"/upload/{upload_id}/", data[200_000:], content_range=f"bytes 200000-299999/{total}"
+        ).status
+        == 200
+    )
     assert path.read_bytes() == data
-    assert api.post_json(f"/upload/{upload_id}/", {"md5": hashlib.md5(data).hexdigest()}).status == 200
+    assert (
+        api.post_json(f"/upload/{upload_id}/", {"md5": hashlib.md5(data).hexdigest()}).status == 200
+    )
     done = api.get(f"/upload/{upload_id}/").data
     assert done["status"] == "complete"
     assert (Path(chunky.MEDIA_ROOT) / done["final_name"]).read_bytes() == data
@@ -68,8 +83,13 @@ def test_stale_bytes_beyond_the_offset_are_overwritten(chunky):
     with open(path, "r+b") as f:  # what a crashed request could have left
         f.seek(1000)
         f.write(os.urandom(9000))
-    assert api.put(f"/upload/{upload_id}/", data[1000:], content_range="bytes 1000-4999/5000").status == 200
-    assert api.post_json(f"/upload/{upload_id}/", {"md5": hashlib.md5(data).hexdigest()}).status == 200
+    assert (
+        api.put(f"/upload/{upload_id}/", data[1000:], content_range="bytes 1000-4999/5000").status
+        == 200
+    )
+    assert (
+        api.post_json(f"/upload/{upload_id}/", {"md5": hashlib.md5(data).hexdigest()}).status == 200
+    )
     done = api.get(f"/upload/{upload_id}/").data
     assert (Path(chunky.MEDIA_ROOT) / done["final_name"]).read_bytes() == data
 
@@ -86,32 +106,51 @@ def test_server_worker_killed_mid_chunk_then_retry(tmp_path):
     total = len(data)
     with SiteProcess(env, workers=1, threads=2) as site, WorkerProcess(env):
         api = LiveApi(site.url)
-        upload_id = api.put("/upload/", data[:chunk], content_range=f"bytes 0-{chunk - 1}/{total}").data["upload_id"]
+        upload_id = api.put(
+            "/upload/", data[:chunk], content_range=f"bytes 0-{chunk - 1}/{total}"
+        ).data["upload_id"]
         [victim] = _worker_pids(site)
 
         # Send half of the second chunk by hand, then kill the worker that is reading it.
         with socket.create_connection(("127.0.0.1", site.port)) as sock:
             head = (
                 f"PUT /upload/{upload_id}/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {chunk}\r\n"
-                f"Content-Range: bytes {chunk}-{2 * chunk - 1}/{total}\r\nContent-Type: application/octet-stream\r\n\r\n"
+                f"Content-Range: bytes {chunk}-{2 * chunk - 1}/{total}\r\n"
+                "Content-Type: application/octet-stream\r\n\r\n"
             )
             sock.sendall(head.encode() + os.urandom(chunk // 2))
             part = Path(env["CHUNKY_UPLOAD_DIR"]) / f"{upload_id}.part"
             wait_for(lambda: part.stat().st_size > chunk, message="the dying request to write")
             os.kill(victim, signal.SIGKILL)
-        wait_for(lambda: _worker_pids(site) and _worker_pids(site) != [victim], message="a new gunicorn worker")
+        wait_for(
+            lambda: _worker_pids(site) and _worker_pids(site) != [victim],
+            message="a new gunicorn worker",
+        )
 
         assert api.get(f"/upload/{upload_id}/").data["offset"] == chunk
         deadline = time.monotonic() + 20
         while True:  # what a client does: retry the chunk with backoff until the dead lock lapses
-            reply = api.put(f"/upload/{upload_id}/", data[chunk : 2 * chunk], content_range=f"bytes {chunk}-{2 * chunk - 1}/{total}")
+            reply = api.put(
+                f"/upload/{upload_id}/",
+                data[chunk : 2 * chunk],
+                content_range=f"bytes {chunk}-{2 * chunk - 1}/{total}",
+            )
             if reply.status != 409 and reply.status < 500:
                 break
             assert time.monotonic() < deadline, reply.body
             time.sleep(0.2)
         assert reply.status == 200, reply.body
-        reply = api.put(f"/upload/{upload_id}/", data[2 * chunk :], content_range=f"bytes {2 * chunk}-{total - 1}/{total}")
+        reply = api.put(
+            f"/upload/{upload_id}/",
+            data[2 * chunk :],
+            content_range=f"bytes {2 * chunk}-{total - 1}/{total}",
+        )
         assert reply.status == 200, reply.body
-        assert api.post_json(f"/upload/{upload_id}/", {"md5": hashlib.md5(data).hexdigest()}).status == 200
-        done = wait_for(lambda: (s := api.get(f"/upload/{upload_id}/").data)["status"] == "complete" and s)
+        assert (
+            api.post_json(f"/upload/{upload_id}/", {"md5": hashlib.md5(data).hexdigest()}).status
+            == 200
+        )
+        done = wait_for(
+            lambda: (s := api.get(f"/upload/{upload_id}/").data)["status"] == "complete" and s
+        )
         assert (Path(env["MEDIA_ROOT"]) / done["final_name"]).read_bytes() == data

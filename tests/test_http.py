@@ -1,7 +1,13 @@
 import pytest
 
 from chunky_redis.exceptions import BadContentRange
-from chunky_redis.http import ByteRange, clean_filename, filename_from_content_disposition, is_upload_id, parse_content_range
+from chunky_redis.http import (
+    ByteRange,
+    clean_filename,
+    filename_from_content_disposition,
+    is_upload_id,
+    parse_content_range,
+)
 
 
 @pytest.mark.parametrize(
@@ -10,7 +16,10 @@ from chunky_redis.http import ByteRange, clean_filename, filename_from_content_d
         ("bytes 0-0/1", ByteRange(0, 0, 1)),
         ("bytes 0-9/10", ByteRange(0, 9, 10)),
         (" bytes 10-19/100 ", ByteRange(10, 19, 100)),
-        ("bytes 1073741824-1082130431/10737418240", ByteRange(1 << 30, (1 << 30) + (8 << 20) - 1, 10 << 30)),
+        (
+            "bytes 1073741824-1082130431/10737418240",
+            ByteRange(1 << 30, (1 << 30) + (8 << 20) - 1, 10 << 30),
+        ),
     ],
 )
 def test_valid_ranges(value, expected):
@@ -21,9 +30,22 @@ def test_valid_ranges(value, expected):
 @pytest.mark.parametrize(
     "value",
     [
-        "", "bytes", "bytes 0-9", "bytes 0-9/*", "bytes */10", "bytes=0-9/10", "bits 0-9/10", "bytes 9-0/10",
-        "bytes 0-10/10", "bytes 0-9/9", "bytes -1-9/10", "bytes +0-9/10", "bytes 0x0-9/10", "bytes 0-9/10 extra",
-        "bytes 0-99999999999999999999/100000000000000000000", "bytes ０-9/10",
+        "",
+        "bytes",
+        "bytes 0-9",
+        "bytes 0-9/*",
+        "bytes */10",
+        "bytes=0-9/10",
+        "bits 0-9/10",
+        "bytes 9-0/10",
+        "bytes 0-10/10",
+        "bytes 0-9/9",
+        "bytes -1-9/10",
+        "bytes +0-9/10",
+        "bytes 0x0-9/10",
+        "bytes 0-9/10 extra",
+        "bytes 0-99999999999999999999/100000000000000000000",
+        "bytes ０-9/10",
     ],
 )
 def test_invalid_ranges(value):

@@ -65,7 +65,11 @@ class Target:
         return f"{self.prefix}:{{{upload_id}}}:lock"
 
     def completed_signals(self, upload_id: str) -> list[dict]:
-        return [s for s in self.signals() if s["signal"] == "upload_completed" and s["upload_id"] == upload_id]
+        return [
+            s
+            for s in self.signals()
+            if s["signal"] == "upload_completed" and s["upload_id"] == upload_id
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +126,9 @@ def create(t: Target, data: bytes, first: int, filename: str = "data.bin") -> st
 
 
 def send(t: Target, upload_id: str, data: bytes, start: int, end: int):
-    return t.api.put(f"/upload/{upload_id}/", data[start : end + 1], content_range=rng(start, end, len(data)))
+    return t.api.put(
+        f"/upload/{upload_id}/", data[start : end + 1], content_range=rng(start, end, len(data))
+    )
 
 
 def upload(t: Target, data: bytes, chunk: int) -> str:
@@ -166,16 +172,21 @@ def test_first_chunk_creates_an_upload(target):
 
 
 def test_raw_multipart_and_json_chunks_then_complete(target):
-    data = data_of(3000) + b'"quote\'s\\'
+    data = data_of(3000) + b"\"quote's\\"
     total = len(data)
     upload_id = create(target, data, 1000, filename="mixed.bin")
     body, ctype = multipart(data[1000:2000], part_name="ignored-later.bin")
-    reply = target.api.put(f"/upload/{upload_id}/", body, content_range=rng(1000, 1999, total), content_type=ctype)
+    reply = target.api.put(
+        f"/upload/{upload_id}/", body, content_range=rng(1000, 1999, total), content_type=ctype
+    )
     assert reply.status == 200, reply.body
     assert reply.data["offset"] == 2000
     payload = json.dumps({"file": list(data[2000:]), "filename": 'x"y.bin'}).encode()
     reply = target.api.put(
-        f"/upload/{upload_id}/", payload, content_range=rng(2000, total - 1, total), content_type="application/json"
+        f"/upload/{upload_id}/",
+        payload,
+        content_range=rng(2000, total - 1, total),
+        content_type="application/json",
     )
     assert reply.status == 200, reply.body
     assert reply.data["offset"] == total
@@ -183,7 +194,11 @@ def test_raw_multipart_and_json_chunks_then_complete(target):
     status = target.api.get(f"/upload/{upload_id}/")
     assert status.headers["cache-control"] == "no-store"
     assert status.data["status"] == "uploading"
-    assert (status.data["offset"], status.data["size"], status.data["filename"]) == (total, total, "mixed.bin")
+    assert (status.data["offset"], status.data["size"], status.data["filename"]) == (
+        total,
+        total,
+        "mixed.bin",
+    )
 
     reply = complete(target, upload_id, data)
     assert reply.status == 200, reply.body
@@ -234,7 +249,9 @@ def test_completion_as_a_form_field(target):
     data = data_of(2048)
     upload_id = upload(target, data, 1000)
     body = f"md5={hashlib.md5(data).hexdigest()}".encode()
-    reply = target.api.request("POST", f"/upload/{upload_id}/", body, "application/x-www-form-urlencoded")
+    reply = target.api.request(
+        "POST", f"/upload/{upload_id}/", body, "application/x-www-form-urlencoded"
+    )
     assert reply.status == 200, reply.body
     assert target.wait_done(upload_id)["status"] == "complete"
 
@@ -247,7 +264,9 @@ def test_whole_file_and_md5_in_one_post(target, kind):
         body, ctype = multipart(data, part_name="one.bin", fields={"md5": md5})
         reply = target.api.request("POST", "/upload/", body, ctype)
     else:
-        reply = target.api.request("POST", f"/upload/?md5={md5}&filename=one.bin", data, "application/octet-stream")
+        reply = target.api.request(
+            "POST", f"/upload/?md5={md5}&filename=one.bin", data, "application/octet-stream"
+        )
     assert reply.status == 200, reply.body
     final = target.wait_done(reply.data["upload_id"])
     assert final["status"] == "complete"
@@ -272,7 +291,9 @@ def test_completion_fires_one_signal(target):
 def test_unknown_upload_is_a_json_404(target):
     unknown = uuid.uuid4().hex
     assert_error(target.api.get(f"/upload/{unknown}/"), 404, "not_found")
-    assert_error(target.api.put(f"/upload/{unknown}/", b"x", content_range=rng(0, 0, 1)), 404, "not_found")
+    assert_error(
+        target.api.put(f"/upload/{unknown}/", b"x", content_range=rng(0, 0, 1)), 404, "not_found"
+    )
     assert_error(target.api.post_json(f"/upload/{unknown}/", {"md5": "0" * 32}), 404, "not_found")
     assert_error(target.api.get("/upload/not-an-id/"), 404, "not_found")
     assert_error(target.api.get("/upload/a/b/c/"), 404, "not_found")
@@ -286,21 +307,35 @@ def test_no_chunk_in_the_request(target):
     assert_error(target.api.put("/upload/", body, content_type=ctype), 400, "missing_chunk")
     assert_error(target.api.put("/upload/", b""), 400, "missing_chunk")
     payload = json.dumps({"filename": "x"}).encode()
-    assert_error(target.api.put("/upload/", payload, content_type="application/json"), 400, "missing_chunk")
+    assert_error(
+        target.api.put("/upload/", payload, content_type="application/json"), 400, "missing_chunk"
+    )
     assert target.files() == []
 
 
 @pytest.mark.parametrize(
     "header",
-    ["bytes 0-9", "bytes=0-9/10", "bytes 5-2/10", "bytes 0-10/10", "bytes -1-3/10", "items 0-9/10", "bytes 0-9/x"],
+    [
+        "bytes 0-9",
+        "bytes=0-9/10",
+        "bytes 5-2/10",
+        "bytes 0-10/10",
+        "bytes -1-3/10",
+        "items 0-9/10",
+        "bytes 0-9/x",
+    ],
 )
 def test_bad_content_range(target, header):
-    assert_error(target.api.put("/upload/", b"x" * 10, content_range=header), 400, "bad_content_range")
+    assert_error(
+        target.api.put("/upload/", b"x" * 10, content_range=header), 400, "bad_content_range"
+    )
     assert target.files() == []
 
 
 def test_size_over_the_limit_writes_nothing(target):
-    assert_error(target.api.put("/upload/", b"x" * 10, content_range=rng(0, 9, MAX + 1)), 400, "too_large")
+    assert_error(
+        target.api.put("/upload/", b"x" * 10, content_range=rng(0, 9, MAX + 1)), 400, "too_large"
+    )
     big = b"y" * (MAX + 1)
     assert_error(target.api.put("/upload/", big), 400, "too_large")
     body, ctype = multipart(big)
@@ -314,7 +349,11 @@ def test_offset_mismatch_reports_the_server_offset_and_changes_nothing(target):
     before = target.chunk_file(upload_id).read_bytes()
     for start, end in [(2000, 2999), (500, 1499), (0, 999)]:
         error = assert_error(send(target, upload_id, data, start, end), 400, "offset_mismatch")
-        assert (error["offset"], error["expected_offset"], error["provided_offset"]) == (1000, 1000, start)
+        assert (error["offset"], error["expected_offset"], error["provided_offset"]) == (
+            1000,
+            1000,
+            start,
+        )
     assert target.status(upload_id)["offset"] == 1000
     assert target.chunk_file(upload_id).read_bytes() == before
     for start in (1000, 2000, 3000):
@@ -337,13 +376,19 @@ def test_retry_of_the_accepted_chunk_returns_the_offset_and_corrupts_nothing(tar
 def test_total_cannot_change(target):
     data = data_of(3000)
     upload_id = create(target, data, 1000)
-    reply = target.api.put(f"/upload/{upload_id}/", data[1000:2000], content_range=rng(1000, 1999, 5000))
+    reply = target.api.put(
+        f"/upload/{upload_id}/", data[1000:2000], content_range=rng(1000, 1999, 5000)
+    )
     assert_error(reply, 400, "total_changed")
     assert target.status(upload_id)["size"] == 3000
 
 
 def test_a_new_upload_must_start_at_zero(target):
-    error = assert_error(target.api.put("/upload/", b"x" * 10, content_range=rng(10, 19, 100)), 400, "offset_mismatch")
+    error = assert_error(
+        target.api.put("/upload/", b"x" * 10, content_range=rng(10, 19, 100)),
+        400,
+        "offset_mismatch",
+    )
     assert error["offset"] == 0
     assert target.files() == []
 
@@ -351,11 +396,15 @@ def test_a_new_upload_must_start_at_zero(target):
 def test_body_length_must_match_the_range(target):
     data = data_of(3000)
     upload_id = create(target, data, 1000)
-    short = target.api.put(f"/upload/{upload_id}/", data[1000:1500], content_range=rng(1000, 1999, 3000))
+    short = target.api.put(
+        f"/upload/{upload_id}/", data[1000:1500], content_range=rng(1000, 1999, 3000)
+    )
     assert_error(short, 400, "length_mismatch")
     for part in (data[1000:1500], data[1000:2500]):
         body, ctype = multipart(part)
-        reply = target.api.put(f"/upload/{upload_id}/", body, content_range=rng(1000, 1999, 3000), content_type=ctype)
+        reply = target.api.put(
+            f"/upload/{upload_id}/", body, content_range=rng(1000, 1999, 3000), content_type=ctype
+        )
         assert_error(reply, 400, "length_mismatch")
     assert target.status(upload_id)["offset"] == 1000
     assert send(target, upload_id, data, 1000, 2999).status == 200
@@ -366,8 +415,12 @@ def test_body_length_must_match_the_range(target):
 def test_md5_mismatch_then_the_right_md5(target):
     data = data_of(2000)
     upload_id = upload(target, data, 1000)
-    assert_error(target.api.post_json(f"/upload/{upload_id}/", {"md5": "0" * 32}), 400, "checksum_mismatch")
-    assert_error(target.api.post_json(f"/upload/{upload_id}/", {"md5": "not hex"}), 400, "bad_checksum")
+    assert_error(
+        target.api.post_json(f"/upload/{upload_id}/", {"md5": "0" * 32}), 400, "checksum_mismatch"
+    )
+    assert_error(
+        target.api.post_json(f"/upload/{upload_id}/", {"md5": "not hex"}), 400, "bad_checksum"
+    )
     assert_error(target.api.post_json(f"/upload/{upload_id}/", {}), 400, "missing_checksum")
     assert target.status(upload_id)["status"] == "uploading"
     assert complete(target, upload_id, data).status == 200
@@ -418,7 +471,11 @@ def test_other_methods_and_bad_bodies(target):
     bad_json = target.api.put("/upload/", b"{not json", content_type="application/json")
     assert_error(bad_json, 400, "bad_body")
     not_bytes = json.dumps({"file": [1, 256, "a"]}).encode()
-    assert_error(target.api.put("/upload/", not_bytes, content_type="application/json"), 400, "bad_json_chunk")
+    assert_error(
+        target.api.put("/upload/", not_bytes, content_type="application/json"),
+        400,
+        "bad_json_chunk",
+    )
     evil = b"__import__('os').system('touch /tmp/chunky-pwned')"
     assert_error(target.api.put("/upload/", evil, content_type="application/json"), 400, "bad_body")
     assert not os.path.exists("/tmp/chunky-pwned")

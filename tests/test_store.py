@@ -11,8 +11,17 @@ from chunky_redis.store import COMPLETE, EXPIRED, PROCESSING, Upload
 
 def make(store, **fields) -> Upload:
     now = store.now()
-    upload = Upload(upload_id=uuid.uuid4().hex, owner="7", size=100, offset=10, created=now, expires=now + 60_000,
-                    hash_state=b"\x00\xffstate", extra={"k": "v"}, **fields)
+    upload = Upload(
+        upload_id=uuid.uuid4().hex,
+        owner="7",
+        size=100,
+        offset=10,
+        created=now,
+        expires=now + 60_000,
+        hash_state=b"\x00\xffstate",
+        extra={"k": "v"},
+        **fields,
+    )
     store.create(upload)
     return upload
 
@@ -60,7 +69,10 @@ def test_expired_uploads_answer_expired(store):
 def test_commit_advances_offset_and_state_together_and_releases(store):
     upload = make(store)
     store.acquire(upload.upload_id, "7", "tok")
-    assert store.commit(upload, "tok", new_offset=20, hash_state=b"new", expires=upload.expires) == "ok"
+    assert (
+        store.commit(upload, "tok", new_offset=20, hash_state=b"new", expires=upload.expires)
+        == "ok"
+    )
     got = store.get(upload.upload_id)
     assert (got.offset, got.hash_state) == (20, b"new")
     assert not store.is_locked(upload.upload_id)
@@ -71,7 +83,10 @@ def test_commit_refuses_without_the_lock(store):
     store.acquire(upload.upload_id, "7", "tok")
     store.redis.delete(store.lock_key(upload.upload_id))  # the lock lapsed ...
     store.acquire(upload.upload_id, "7", "other")  # ... and someone else took it
-    assert store.commit(upload, "tok", new_offset=20, hash_state=b"x", expires=upload.expires) == "lost"
+    assert (
+        store.commit(upload, "tok", new_offset=20, hash_state=b"x", expires=upload.expires)
+        == "lost"
+    )
     got = store.get(upload.upload_id)
     assert (got.offset, got.hash_state) == (10, b"\x00\xffstate")
     assert store.redis.get(store.lock_key(upload.upload_id)) == b"other"
@@ -81,7 +96,10 @@ def test_commit_refuses_a_moved_offset(store):
     upload = make(store)
     store.acquire(upload.upload_id, "7", "tok")
     store.redis.hset(store.record_key(upload.upload_id), "offset", 50)
-    assert store.commit(upload, "tok", new_offset=20, hash_state=b"x", expires=upload.expires) == "conflict"
+    assert (
+        store.commit(upload, "tok", new_offset=20, hash_state=b"x", expires=upload.expires)
+        == "conflict"
+    )
     assert store.get(upload.upload_id).offset == 50
 
 
@@ -142,8 +160,11 @@ def test_unreachable_redis_is_a_503_not_a_500(settings, tmp_path):
     settings.CHUNKY_REDIS_REDIS_URL = "redis://127.0.0.1:1/0"
     settings.CHUNKY_REDIS_ALLOW_ANONYMOUS = True
     settings.CHUNKY_REDIS_UPLOAD_DIR = str(tmp_path)
-    reply = Client().put("/upload/" + "a" * 32 + "/", b"x", content_type="application/octet-stream",
-                         HTTP_CONTENT_RANGE="bytes 0-0/1")
+    reply = Client().put(
+        "/upload/" + "a" * 32 + "/",
+        b"x",
+        content_type="application/octet-stream",
+        HTTP_CONTENT_RANGE="bytes 0-0/1",
+    )
     assert reply.status_code == 503
     assert reply.json()["code"] == "store_unavailable"
-

@@ -22,7 +22,9 @@ def put_first(api, path="/upload/", data=b"0123456789"):
 
 @pytest.fixture
 def users():
-    return User.objects.create_user("alice", password="pw"), User.objects.create_user("bob", password="pw")
+    return User.objects.create_user("alice", password="pw"), User.objects.create_user(
+        "bob", password="pw"
+    )
 
 
 def logged_in(user, **kwargs) -> Client:
@@ -62,7 +64,10 @@ def test_an_upload_belongs_to_its_user(chunky, users):
         assert reply.status == 404 and reply.data["code"] == "not_found"
     chunky.CHUNKY_REDIS_ALLOW_ANONYMOUS = True
     assert ClientApi().get(f"/upload/{upload_id}/").status == 404
-    assert api_a.put(f"/upload/{upload_id}/", data[10:], content_range="bytes 10-19/20").data["offset"] == 20
+    assert (
+        api_a.put(f"/upload/{upload_id}/", data[10:], content_range="bytes 10-19/20").data["offset"]
+        == 20
+    )
     # bob's completion attempt changed nothing; alice's works
     assert api_a.post_json(f"/upload/{upload_id}/", {"md5": md5}).status == 200
     assert api_a.get(f"/upload/{upload_id}/").data["status"] == "complete"
@@ -80,10 +85,14 @@ def test_csrf_applies_to_session_authenticated_browsers(chunky, users):
     assert reply.status == 200, reply.body
     # the one-shot POST carrying the token as a form field, parsed while streaming the file
     data = b"whole file" * 100
-    body, ctype = multipart(data, fields={"md5": hashlib.md5(data).hexdigest(), "csrfmiddlewaretoken": token})
+    body, ctype = multipart(
+        data, fields={"md5": hashlib.md5(data).hexdigest(), "csrfmiddlewaretoken": token}
+    )
     reply = api.request("POST", "/upload/", body, ctype)
     assert reply.status == 200, reply.body
-    body, ctype = multipart(data, fields={"md5": hashlib.md5(data).hexdigest(), "csrfmiddlewaretoken": "w" * 32})
+    body, ctype = multipart(
+        data, fields={"md5": hashlib.md5(data).hexdigest(), "csrfmiddlewaretoken": "w" * 32}
+    )
     assert api.request("POST", "/upload/", body, ctype).status == 403
 
 
@@ -106,7 +115,9 @@ def test_hooks(chunky, users, signal_log):
     assert not list(Path(chunky.CHUNKY_REDIS_UPLOAD_DIR).glob("*"))
 
     data = bytes(range(20))
-    upload_id = api.put("/hooked/upload/?project=apollo", data[:10], content_range=RANGE).data["upload_id"]
+    upload_id = api.put("/hooked/upload/?project=apollo", data[:10], content_range=RANGE).data[
+        "upload_id"
+    ]
     api.put(f"/hooked/upload/{upload_id}/", data[10:], content_range="bytes 10-19/20")
     done = api.post_json(f"/hooked/upload/{upload_id}/", {"md5": hashlib.md5(data).hexdigest()})
     assert done.status == 200

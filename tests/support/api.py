@@ -35,7 +35,9 @@ class Reply:
         return self.headers.get("content-type", "").startswith("application/json")
 
 
-def multipart(file_bytes: bytes | None, part_name: str = "chunk.bin", field_name: str = "file", fields=None):
+def multipart(
+    file_bytes: bytes | None, part_name: str = "chunk.bin", field_name: str = "file", fields=None
+):
     data: dict[str, Any] = dict(fields or {})
     if file_bytes is not None:
         data[field_name] = SimpleUploadedFile(part_name, file_bytes, "application/octet-stream")
@@ -45,11 +47,21 @@ def multipart(file_bytes: bytes | None, part_name: str = "chunk.bin", field_name
 class Api:
     name: str
 
-    def request(self, method: str, path: str, body: bytes = b"", content_type: str = "", headers=None) -> Reply:
+    def request(
+        self, method: str, path: str, body: bytes = b"", content_type: str = "", headers=None
+    ) -> Reply:
         raise NotImplementedError
 
     # conveniences
-    def put(self, path, body=b"", *, content_range=None, content_type="application/octet-stream", headers=None):
+    def put(
+        self,
+        path,
+        body=b"",
+        *,
+        content_range=None,
+        content_type="application/octet-stream",
+        headers=None,
+    ):
         headers = dict(headers or {})
         if content_range:
             headers["Content-Range"] = content_range
@@ -73,8 +85,12 @@ class ClientApi(Api):
             extra["HTTP_" + key.upper().replace("-", "_")] = value
         if body or content_type:
             extra["CONTENT_TYPE"] = content_type
-        response = self.client.generic(method, path, body, content_type or "application/octet-stream", **extra)
-        return Reply(response.status_code, {k.lower(): v for k, v in response.items()}, response.content)
+        response = self.client.generic(
+            method, path, body, content_type or "application/octet-stream", **extra
+        )
+        return Reply(
+            response.status_code, {k.lower(): v for k, v in response.items()}, response.content
+        )
 
 
 class LiveApi(Api):
@@ -87,5 +103,11 @@ class LiveApi(Api):
         headers = dict(headers or {})
         if content_type:
             headers["Content-Type"] = content_type
-        response = self.session.request(method, self.base_url + path, data=body, headers=headers, timeout=120)
-        return Reply(response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content)
+        response = self.session.request(
+            method, self.base_url + path, data=body, headers=headers, timeout=120
+        )
+        return Reply(
+            response.status_code,
+            {k.lower(): v for k, v in response.headers.items()},
+            response.content,
+        )

@@ -30,7 +30,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def live_env(tmp_path: Path, *, redis_url: str = REAL_REDIS_URL, broker_url: str | None = None, **extra: str) -> dict:
+def live_env(
+    tmp_path: Path, *, redis_url: str = REAL_REDIS_URL, broker_url: str | None = None, **extra: str
+) -> dict:
     """Environment for site and worker processes that share one upload directory and Redis."""
     tag = uuid.uuid4().hex[:12]
     env = dict(os.environ)
@@ -62,7 +64,12 @@ class _Process:
     def _spawn(self, args: list[str], env: dict) -> None:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            args, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+            args,
+            cwd=REPO,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def log_text(self) -> str:
@@ -100,15 +107,30 @@ def _graceful(proc: subprocess.Popen) -> bool:
 
 
 class SiteProcess(_Process):
-    def __init__(self, env: dict, *, port: int | None = None, workers: int = 2, threads: int = 4, name: str = "site"):
+    def __init__(
+        self,
+        env: dict,
+        *,
+        port: int | None = None,
+        workers: int = 2,
+        threads: int = 4,
+        name: str = "site",
+    ):
         self.env = dict(env)
         self.port = port or free_port()
-        self.env.update(PORT=str(self.port), HOST="127.0.0.1", WEB_CONCURRENCY=str(workers), GUNICORN_THREADS=str(threads))
+        self.env.update(
+            PORT=str(self.port),
+            HOST="127.0.0.1",
+            WEB_CONCURRENCY=str(workers),
+            GUNICORN_THREADS=str(threads),
+        )
         self.log_path = Path(env["CHUNKY_VAR_DIR"]).parent / f"{name}-{self.port}.log"
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> SiteProcess:
-        self._spawn([str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "chunky_site.wsgi"], self.env)
+        self._spawn(
+            [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "chunky_site.wsgi"], self.env
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -132,9 +154,20 @@ class WorkerProcess(_Process):
     def start(self) -> WorkerProcess:
         queue = self.env["CHUNKY_TEST_QUEUE"]
         args = [
-            str(BIN / "celery"), "-A", "tasks", "worker", "--loglevel=INFO", "--pool=prefork",
-            f"--concurrency={self.concurrency}", "-Q", queue, "--without-gossip", "--without-mingle",
-            "--without-heartbeat", "-n", f"{queue}-{uuid.uuid4().hex[:6]}@%h",
+            str(BIN / "celery"),
+            "-A",
+            "tasks",
+            "worker",
+            "--loglevel=INFO",
+            "--pool=prefork",
+            f"--concurrency={self.concurrency}",
+            "-Q",
+            queue,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"{queue}-{uuid.uuid4().hex[:6]}@%h",
         ]
         self._spawn(args, self.env)
         deadline = time.monotonic() + 60

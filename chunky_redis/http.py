@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from email.message import Message
+from urllib.parse import unquote
 
 from .exceptions import BadContentRange
 
@@ -45,17 +46,27 @@ def parse_content_range(value: str) -> ByteRange:
     return ByteRange(start, end, total)
 
 
+_EXT_FILENAME_RE = re.compile(r"(?:^|;)\s*filename\*\s*=\s*([^';\s]*)'[^']*'([^;\s]*)", re.IGNORECASE)
+
+
 def filename_from_content_disposition(value: str) -> str:
     """The filename parameter of a Content-Disposition header, or ''.
 
-    Handles RFC 6266 ``filename*=UTF-8''...`` as well as plain ``filename=``.
+    RFC 6266 section 4.3: when both are sent, ``filename*=UTF-8''...`` wins
+    over the plain ``filename=`` (which is often an ASCII fallback).
     """
     if not value:
         return ""
+    match = _EXT_FILENAME_RE.search(value)
+    if match:
+        charset, encoded = match.group(1) or "utf-8", match.group(2)
+        try:
+            return clean_filename(unquote(encoded, encoding=charset, errors="strict"))
+        except (LookupError, UnicodeDecodeError):
+            pass  # a broken extended value: fall back to the plain one
     msg = Message()
     msg["content-disposition"] = value
-    name = msg.get_filename() or ""
-    return clean_filename(name)
+    return clean_filename(msg.get_filename() or "")
 
 
 def clean_filename(name: str) -> str:

@@ -60,16 +60,21 @@ class UploadService:
         byte_range: ByteRange | None,
         length: int | None,
         max_bytes: int | None,
+        empty_file_ok: bool = False,
     ) -> ChunkSession:
         """Validate a chunk's headers and prepare to write it.
 
         ``length`` is the body's length when the request says it (a raw body's
         Content-Length); for multipart it is None and checked after parsing.
+        ``empty_file_ok``: a new upload without Content-Range may be an empty
+        file (the request names a file but carries no byte).
         """
+        empty_file_ok = empty_file_ok and upload_id is None and byte_range is None
         if byte_range is None and length is not None:
-            if length == 0:
+            if length == 0 and not empty_file_ok:
                 raise exc.MissingChunk()
-            byte_range = ByteRange(0, length - 1, length)
+            if length:
+                byte_range = ByteRange(0, length - 1, length)
         if byte_range is not None:
             if max_bytes is not None and byte_range.total > max_bytes:
                 raise exc.TooLarge(
@@ -80,7 +85,9 @@ class UploadService:
                     f"Content-Range announces {byte_range.length} bytes but the body has {length}."
                 )
         if upload_id is None:
-            return self._start_new(owner, byte_range, max_bytes)
+            session = self._start_new(owner, byte_range, max_bytes)
+            session.allow_empty = empty_file_ok
+            return session
         return self._start_existing(owner, upload_id, byte_range, max_bytes)
 
     def _start_new(
@@ -143,7 +150,7 @@ class UploadService:
         assert upload is not None
         try:
             _require_uploading(upload)
-            if upload.offset < upload.size or upload.size == 0:
+            if upload.offset < upload.size:
                 raise exc.UploadIncomplete(
                     f"{upload.offset} of {upload.size} bytes have been received.",
                     offset=upload.offset,
@@ -199,6 +206,7 @@ class ChunkSession:
         self.token = token
         self.byte_range = byte_range
         self.is_new = token is None
+        self.allow_empty = False  # an empty body is "no chunk", unless it is an empty file
         if upload.hash_state or (upload.offset == 0 and incremental_available(upload.algorithm)):
             self.hasher: ResumableHash | None = ResumableHash(
                 upload.algorithm, upload.hash_state or None
@@ -250,7 +258,7 @@ class ChunkSession:
 
     def _check_received(self) -> int:
         received = self._close_writer(sync=True)
-        if received == 0:
+        if received == 0 and not self.allow_empty:
             raise exc.MissingChunk()
         if self.byte_range is not None and received != self.byte_range.length:
             raise exc.LengthMismatch(

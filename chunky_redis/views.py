@@ -183,6 +183,8 @@ class ChunkedUploadView(View):
             byte_range=byte_range,
             length=body.length,
             max_bytes=self.get_max_bytes(request),
+            # An empty file: a multipart file part, or a body that names its file, with no byte.
+            empty_file_ok=body.kind == "multipart" or bool(body.filename),
         )
         return session, body
 

@@ -482,3 +482,20 @@ def test_other_methods_and_bad_bodies(target):
     garbage = b"--nope\r\n\r\n"
     reply = target.api.put("/upload/", garbage, content_type="multipart/form-data; boundary=zzz")
     assert reply.status == 400 and reply.is_json
+
+
+@pytest.mark.parametrize("kind", ["multipart", "raw-named"])
+def test_an_empty_file_can_be_uploaded(target, kind):
+    if kind == "multipart":
+        body, ctype = multipart(b"", part_name="empty.txt")
+        reply = target.api.put("/upload/", body, content_type=ctype)
+    else:
+        reply = target.api.put("/upload/?filename=empty.txt", b"")
+    assert reply.status == 200, reply.body
+    assert reply.data["offset"] == 0
+    upload_id = reply.data["upload_id"]
+    assert target.status(upload_id)["size"] == 0
+    assert complete(target, upload_id, b"").status == 200
+    final = target.wait_done(upload_id)
+    assert final["status"] == "complete"
+    assert final_bytes(target, final) == b""

@@ -138,8 +138,8 @@ class SiteProcess(_Process):
             try:
                 if requests.get(self.url + "/healthz", timeout=5).status_code == 200:
                     return self
-            except requests.ConnectionError:
-                pass
+            except requests.RequestException:
+                pass  # not listening yet, or still booting
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"the server did not become healthy:\n{self.log_text()}")

@@ -41,6 +41,26 @@ def json_response(data: dict[str, Any], status: int = 200) -> JsonResponse:
     return response
 
 
+# Most refusals happen before the body is read. gunicorn, like most servers, drains
+# only a little of an unread body (64 KiB) and then resets the connection, and the
+# client, still sending, may never see the answer. Reading the rest of a refused
+# chunk keeps the answer deliverable and the keep-alive connection usable.
+DRAIN_LIMIT = 64 << 20
+
+
+def drain(request: HttpRequest, limit: int = DRAIN_LIMIT) -> None:
+    """Read and discard what is left of the request body, up to ``limit`` bytes."""
+    drained = 0
+    try:
+        while drained < limit:
+            data = request.read(min(1 << 20, limit - drained))
+            if not data:
+                return
+            drained += len(data)
+    except Exception:  # a broken connection: there is nobody left to answer
+        return
+
+
 def error_response(error: exc.ChunkyError) -> JsonResponse:
     response = json_response(error.as_dict(), status=error.status_code)
     if error.status_code in (409, 503):
@@ -101,6 +121,7 @@ class ChunkedUploadView(View):
                 self.enforce_csrf(request)  # the one-shot upload checks once its handler is set
             return super().dispatch(request, *args, **kwargs)
         except exc.ChunkyError as e:
+            drain(request)
             return error_response(e)
 
     def http_method_not_allowed(

@@ -499,3 +499,15 @@ def test_an_empty_file_can_be_uploaded(target, kind):
     final = target.wait_done(upload_id)
     assert final["status"] == "complete"
     assert final_bytes(target, final) == b""
+
+
+def test_a_refused_chunk_leaves_the_connection_usable(target):
+    """The refusal arrives before the body is read; the server reads the rest, so
+    the client gets the answer and its keep-alive connection goes on working."""
+    data = data_of(6 << 20)
+    upload_id = create(target, data, 3 << 20)
+    for _ in range(3):
+        stale = send(target, upload_id, data, 0, (3 << 20) - 1)  # 3 MiB refused before reading
+        assert_error(stale, 400, "offset_mismatch")
+        assert target.status(upload_id)["offset"] == 3 << 20
+    assert send(target, upload_id, data, 3 << 20, (6 << 20) - 1).status == 200

@@ -100,6 +100,7 @@ class Client:
         start: int,
         total: int,
         filename: str,
+        close: bool = False,
     ) -> requests.Response:
         path = f"/upload/{upload_id}/" if upload_id else "/upload/"
         headers = {
@@ -107,6 +108,8 @@ class Client:
             "Content-Type": "application/octet-stream",
             "Content-Disposition": f'attachment; filename="{filename}"',
         }
+        if close:
+            headers["Connection"] = "close"
         started = time.monotonic()
         response = self.request(server, "PUT", path, data=data, headers=headers)
         ended = time.monotonic()
@@ -196,7 +199,9 @@ def test_chunks_alternate_between_two_servers(env, cluster):
         status = client.request(server, "GET", f"/upload/{upload_id}/").json()
         assert (status["status"], status["offset"]) == ("uploading", half)
         assert status["size"] == len(data)
-    replay = put(b, half - 2 * MiB, upload_id)  # A took that one
+    # (Connection: close: the server answers before reading the body, then drops the connection.)
+    chunk = data[half - 2 * MiB:half - MiB]  # A took that one
+    replay = client.put_chunk(b, upload_id, chunk, half - 2 * MiB, len(data), "scaled.bin", close=True)
     assert replay.status_code == 400, replay.text
     assert replay.json()["expected_offset"] == half
 

@@ -75,8 +75,8 @@ def clean_filename(name: str) -> str:
     The client's name is only ever metadata: files on disk are named after the upload id.
     """
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if ch.isprintable())
-    return name.strip()[:255]
+    name = "".join(ch for ch in name if ch.isprintable()).strip()[:255]
+    return "" if name in (".", "..") else name
 
 
 def is_upload_id(value: str) -> bool:

@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
-# What the test suite needs beyond Python packages: a Redis answering on 127.0.0.1:6379.
+# What the test suite needs beyond Python packages: Redis on 127.0.0.1:6379, RabbitMQ on
+# 127.0.0.1:5672 (guest/guest) for the RabbitMQ-broker test, and Debian's chromium.
 set -euo pipefail
-if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+apt_updated=""
+apt_install() {
+  [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+if ! port_open 6379; then
   echo "test-setup: starting redis-server on 127.0.0.1:6379"
-  if ! command -v redis-server >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
-  fi
+  command -v redis-server >/dev/null || apt_install redis-server
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
-  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done
+  for _ in $(seq 50); do port_open 6379 && break; sleep 0.1; done
+fi
+
+if ! port_open 5672; then
+  echo "test-setup: starting rabbitmq-server on 127.0.0.1:5672"
+  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+  RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 rabbitmq-server -detached
+  for _ in $(seq 120); do port_open 5672 && break; sleep 0.5; done
 fi
 
 # The browser test (tests/test_browser.py) drives Debian's chromium through Playwright;
 # Playwright's own browser download cannot be used, so the distribution's package is installed.
 if [ ! -x /usr/bin/chromium ]; then
   echo "test-setup: installing Debian's chromium for the browser test"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  apt_install chromium
 fi

@@ -14,7 +14,7 @@ import redis
 
 import tasks  # noqa: F401  (the bundled Celery app, configured from tests.settings: eager)
 from chunky_redis import runtime
-from tests.support.processes import REAL_REDIS_URL
+from tests.support.processes import LIVE_PREFIXES, REAL_REDIS_URL
 
 BACKENDS = ["fakeredis", "redis"]
 
@@ -70,3 +70,16 @@ def signal_log():
     receivers.received.clear()
     yield receivers.received
     receivers.received.clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _forget_live_keys():
+    """Delete what live processes left in the real Redis (records, kombu queues) after the session."""
+    yield
+    if not LIVE_PREFIXES or not _real_redis_available():
+        return
+    client = redis.Redis.from_url(REAL_REDIS_URL)
+    for prefix in LIVE_PREFIXES:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])

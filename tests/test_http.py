@@ -73,6 +73,7 @@ def test_filename_from_content_disposition(header, name):
 
 
 def test_clean_filename_drops_control_characters_and_caps_length():
+    assert clean_filename("..") == clean_filename(".") == clean_filename("a/..") == ""
     assert clean_filename("a\x00b\nc.txt") == "abc.txt"
     assert len(clean_filename("x" * 1000)) == 255
 

@@ -104,6 +104,10 @@ CHUNKY_REDIS_CHECKSUM_ALGORITHM = os.environ.get("CHUNKY_CHECKSUM_ALGORITHM", "m
 if os.environ.get("CHUNKY_LOCK_TIMEOUT_SECONDS"):
     CHUNKY_REDIS_LOCK_TIMEOUT = float(os.environ["CHUNKY_LOCK_TIMEOUT_SECONDS"])
 CHUNKY_REDIS_SLIDING_EXPIRATION = env_bool("CHUNKY_SLIDING_EXPIRATION", False)
+if os.environ.get("CHUNKY_SWEEP_INTERVAL_SECONDS"):
+    CHUNKY_REDIS_SWEEP_INTERVAL = float(os.environ["CHUNKY_SWEEP_INTERVAL_SECONDS"])
+if os.environ.get("CHUNKY_ORPHAN_GRACE_SECONDS"):
+    CHUNKY_REDIS_ORPHAN_GRACE = float(os.environ["CHUNKY_ORPHAN_GRACE_SECONDS"])
 
 # -- Celery (tasks/) ----------------------------------------------------------
 # The broker is the same Redis by default; with no Redis at all, tasks run eagerly in the web process.

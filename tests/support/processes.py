@@ -22,6 +22,7 @@ import requests
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 REAL_REDIS_URL = os.environ.get("CHUNKY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+LIVE_PREFIXES: list[str] = []  # key prefixes (upload records, Celery queues) handed out this session
 
 
 def free_port() -> int:
@@ -35,6 +36,7 @@ def live_env(
 ) -> dict:
     """Environment for site and worker processes that share one upload directory and Redis."""
     tag = uuid.uuid4().hex[:12]
+    LIVE_PREFIXES.append(f"chunky-test-{tag}")
     env = dict(os.environ)
     env.update(
         DJANGO_SETTINGS_MODULE="tests.live_settings",

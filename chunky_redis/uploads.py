@@ -109,10 +109,7 @@ class UploadService:
     def _start_existing(
         self, owner: str, upload_id: str, byte_range: ByteRange | None, max_bytes: int | None
     ) -> ChunkSession:
-        token = secrets.token_hex(16)
-        code, upload = self.store.acquire(upload_id, owner, token)
-        _raise_for(code)
-        assert upload is not None
+        token, upload = self._lock(owner, upload_id)
         try:
             _require_uploading(upload)
             if byte_range is None:
@@ -137,6 +134,14 @@ class UploadService:
             self.store.release(upload_id, token)
             raise
 
+    def _lock(self, owner: str, upload_id: str) -> tuple[str, Upload]:
+        """Take the upload's lock (owner and expiry checked in the same step)."""
+        token = secrets.token_hex(16)
+        code, upload = self.store.acquire(upload_id, owner, token)
+        _raise_for(code)
+        assert upload is not None
+        return token, upload
+
     # -- completion ----------------------------------------------------------
     def complete(self, *, owner: str, upload_id: str, checksum: str) -> Upload:
         """Check the client's digest against ours and hand the upload to post-processing.
@@ -144,10 +149,7 @@ class UploadService:
         Completing twice never runs the completion twice: the status moves
         uploading -> processing under the lock, exactly once.
         """
-        token = secrets.token_hex(16)
-        code, upload = self.store.acquire(upload_id, owner, token)
-        _raise_for(code)
-        assert upload is not None
+        token, upload = self._lock(owner, upload_id)
         try:
             _require_uploading(upload)
             if upload.offset < upload.size:

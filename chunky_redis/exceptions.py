@@ -66,6 +66,13 @@ class TooLarge(ChunkyError):
     default_code = "too_large"
 
 
+class LengthRequired(ChunkyError):
+    # Django reads a body by its Content-Length; a chunked one would arrive empty.
+    status_code = HTTPStatus.LENGTH_REQUIRED
+    default_detail = "Send the chunk with a Content-Length (Transfer-Encoding: chunked is not accepted)."
+    default_code = "length_required"
+
+
 class OffsetMismatch(ChunkyError):
     default_detail = "The chunk does not start at the upload's offset."
     default_code = "offset_mismatch"

@@ -9,6 +9,7 @@ the signals.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import logging
 import os
@@ -214,10 +215,17 @@ def _hand_off(path: str, final: Storage, name: str) -> str:
     if _can_rename(final, path):
         target = final.path(name)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        os.replace(path, target)  # atomic on one volume: no copy, no window
-        if final.file_permissions_mode is not None:
-            os.chmod(target, final.file_permissions_mode)
-        return name
+        try:
+            os.replace(path, target)  # atomic on one volume: no copy, no window
+        except OSError as e:
+            # Two mounts of one filesystem (Docker volumes, Kubernetes subPath) share
+            # st_dev yet refuse a rename between them: save through the storage instead.
+            if e.errno != errno.EXDEV:
+                raise
+        else:
+            if final.file_permissions_mode is not None:
+                os.chmod(target, final.file_permissions_mode)
+            return name
     if final.exists(name):
         final.delete(name)
     with open(path, "rb") as f:

@@ -192,6 +192,8 @@ class ChunkedUploadView(View):
     def _start(
         self, request: HttpRequest, upload_id: str | None
     ) -> tuple[ChunkSession, bodies.Body]:
+        if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+            raise exc.LengthRequired()
         header = request.headers.get(CONTENT_RANGE)
         if header is None and self.fail_if_no_header:
             raise exc.BadContentRange("This endpoint requires a Content-Range header.")

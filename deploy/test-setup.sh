@@ -28,3 +28,9 @@ if [ ! -x /usr/bin/chromium ]; then
   echo "test-setup: installing Debian's chromium for the browser test"
   apt_install chromium
 fi
+
+# tests/test_deploy_files.py checks the nginx sample with the real `nginx -t`.
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+  echo "test-setup: installing nginx-light to validate the nginx sample"
+  apt_install nginx-light
+fi

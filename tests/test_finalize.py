@@ -203,6 +203,25 @@ def test_same_volume_hand_off_is_a_rename(chunky, queued, client):
     assert not os.path.exists(chunk_path)
 
 
+def test_a_rename_refused_across_mounts_falls_back_to_a_save(chunky, queued, client, monkeypatch):
+    """Two mounts of one filesystem share st_dev but refuse rename() with EXDEV."""
+    import errno
+
+    data = payload(CHUNK + 7)
+    upload_id = put_chunks(client, data)
+    complete(client, upload_id, data)
+
+    def cross_device(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr("chunky_redis.finalize.os.replace", cross_device)
+    assert finalize_upload.delay(upload_id).get() == "complete"
+    final = media_path(chunky, f"chunky_redis/{upload_id}/report.bin")
+    with open(final, "rb") as f:
+        assert f.read() == data
+    assert not os.path.exists(os.path.join(chunky.CHUNKY_REDIS_UPLOAD_DIR, upload_id + ".part"))
+
+
 class RecordingStorage(Storage):
     """A storage that is not a filesystem: files live in a dict, and each save
     records the sizes of the pieces it was given."""
@@ -276,7 +295,8 @@ def test_client_filename_cannot_leave_the_upload_folder(chunky, store, queued, c
     data = payload(100)
     r = client.put("/upload/?filename=..", data=data, content_type="application/octet-stream")
     upload_id = r.json()["upload_id"]
-    assert store.get(upload_id).filename == ".."
+    assert store.get(upload_id).filename == ""  # the view already drops it ...
+    store.redis.hset(store.record_key(upload_id), "filename", "..")  # ... finalize must not trust it either
     complete(client, upload_id, data)
     assert finalize_upload.delay(upload_id).get() == "complete"
     assert store.get(upload_id).final_name == f"chunky_redis/{upload_id}/upload"

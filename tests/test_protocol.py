@@ -511,3 +511,14 @@ def test_a_refused_chunk_leaves_the_connection_usable(target):
         assert_error(stale, 400, "offset_mismatch")
         assert target.status(upload_id)["offset"] == 3 << 20
     assert send(target, upload_id, data, 3 << 20, (6 << 20) - 1).status == 200
+
+
+def test_a_chunked_transfer_encoding_is_refused_not_read_as_empty(target):
+    if isinstance(target.api, LiveApi):
+        reply = target.api.request(
+            "PUT", "/upload/?filename=x.bin", iter([b"abc", b"def"]), "application/octet-stream"
+        )
+    else:
+        reply = target.api.put("/upload/", b"abcdef", headers={"Transfer-Encoding": "chunked"})
+    assert_error(reply, 411, "length_required")
+    assert target.files() == []

@@ -125,5 +125,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"chunky_redis": {"handlers": ["console"], "level": os.environ.get("CHUNKY_LOG_LEVEL", "INFO")}},
+    "loggers": {
+        name: {"handlers": ["console"], "level": os.environ.get("CHUNKY_LOG_LEVEL", "INFO")}
+        for name in ("chunky_redis", "chunky_site")
+    },
 }

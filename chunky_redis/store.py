@@ -17,6 +17,7 @@ from typing import Any
 
 import redis as redis_lib
 
+from . import lua
 from .exceptions import StoreUnavailable
 
 UPLOADING = "uploading"
@@ -24,86 +25,6 @@ PROCESSING = "processing"
 COMPLETE = "complete"
 FAILED = "failed"
 EXPIRED = "expired"
-
-_ACQUIRE = """
-local fields = redis.call('HGETALL', KEYS[1])
-if #fields == 0 then return {'missing'} end
-local rec = {}
-for i = 1, #fields, 2 do rec[fields[i]] = fields[i + 1] end
-if rec['owner'] ~= ARGV[1] then return {'missing'} end
-if rec['status'] == 'expired' or
-   (rec['status'] == 'uploading' and tonumber(rec['expires']) <= tonumber(ARGV[4])) then
-  return {'expired'}
-end
-if ARGV[5] == '1' then
-  if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'locked'} end
-end
-return {'ok', fields}
-"""
-
-# Offset and checksum state advance together, only while we still hold the lock,
-# and only from the offset this request started at.
-_COMMIT = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'lost' end
-redis.call('DEL', KEYS[2])
-if redis.call('HGET', KEYS[1], 'offset') ~= ARGV[2] then return 'conflict' end
-if redis.call('HGET', KEYS[1], 'status') ~= 'uploading' or
-   tonumber(redis.call('HGET', KEYS[1], 'expires')) <= tonumber(ARGV[7]) then
-  return 'expired'
-end
-redis.call('HSET', KEYS[1], 'offset', ARGV[3], 'hash_state', ARGV[4], 'expires', ARGV[5])
-redis.call('PEXPIREAT', KEYS[1], ARGV[6])
-return 'ok'
-"""
-
-_MARK_PROCESSING = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'lost' end
-redis.call('DEL', KEYS[2])
-if redis.call('HGET', KEYS[1], 'status') ~= 'uploading' then return 'conflict' end
-redis.call('HSET', KEYS[1], 'status', 'processing', 'checksum', ARGV[2], 'expires', ARGV[3])
-redis.call('PEXPIREAT', KEYS[1], ARGV[3])
-return 'ok'
-"""
-
-_CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('PEXPIREAT', KEYS[1], ARGV[1])
-return 'ok'
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-_EXTEND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-
-# Moves the status from one value to another atomically; used by the
-# post-processing task so that a redelivered task cannot finish twice.
-_TRANSITION = """
-if redis.call('HGET', KEYS[1], 'status') ~= ARGV[1] then
-  return redis.call('HGET', KEYS[1], 'status') or 'missing'
-end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], unpack(ARGV, 4))
-if ARGV[3] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
-return 'ok'
-"""
-
-# The sweeper marks an expired upload only while nobody holds its lock.
-_MARK_EXPIRED = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 'locked' end
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return 'missing' end
-if status ~= 'uploading' then return status end
-if tonumber(redis.call('HGET', KEYS[1], 'expires')) > tonumber(ARGV[1]) then return 'live' end
-redis.call('HSET', KEYS[1], 'status', 'expired')
-redis.call('PEXPIREAT', KEYS[1], ARGV[2])
-return 'ok'
-"""
 
 
 @dataclass
@@ -190,14 +111,14 @@ class UploadStore:
         self.expired_retention_ms = expired_retention_ms
         self.completed_retention_ms = completed_retention_ms
         self.clock = clock
-        self._acquire = redis.register_script(_ACQUIRE)
-        self._commit = redis.register_script(_COMMIT)
-        self._mark_processing = redis.register_script(_MARK_PROCESSING)
-        self._create = redis.register_script(_CREATE)
-        self._release = redis.register_script(_RELEASE)
-        self._extend = redis.register_script(_EXTEND)
-        self._transition = redis.register_script(_TRANSITION)
-        self._mark_expired = redis.register_script(_MARK_EXPIRED)
+        self._acquire = redis.register_script(lua.ACQUIRE)
+        self._commit = redis.register_script(lua.COMMIT)
+        self._mark_processing = redis.register_script(lua.MARK_PROCESSING)
+        self._create = redis.register_script(lua.CREATE)
+        self._release = redis.register_script(lua.RELEASE)
+        self._extend = redis.register_script(lua.EXTEND)
+        self._transition = redis.register_script(lua.TRANSITION)
+        self._mark_expired = redis.register_script(lua.MARK_EXPIRED)
 
     # -- keys ----------------------------------------------------------------
     def record_key(self, upload_id: str) -> str:
@@ -309,7 +230,10 @@ class UploadStore:
             for upload_id in upload_ids:
                 pipe.hget(self.record_key(upload_id), "status")
             values = pipe.execute()
-        return {i: (v.decode() if v is not None else None) for i, v in zip(upload_ids, values, strict=True)}
+        return {
+            i: (v.decode() if v is not None else None)
+            for i, v in zip(upload_ids, values, strict=True)
+        }
 
     def transition(
         self,

@@ -1,0 +1,169 @@
+"""One chunk in flight (see uploads.py for the rules that open it). No Django here."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import exceptions as exc
+from .checksums import ResumableHash, incremental_available
+from .http import ByteRange
+from .store import PROCESSING, Upload
+
+if TYPE_CHECKING:
+    from .uploads import UploadService
+
+
+class ChunkSession:
+    """One chunk in flight: where to write it, what it may hold, and how to record it."""
+
+    def __init__(
+        self,
+        service: UploadService,
+        upload: Upload,
+        *,
+        token: str | None,
+        byte_range: ByteRange | None,
+        max_bytes: int | None,
+    ):
+        self.service = service
+        self.upload = upload
+        self.token = token
+        self.byte_range = byte_range
+        self.is_new = token is None
+        self.allow_empty = False  # an empty body is "no chunk", unless it is an empty file
+        if upload.hash_state or (upload.offset == 0 and incremental_available(upload.algorithm)):
+            self.hasher: ResumableHash | None = ResumableHash(
+                upload.algorithm, upload.hash_state or None
+            )
+        else:
+            self.hasher = None
+        limit = byte_range.length if byte_range else max_bytes
+        self._lock_checked = time.monotonic()
+        self.writer = service.storage.writer(
+            upload.upload_id,
+            start=upload.offset,
+            limit=limit,
+            on_block=self.hasher.update if self.hasher else _ignore,
+            heartbeat=None if self.is_new else self._heartbeat,
+            overflow=self._overflow,
+        )
+        self._open = True
+
+    @property
+    def upload_id(self) -> str:
+        return self.upload.upload_id
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def _overflow(self) -> exc.ChunkyError:
+        if self.byte_range is not None:
+            return exc.LengthMismatch(
+                f"The body carries more than the {self.byte_range.length} bytes its Content-Range announces."
+            )
+        return exc.TooLarge("The file exceeds the size limit.")
+
+    def _heartbeat(self) -> None:
+        # Renew the lock well before it can lapse; a writer that lost it must
+        # not write another byte (another request may own the upload now).
+        store = self.service.store
+        if time.monotonic() - self._lock_checked < store.lock_timeout_ms / 3000:
+            return
+        assert self.token is not None
+        if not store.extend_lock(self.upload_id, self.token):
+            raise exc.LockLost()
+        self._lock_checked = time.monotonic()
+
+    def _close_writer(self, sync: bool) -> int:
+        if self._open:
+            self._open = False
+            self.writer.close(sync=sync)
+        return self.writer.written
+
+    def _check_received(self) -> int:
+        received = self._close_writer(sync=True)
+        if received == 0 and not self.allow_empty:
+            raise exc.MissingChunk()
+        if self.byte_range is not None and received != self.byte_range.length:
+            raise exc.LengthMismatch(
+                f"Content-Range announces {self.byte_range.length} bytes but {received} arrived."
+            )
+        return received
+
+    def finish(self, *, filename: str = "", extra: dict[str, Any] | None = None) -> Upload:
+        """Record the chunk: offset and checksum state advance together, in one step."""
+        received = self._check_received()
+        upload = self.upload
+        hash_state = self.hasher.serialize() if self.hasher else b""
+        new_offset = upload.offset + received
+        if self.is_new:
+            upload.offset = new_offset
+            upload.size = upload.size or received
+            upload.filename = filename
+            upload.extra = extra or {}
+            upload.hash_state = hash_state
+            self.service.store.create(upload)
+            return upload
+        policy = self.service.policy
+        expires = (
+            self.service.store.now() + policy.expiration_ms
+            if policy.sliding_expiration
+            else upload.expires
+        )
+        assert self.token is not None
+        result = self.service.store.commit(
+            upload, self.token, new_offset=new_offset, hash_state=hash_state, expires=expires
+        )
+        self.token = None  # the commit released the lock, whatever its answer
+        if result == "lost":
+            raise exc.LockLost()
+        if result == "expired":
+            raise exc.UploadExpired()
+        if result != "ok":
+            raise exc.UploadLocked(
+                "The upload moved while this chunk was written; the chunk was not recorded."
+            )
+        upload.offset, upload.hash_state, upload.expires = new_offset, hash_state, expires
+        return upload
+
+    def finish_and_complete(
+        self, checksum: str, *, filename: str = "", extra: dict[str, Any] | None = None
+    ) -> Upload:
+        """A whole file in one request: record it already verified and hand it on."""
+        assert self.is_new
+        received = self._check_received()
+        upload = self.upload
+        checksum = clean_checksum(checksum, upload.algorithm)
+        upload.offset = received
+        upload.size = upload.size or received
+        upload.filename, upload.extra = filename, extra or {}
+        upload.hash_state = self.hasher.serialize() if self.hasher else b""
+        self.service._verify(upload, checksum)
+        upload.status, upload.checksum = PROCESSING, checksum
+        self.service.store.create(upload)
+        self.is_new = False  # recorded: from here on an error must not delete the file
+        self.service.hand_off(upload)
+        return upload
+
+    def abort(self) -> None:
+        """Forget the chunk: nothing recorded changes; a new upload leaves no file behind."""
+        self._close_writer(sync=False)
+        if self.is_new:
+            self.service.storage.delete(self.upload_id)
+        elif self.token is not None:
+            token, self.token = self.token, None
+            self.service.store.release(self.upload_id, token)
+
+
+def _ignore(_: bytes) -> None:
+    pass
+
+
+def clean_checksum(checksum: str, algorithm: str) -> str:
+    checksum = (checksum or "").strip().lower()
+    if not checksum:
+        raise exc.MissingChecksum(f"Completion needs the file's {algorithm} (hex).")
+    if any(c not in "0123456789abcdef" for c in checksum):
+        raise exc.ChecksumMismatch(f"The {algorithm} must be hexadecimal.", code="bad_checksum")
+    return checksum

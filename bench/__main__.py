@@ -1,0 +1,152 @@
+"""``python -m bench`` (``make bench``): every server, every workload, one run, one table.
+
+    python -m bench                 the full run (committed results come from it; ~10-15 minutes)
+    python -m bench --quick         small sizes, one round: a smoke run of a minute or two
+    python -m bench --servers null-work,chunky-gthread --workloads w1,w2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import report, workloads
+from .servers import BENCH, REPO, Setup, clean_redis
+
+KiB = 1 << 10
+MiB = 1 << 20
+GiB = 1 << 30
+
+SIZES = {
+    "full": dict(w1=GiB, w1_chunk=8 * MiB, w2=64 * MiB, w2_chunk=64 * KiB,
+                 w3_each=128 * MiB, w3_chunk=4 * MiB, w4=[16 * MiB, 256 * MiB], w5=256 * MiB,
+                 sweep=256 * MiB, sweep_chunks=[256 * KiB, 1 * MiB, 32 * MiB], rounds=2),
+    "quick": dict(w1=128 * MiB, w1_chunk=8 * MiB, w2=8 * MiB, w2_chunk=64 * KiB, w3_each=16 * MiB,
+                  w3_chunk=4 * MiB, w4=[16 * MiB, 64 * MiB], w5=64 * MiB, sweep=32 * MiB,
+                  sweep_chunks=[256 * KiB, 1 * MiB], rounds=1),
+}
+
+ALL_SERVERS = [
+    "null-discard", "null-work", "chunky-gthread", "chunky-gthread-nofsync", "chunky-sync", "chunky-pyuwsgi",
+    "chunky-granian", "django-chunked-upload", "tus",
+]
+ALL_WORKLOADS = ["w1", "w1mp", "w2", "w3", "sweep", "w4", "w5"]
+
+
+def make_source(path: Path, size: int) -> Path:
+    if path.exists() and path.stat().st_size == size:
+        return path
+    print(f"bench: writing {size >> 20} MiB of random bytes to {path}", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        for _ in range(size // (8 * MiB)):
+            f.write(os.urandom(8 * MiB))
+        f.write(os.urandom(size % (8 * MiB)))
+    return path
+
+
+def build_servers(setup: Setup, names: list[str]):
+    servers = []
+    for name in names:
+        if name.startswith("null-"):
+            servers.append(setup.null(name[5:]))
+        elif name.startswith("chunky-"):
+            variant = name[7:].removesuffix("-nofsync")
+            servers.append(setup.chunky(variant, fsync=not name.endswith("-nofsync")))
+        elif name == "django-chunked-upload":
+            servers.append(setup.dcu())
+        elif name == "tus":
+            servers.append(setup.tus())
+        else:
+            raise SystemExit(f"unknown server {name}; known: {', '.join(ALL_SERVERS)}")
+    return servers
+
+
+def machine() -> dict:
+    cpu = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    versions = {}
+    for mod in ("django", "gunicorn", "redis", "celery", "granian"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:
+            pass
+    try:
+        versions["node"] = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        pass
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / GiB, 1), "kernel": platform.release(),
+        "python": platform.python_version(), "versions": versions,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one round")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (median reported)")
+    parser.add_argument("--servers", default=",".join(ALL_SERVERS))
+    parser.add_argument("--workloads", default=",".join(ALL_WORKLOADS))
+    parser.add_argument("--out", default=None, help="results folder (default bench/results, or bench/.work/results "
+                        "for --quick)")
+    args = parser.parse_args(argv)
+    # A SIGTERM (timeout, CI) must still stop the servers: they run in their own sessions.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    sizes = dict(SIZES["quick" if args.quick else "full"])
+    if args.rounds:
+        sizes["rounds"] = args.rounds
+    names = [s for s in args.servers.split(",") if s]
+    chosen = [w for w in args.workloads.split(",") if w]
+    if "null-work" not in names:
+        names.insert(0, "null-work")  # every figure is a ratio to it
+    out = Path(args.out) if args.out else BENCH / ("results" if not args.quick else ".work/results")
+
+    work = BENCH / ".work"
+    run_dir = work / "run"
+    subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+    run_dir.mkdir(parents=True)
+    source = make_source(work / f"source-{max(sizes['w1'], 8 * sizes['w3_each']) >> 20}M.bin",
+                         max(sizes["w1"], 8 * sizes["w3_each"]))
+    setup = Setup(run_dir)
+    servers = build_servers(setup, names)
+    helpers = [setup.worker()] if any(s.kind == "chunky" for s in servers) else []
+    started = time.monotonic()
+    try:
+        for s in helpers + servers:
+            s.start(run_dir)
+        for s in servers:
+            s.wait_healthy()
+        if helpers:
+            workloads.wait_worker_ready(helpers[0])
+        print(f"bench: {len(servers)} servers up; source {source.name}; {sizes['rounds']} round(s)", flush=True)
+        results = workloads.run_all(servers, str(source), sizes, chosen)
+    finally:
+        for s in servers + helpers:
+            s.stop()
+        if helpers:
+            clean_redis(setup.key_prefix)
+    elapsed = time.monotonic() - started
+    data = report.assemble(results, servers, sizes, machine(), elapsed, quick=args.quick)
+    text = report.table(data)
+    print(text)
+    report.write(data, text, out)
+    print(f"bench: {elapsed:.0f} s; results in {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

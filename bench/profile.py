@@ -20,7 +20,8 @@ from .client import upload
 from .servers import BENCH, BIN, Setup, clean_redis, tree
 
 
-def summarize(collapsed: Path, top: int = 25) -> str:
+def summarize(collapsed: Path, top: int = 30, focus: str = "WSGIHandler.__call__") -> str:
+    """Self and inclusive sample shares of the frames under ``focus`` (the Django request)."""
     inclusive: collections.Counter = collections.Counter()
     own: collections.Counter = collections.Counter()
     total = 0
@@ -31,8 +32,12 @@ def summarize(collapsed: Path, top: int = 25) -> str:
         n = int(count)
         frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 2)[-1] + ")"
                   if " (" in f else f for f in stack.split(";")]
+        if focus and not any(focus in f for f in frames):
+            continue
         total += n
         own[frames[-1]] += n
+        if focus and not any(focus in f for f in frames):
+            continue
         for f in set(frames):
             inclusive[f] += n
     out = [f"{total} samples", "", "self:"]
@@ -48,6 +53,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=512, help="MiB uploaded")
     parser.add_argument("--chunk", type=int, default=8192, help="KiB per chunk")
     parser.add_argument("--fsync", type=int, default=1)
+    parser.add_argument("--idle", action="store_true", help="count idle (waiting) samples too")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     args = parser.parse_args()
     work = BENCH / ".work"
@@ -69,7 +75,7 @@ def main() -> int:
         worker = pids[-1] if args.variant != "granian" else server.proc.pid
         spies = [
             subprocess.Popen([str(BIN / "py-spy"), "record", "--pid", str(worker), "--rate", str(args.rate),
-                              "--format", fmt, "--output", str(path), "--nonblocking", "--threads", "--idle"]
+                              "--format", fmt, "--output", str(path), "--nonblocking", "--threads"] + (["--idle"] if args.idle else [])
                              + (["--subprocesses"] if args.variant == "granian" else []),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for fmt, path in (("raw", collapsed), ("flamegraph", svg))

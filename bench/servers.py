@@ -241,6 +241,8 @@ class Setup:
         if variant in ("gthread", "sync"):
             args = [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "chunky_site.wsgi"]
             env["GUNICORN_WORKER_CLASS"] = variant
+            if variant == "sync":
+                env["GUNICORN_THREADS"] = "1"  # gunicorn turns sync into gthread when threads > 1
             label = f"chunky_redis, gunicorn {variant}"
         elif variant == "pyuwsgi":
             args = [

@@ -9,13 +9,51 @@ are simply overwritten by the retry.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from .exceptions import ChunkyError, StorageError
 
 SUFFIX = ".part"
+
+# Blocks at least this large are hashed on a helper thread while the request
+# thread receives and writes the next one (the hash and the syscalls release
+# the GIL); smaller ones are hashed inline, where a hand-off would cost more.
+OVERLAP_MIN_BLOCK = 256 * 1024
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
+    """Linux's sync_file_range(2): start the writeback of a block without waiting for it."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        func = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return lambda fd, offset, length: func(fd, offset, length, _SYNC_FILE_RANGE_WRITE) and None
+
+
+_sync_file_range = _load_sync_file_range()
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
+_pool_lock = threading.Lock()
+
+
+def _hash_pool() -> ThreadPoolExecutor:
+    """One small pool per process (created after a server forks its workers)."""
+    global _pool, _pool_pid
+    if _pool is None or _pool_pid != os.getpid():
+        with _pool_lock:
+            if _pool is None or _pool_pid != os.getpid():
+                _pool, _pool_pid = ThreadPoolExecutor(max_workers=4, thread_name_prefix="chunky-hash"), os.getpid()
+    return _pool
 
 
 class ChunkStorage:
@@ -87,6 +125,13 @@ class ChunkWriter:
     ``overflow()`` for the error to raise, before that byte is written.
     ``heartbeat`` runs before each write, so that a writer that has lost its
     lock stops before it can touch the file again.
+
+    Large blocks are fed to ``on_block`` on a helper thread, one block at a
+    time and in order, while the caller receives and writes the next block;
+    ``close()`` waits for the last one, so the hash is complete when it returns
+    (a block handed to ``write()`` must therefore not be changed afterwards).
+    With ``fsync``, the writeback of each block starts as soon as it is written
+    (sync_file_range), so the fdatasync at ``close()`` only waits for the tail.
     """
 
     def __init__(
@@ -108,6 +153,7 @@ class ChunkWriter:
         self.heartbeat = heartbeat
         self.overflow = overflow
         self.fsync = fsync
+        self._pending: Future | None = None
 
     @property
     def written(self) -> int:
@@ -121,20 +167,36 @@ class ChunkWriter:
         if self.heartbeat is not None:
             self.heartbeat()
         view = memoryview(data)
+        start = self.position
         try:
             while view:
                 n = os.pwrite(self.fd, view, self.position)
                 view = view[n:]
                 self.position += n
+            if self.fsync and _sync_file_range is not None:
+                _sync_file_range(self.fd, start, self.position - start)
         except OSError as e:
             raise StorageError(f"Cannot write the chunk: {e.strerror}.") from e
-        self.on_block(data)
+        self._wait_hash()
+        if len(data) >= OVERLAP_MIN_BLOCK:
+            self._pending = _hash_pool().submit(self.on_block, data)
+        else:
+            self.on_block(data)
+
+    def _wait_hash(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
 
     def close(self, *, sync: bool = True) -> None:
         try:
             if sync and self.fsync and self.written:
-                os.fdatasync(self.fd)
+                os.fdatasync(self.fd)  # meanwhile the last block is still being hashed
+            self._wait_hash()
         except OSError as e:
             raise StorageError(f"Cannot flush the chunk: {e.strerror}.") from e
         finally:
+            if self._pending is not None:  # an error above: let the helper finish with the block
+                self._pending.exception()
+                self._pending = None
             os.close(self.fd)

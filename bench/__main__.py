@@ -26,7 +26,7 @@ GiB = 1 << 30
 SIZES = {
     "full": dict(w1=GiB, w1_chunk=8 * MiB, w2=64 * MiB, w2_chunk=64 * KiB,
                  w3_each=128 * MiB, w3_chunk=4 * MiB, w4=[16 * MiB, 256 * MiB], w5=256 * MiB,
-                 sweep=256 * MiB, sweep_chunks=[256 * KiB, 1 * MiB, 32 * MiB], rounds=2),
+                 sweep=256 * MiB, sweep_chunks=[256 * KiB, 1 * MiB, 32 * MiB], rounds=3),
     "quick": dict(w1=128 * MiB, w1_chunk=8 * MiB, w2=8 * MiB, w2_chunk=64 * KiB, w3_each=16 * MiB,
                   w3_chunk=4 * MiB, w4=[16 * MiB, 64 * MiB], w5=64 * MiB, sweep=32 * MiB,
                   sweep_chunks=[256 * KiB, 1 * MiB], rounds=1),
@@ -91,6 +91,7 @@ def machine() -> dict:
     return {
         "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / GiB, 1), "kernel": platform.release(),
         "python": platform.python_version(), "versions": versions,
+        "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
 
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     source = make_source(work / f"source-{max(sizes['w1'], 8 * sizes['w3_each']) >> 20}M.bin",
                          max(sizes["w1"], 8 * sizes["w3_each"]))
     setup = Setup(run_dir)
+    host = machine()
     servers = build_servers(setup, names)
     helpers = [setup.worker()] if any(s.kind == "chunky" for s in servers) else []
     started = time.monotonic()
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         if helpers:
             clean_redis(setup.key_prefix)
     elapsed = time.monotonic() - started
-    data = report.assemble(results, servers, sizes, machine(), elapsed, quick=args.quick)
+    data = report.assemble(results, servers, sizes, host, elapsed, quick=args.quick)
     text = report.table(data)
     print(text)
     report.write(data, text, out)

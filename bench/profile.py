@@ -75,7 +75,8 @@ def main() -> int:
         worker = pids[-1] if args.variant != "granian" else server.proc.pid
         spies = [
             subprocess.Popen([str(BIN / "py-spy"), "record", "--pid", str(worker), "--rate", str(args.rate),
-                              "--format", fmt, "--output", str(path), "--nonblocking", "--threads"] + (["--idle"] if args.idle else [])
+                              "--format", fmt, "--output", str(path), "--nonblocking", "--threads"]
+                             + (["--idle"] if args.idle else [])
                              + (["--subprocesses"] if args.variant == "granian" else []),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for fmt, path in (("raw", collapsed), ("flamegraph", svg))

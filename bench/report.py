@@ -26,7 +26,9 @@ def assemble(records: list[dict], servers, sizes: dict, machine: dict, elapsed: 
                 cell["errors"] = [r["error"] for r in rows if "error" in r]
             medians.setdefault(workload, {})[server] = cell
     for workload, cells in medians.items():
-        ref = cells.get(REFERENCE, {})
+        # multipart has no null-server counterpart: its reference is the same upload as a raw body
+        ref = cells.get(REFERENCE) or medians.get("w1-raw", {}).get(REFERENCE, {}) if workload == "w1-multipart" \
+            else cells.get(REFERENCE, {})
         for cell in cells.values():
             cell["ratio"] = {m: cell[m] / ref[m] for m in METRICS if m in cell and ref.get(m)}
     return {
@@ -58,7 +60,7 @@ def targets(medians: dict, servers: list[str]) -> dict:
     for s in (s for s in servers if s.startswith("chunky-")):
         checks = []
 
-        def ratio(label, a, b, minimum):
+        def ratio(label, a, b, minimum, checks=checks):
             value = a / b if a and b else None
             checks.append({"target": label, "value": value, "need": f">= {minimum}",
                            "met": value is not None and value >= minimum})
@@ -118,7 +120,7 @@ def table(data: dict) -> str:
         "Median ms per chunk request, completion ms (POST until the status reads complete), peak RSS of a web "
         "worker in MiB (ratio to the work-limit null server).",
         "",
-        "| server | ms/chunk w1 raw | ms/chunk w2 | " + " | ".join(f"completion {w[3:]}iB" for w in w4)
+        "| server | ms/chunk w1 raw | ms/chunk w2 | " + " | ".join(f"completion {w[3:-1]} MiB" for w in w4)
         + f" | completion {w1} | peak RSS w1 | +RSS one {sizes['w5'] >> 20} MiB chunk |",
         "|---|---|---|" + "---|" * len(w4) + "---|---|---|",
     ]
@@ -138,7 +140,8 @@ def table(data: dict) -> str:
             (_fmt(c["value"], 2) + (" ok" if c["met"] else " MISSED")) for c in checks) + " |")
     mc = data["machine"]
     lines += ["", f"Machine: {mc['cpu']}, {mc['cores']} cores, {mc['memory_gib']} GiB, Linux {mc['kernel']}, "
-              f"Python {mc['python']}; {data['date']}; run took {data['elapsed_s']:.0f} s."]
+              f"Python {mc['python']}; {data['date']}; {data['sizes']['rounds']} interleaved rounds, medians; "
+              f"run took {data['elapsed_s']:.0f} s; load average before the run {mc.get('loadavg', '?')}."]
     return "\n".join(lines)
 
 

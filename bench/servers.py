@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .client import Chunky, ChunkedUpload, Connection, Protocol, Tus
+from .client import ChunkedUpload, Chunky, Connection, Protocol, Tus
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"

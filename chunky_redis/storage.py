@@ -173,7 +173,7 @@ class ChunkWriter:
                 n = os.pwrite(self.fd, view, self.position)
                 view = view[n:]
                 self.position += n
-            if self.fsync and _sync_file_range is not None:
+            if self.fsync and _sync_file_range is not None and len(data) >= OVERLAP_MIN_BLOCK:
                 _sync_file_range(self.fd, start, self.position - start)
         except OSError as e:
             raise StorageError(f"Cannot write the chunk: {e.strerror}.") from e

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import signal
@@ -104,9 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", default=",".join(ALL_WORKLOADS))
     parser.add_argument("--out", default=None, help="results folder (default bench/results, or bench/.work/results "
                         "for --quick)")
+    parser.add_argument("--replot", action="store_true", help="rebuild the table and plot from results.json")
     args = parser.parse_args(argv)
     # A SIGTERM (timeout, CI) must still stop the servers: they run in their own sessions.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    out = Path(args.out) if args.out else BENCH / ("results" if not args.quick else ".work/results")
+    if args.replot:
+        data = json.loads((out / "results.json").read_text())
+        text = report.table(data)
+        print(text)
+        report.write(data, text, out)
+        return 0
     sizes = dict(SIZES["quick" if args.quick else "full"])
     if args.rounds:
         sizes["rounds"] = args.rounds
@@ -114,8 +123,6 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [w for w in args.workloads.split(",") if w]
     if "null-work" not in names:
         names.insert(0, "null-work")  # every figure is a ratio to it
-    out = Path(args.out) if args.out else BENCH / ("results" if not args.quick else ".work/results")
-
     work = BENCH / ".work"
     run_dir = work / "run"
     subprocess.run(["rm", "-rf", str(run_dir)], check=True)

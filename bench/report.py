@@ -157,7 +157,7 @@ def plot(data: dict, path: Path) -> None:
     m, sizes = data["results"], data["sizes"]
     points = {"w2": sizes["w2_chunk"], "w5": sizes["w5"]}
     points.update({f"sweep-{c >> 10}K": c for c in sizes["sweep_chunks"]})
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    fig, ax = plt.subplots(figsize=(11.5, 5.5))
     for name, label in data["servers"].items():
         xs, ys = [], []
         w1 = "w1-raw" if name in m.get("w1-raw", {}) else "w1-multipart"
@@ -178,7 +178,7 @@ def plot(data: dict, path: Path) -> None:
     mc = data["machine"]
     ax.set_title(f"Upload throughput by chunk size ({mc['cores']} cores, {data['date'][:10]})")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -38,6 +38,8 @@ def iso(ms: int) -> str | None:
 def json_response(data: dict[str, Any], status: int = 200) -> JsonResponse:
     response = JsonResponse(data, status=status)
     response[CACHE_CONTROL] = "no-store"
+    # Without it, servers fall back to a chunked response (or, uWSGI, wait for a timeout).
+    response["Content-Length"] = str(len(response.content))
     return response
 
 

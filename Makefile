@@ -28,6 +28,7 @@ test: $(STAMP) $(if $(wildcard package.json),node_modules/.installed)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(STAMP)

@@ -64,11 +64,7 @@ def live(tmp_path_factory):
     env = live_env(tmp_path_factory.mktemp("browser"), CHUNKY_MAX_BYTES=str(MAX_BYTES))
     with SiteProcess(env, workers=2) as site, WorkerProcess(env):
         yield site, env
-    client = redis.Redis.from_url(REAL_REDIS_URL)
-    for pattern in (f"{env['CHUNKY_TEST_KEY_PREFIX']}:*", f"*{env['CHUNKY_TEST_QUEUE']}*"):
-        keys = list(client.scan_iter(match=pattern))
-        if keys:
-            client.delete(*keys)
+    # (tests/conftest.py deletes the keys of every live_env() at the end of the session)
 
 
 @pytest.fixture

@@ -46,14 +46,8 @@ def env(tmp_path):
         redis.Redis.from_url(REAL_REDIS_URL, socket_connect_timeout=1).ping()
     except redis.RedisError:
         pytest.fail(f"the real Redis at {REAL_REDIS_URL} does not answer (make test starts it)")
-    env = live_env(tmp_path, GUNICORN_ACCESSLOG="-")
-    yield env
-    # Drop this test's keys (its own prefix and Celery queue); nothing else is touched.
-    client = redis.Redis.from_url(REAL_REDIS_URL)
-    for pattern in (f"{env['CHUNKY_TEST_KEY_PREFIX']}:*", f"*{env['CHUNKY_TEST_QUEUE']}*"):
-        keys = list(client.scan_iter(match=pattern))
-        if keys:
-            client.delete(*keys)
+    # (tests/conftest.py deletes the keys of every live_env() at the end of the session)
+    return live_env(tmp_path, GUNICORN_ACCESSLOG="-")
 
 
 @pytest.fixture

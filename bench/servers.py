@@ -303,8 +303,8 @@ def clean_redis(prefix: str) -> int:
     import redis
 
     client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    keys += list(client.scan_iter(match=f"_kombu.binding.{prefix}*", count=100))
+    # records, the Celery queue and kombu's bindings (_kombu.binding.*, _kombu.binding_permanent.*)
+    keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
     for i in range(0, len(keys), 500):
         client.delete(*keys[i : i + 500])
     client.delete(prefix)  # the Celery queue's list

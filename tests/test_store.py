@@ -27,9 +27,14 @@ def make(store, **fields) -> Upload:
 
 
 def test_keys_share_the_upload_hash_tag(store):
+    from redis.crc import key_slot
+
     upload_id = "f" * 32
-    for key in (store.record_key(upload_id), store.lock_key(upload_id), store.lease_key(upload_id)):
+    keys = (store.record_key(upload_id), store.lock_key(upload_id), store.lease_key(upload_id))
+    for key in keys:
         assert f"{{{upload_id}}}" in key
+    # one Redis Cluster slot for all keys a script touches
+    assert len({key_slot(key.encode()) for key in keys}) == 1
 
 
 def test_create_and_read_round_trip(store):

@@ -1,8 +1,8 @@
 """``python -m bench`` (``make bench``): every server, every workload, one run, one table.
 
-    python -m bench                 the full run (committed results come from it; ~10-15 minutes)
-    python -m bench --quick         small sizes, one round: a smoke run of a minute or two
-    python -m bench --servers null-work,chunky-gthread --workloads w1,w2
+python -m bench                 the full run (committed results come from it; ~10-15 minutes)
+python -m bench --quick         small sizes, one round: a smoke run of a minute or two
+python -m bench --servers null-work,chunky-gthread --workloads w1,w2
 """
 
 from __future__ import annotations
@@ -25,17 +25,44 @@ MiB = 1 << 20
 GiB = 1 << 30
 
 SIZES = {
-    "full": dict(w1=GiB, w1_chunk=8 * MiB, w2=64 * MiB, w2_chunk=64 * KiB,
-                 w3_each=128 * MiB, w3_chunk=4 * MiB, w4=[16 * MiB, 256 * MiB], w5=256 * MiB,
-                 sweep=256 * MiB, sweep_chunks=[256 * KiB, 1 * MiB, 32 * MiB], rounds=3),
-    "quick": dict(w1=128 * MiB, w1_chunk=8 * MiB, w2=8 * MiB, w2_chunk=64 * KiB, w3_each=16 * MiB,
-                  w3_chunk=4 * MiB, w4=[16 * MiB, 64 * MiB], w5=64 * MiB, sweep=32 * MiB,
-                  sweep_chunks=[256 * KiB, 1 * MiB], rounds=1),
+    "full": dict(
+        w1=GiB,
+        w1_chunk=8 * MiB,
+        w2=64 * MiB,
+        w2_chunk=64 * KiB,
+        w3_each=128 * MiB,
+        w3_chunk=4 * MiB,
+        w4=[16 * MiB, 256 * MiB],
+        w5=256 * MiB,
+        sweep=256 * MiB,
+        sweep_chunks=[256 * KiB, 1 * MiB, 32 * MiB],
+        rounds=3,
+    ),
+    "quick": dict(
+        w1=128 * MiB,
+        w1_chunk=8 * MiB,
+        w2=8 * MiB,
+        w2_chunk=64 * KiB,
+        w3_each=16 * MiB,
+        w3_chunk=4 * MiB,
+        w4=[16 * MiB, 64 * MiB],
+        w5=64 * MiB,
+        sweep=32 * MiB,
+        sweep_chunks=[256 * KiB, 1 * MiB],
+        rounds=1,
+    ),
 }
 
 ALL_SERVERS = [
-    "null-discard", "null-work", "chunky-gthread", "chunky-gthread-nofsync", "chunky-sync", "chunky-pyuwsgi",
-    "chunky-granian", "django-chunked-upload", "tus",
+    "null-discard",
+    "null-work",
+    "chunky-gthread",
+    "chunky-gthread-nofsync",
+    "chunky-sync",
+    "chunky-pyuwsgi",
+    "chunky-granian",
+    "django-chunked-upload",
+    "tus",
 ]
 ALL_WORKLOADS = ["w1", "w1mp", "w2", "w3", "sweep", "w4", "w5"]
 
@@ -86,26 +113,40 @@ def machine() -> dict:
         except Exception:
             pass
     try:
-        versions["node"] = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+        versions["node"] = subprocess.run(
+            ["node", "--version"], capture_output=True, text=True
+        ).stdout.strip()
     except OSError:
         pass
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / GiB, 1), "kernel": platform.release(),
-        "python": platform.python_version(), "versions": versions,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem / GiB, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "versions": versions,
         "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, one round")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (median reported)")
     parser.add_argument("--servers", default=",".join(ALL_SERVERS))
     parser.add_argument("--workloads", default=",".join(ALL_WORKLOADS))
-    parser.add_argument("--out", default=None, help="results folder (default bench/results, or bench/.work/results "
-                        "for --quick)")
-    parser.add_argument("--replot", action="store_true", help="rebuild the table and plot from results.json")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="results folder (default bench/results, or bench/.work/results for --quick)",
+    )
+    parser.add_argument(
+        "--replot", action="store_true", help="rebuild the table and plot from results.json"
+    )
     args = parser.parse_args(argv)
     # A SIGTERM (timeout, CI) must still stop the servers: they run in their own sessions.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -127,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = work / "run"
     subprocess.run(["rm", "-rf", str(run_dir)], check=True)
     run_dir.mkdir(parents=True)
-    source = make_source(work / f"source-{max(sizes['w1'], 8 * sizes['w3_each']) >> 20}M.bin",
-                         max(sizes["w1"], 8 * sizes["w3_each"]))
+    source = make_source(
+        work / f"source-{max(sizes['w1'], 8 * sizes['w3_each']) >> 20}M.bin",
+        max(sizes["w1"], 8 * sizes["w3_each"]),
+    )
     setup = Setup(run_dir)
     host = machine()
     servers = build_servers(setup, names)
@@ -141,7 +184,10 @@ def main(argv: list[str] | None = None) -> int:
             s.wait_healthy()
         if helpers:
             workloads.wait_worker_ready(helpers[0])
-        print(f"bench: {len(servers)} servers up; source {source.name}; {sizes['rounds']} round(s)", flush=True)
+        print(
+            f"bench: {len(servers)} servers up; source {source.name}; {sizes['rounds']} round(s)",
+            flush=True,
+        )
         results = workloads.run_all(servers, str(source), sizes, chosen)
     finally:
         for s in servers + helpers:
@@ -153,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     text = report.table(data)
     print(text)
     report.write(data, text, out)
-    print(f"bench: {elapsed:.0f} s; results in {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
+    print(
+        f"bench: {elapsed:.0f} s; results in {out.relative_to(REPO) if out.is_relative_to(REPO) else out}"
+    )
     return 0
 
 

@@ -49,12 +49,18 @@ class Connection:
             self.sock.close()
             self.sock = self.rfile = None
 
-    def request(self, method: str, path: str, headers: dict[str, str] | None = None, body=()) -> Response:
+    def request(
+        self, method: str, path: str, headers: dict[str, str] | None = None, body=()
+    ) -> Response:
         """``body`` is a sequence of bytes-like parts, sent without being joined."""
         if isinstance(body, (bytes, bytearray, memoryview)):
             body = (body,)
         length = sum(memoryview(part).nbytes for part in body)
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {length}"]
+        lines = [
+            f"{method} {path} HTTP/1.1",
+            f"Host: {self.host}:{self.port}",
+            f"Content-Length: {length}",
+        ]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         for attempt in (0, 1):
@@ -115,13 +121,18 @@ BOUNDARY = "----chunkybenchboundary7MA4YWxkTrZu0gW"
 def multipart(fields: dict[str, str], file_field: str, filename: str, data) -> tuple[list, str]:
     """The parts of a multipart/form-data body, the file's bytes not copied."""
     head = "".join(
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+        for k, v in fields.items()
     )
     head += (
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{file_field}"; filename="{filename}"\r\n'
         "Content-Type: application/octet-stream\r\n\r\n"
     )
-    return [head.encode(), data, f"\r\n--{BOUNDARY}--\r\n".encode()], f"multipart/form-data; boundary={BOUNDARY}"
+    return [
+        head.encode(),
+        data,
+        f"\r\n--{BOUNDARY}--\r\n".encode(),
+    ], f"multipart/form-data; boundary={BOUNDARY}"
 
 
 # -- protocols ------------------------------------------------------------------------------
@@ -139,7 +150,9 @@ class Protocol:
     def start(self, conn: Connection, total: int, filename: str) -> dict:
         return {}
 
-    def chunk(self, conn: Connection, state: dict, data, start: int, total: int, filename: str) -> None:
+    def chunk(
+        self, conn: Connection, state: dict, data, start: int, total: int, filename: str
+    ) -> None:
         raise NotImplementedError
 
     def complete(self, conn: Connection, state: dict, md5: str) -> None:
@@ -219,7 +232,11 @@ class Tus(Protocol):
         return {"path": urlsplit(location).path}
 
     def chunk(self, conn, state, data, start, total, filename):
-        headers = {**self.HEADERS, "Upload-Offset": str(start), "Content-Type": "application/offset+octet-stream"}
+        headers = {
+            **self.HEADERS,
+            "Upload-Offset": str(start),
+            "Content-Type": "application/offset+octet-stream",
+        }
         answer = check(conn.request("PATCH", state["path"], headers, [data]), 204)
         if int(answer.headers["upload-offset"]) != start + memoryview(data).nbytes:
             raise HTTPError("tus offset did not advance")

@@ -68,7 +68,9 @@ def handle(conn: socket.socket, mode: str, directory: str, uploads: dict[str, Up
 
 
 def put(rfile, buf, length, mode, directory, uploads, upload_id, headers):
-    start, _, total = headers.get("content-range", f"bytes 0-0/{length}")[6:].replace("/", "-").split("-")
+    start, _, total = (
+        headers.get("content-range", f"bytes 0-0/{length}")[6:].replace("/", "-").split("-")
+    )
     start, total = int(start), int(total)
     if upload_id is None:
         upload_id = uuid.uuid4().hex

@@ -30,8 +30,12 @@ def summarize(collapsed: Path, top: int = 30, focus: str = "WSGIHandler.__call__
         if not stack:
             continue
         n = int(count)
-        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 2)[-1] + ")"
-                  if " (" in f else f for f in stack.split(";")]
+        frames = [
+            f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 2)[-1] + ")"
+            if " (" in f
+            else f
+            for f in stack.split(";")
+        ]
         if focus and not any(focus in f for f in frames):
             continue
         total += n
@@ -63,7 +67,11 @@ def main() -> int:
     source = work / "profile-source.bin"
     if not source.exists() or source.stat().st_size < args.size << 20:
         with open(source, "wb") as f:
-            f.write(subprocess.run(["head", "-c", str(args.size << 20), "/dev/urandom"], capture_output=True).stdout)
+            f.write(
+                subprocess.run(
+                    ["head", "-c", str(args.size << 20), "/dev/urandom"], capture_output=True
+                ).stdout
+            )
     setup = Setup(run_dir)
     server = setup.chunky(args.variant, workers=1, threads=4, fsync=bool(args.fsync))
     name = f"profile-{args.variant}-{args.chunk}K"
@@ -74,16 +82,33 @@ def main() -> int:
         pids = tree(server.proc.pid)
         worker = pids[-1] if args.variant != "granian" else server.proc.pid
         spies = [
-            subprocess.Popen([str(BIN / "py-spy"), "record", "--pid", str(worker), "--rate", str(args.rate),
-                              "--format", fmt, "--output", str(path), "--nonblocking", "--threads"]
-                             + (["--idle"] if args.idle else [])
-                             + (["--subprocesses"] if args.variant == "granian" else []),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.Popen(
+                [
+                    str(BIN / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(worker),
+                    "--rate",
+                    str(args.rate),
+                    "--format",
+                    fmt,
+                    "--output",
+                    str(path),
+                    "--nonblocking",
+                    "--threads",
+                ]
+                + (["--idle"] if args.idle else [])
+                + (["--subprocesses"] if args.variant == "granian" else []),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             for fmt, path in (("raw", collapsed), ("flamegraph", svg))
         ]
         time.sleep(1.0)
         result = upload(server.protocol(), str(source), args.size << 20, args.chunk << 10)
-        print(f"{result.mb_s:.1f} MB/s, median {sorted(result.chunk_ms)[len(result.chunk_ms) // 2]:.2f} ms/chunk")
+        print(
+            f"{result.mb_s:.1f} MB/s, median {sorted(result.chunk_ms)[len(result.chunk_ms) // 2]:.2f} ms/chunk"
+        )
         for spy in spies:
             spy.send_signal(2)
             spy.wait(timeout=30)

@@ -11,7 +11,9 @@ REFERENCE = "null-work"
 METRICS = ("mb_s", "chunk_ms", "completion_ms", "peak_rss_mib", "rss_increase_mib")
 
 
-def assemble(records: list[dict], servers, sizes: dict, machine: dict, elapsed: float, *, quick: bool) -> dict:
+def assemble(
+    records: list[dict], servers, sizes: dict, machine: dict, elapsed: float, *, quick: bool
+) -> dict:
     medians: dict[str, dict[str, dict]] = {}
     for workload in dict.fromkeys(r["workload"] for r in records):
         for server in dict.fromkeys(r["server"] for r in records if r["workload"] == workload):
@@ -27,8 +29,11 @@ def assemble(records: list[dict], servers, sizes: dict, machine: dict, elapsed: 
             medians.setdefault(workload, {})[server] = cell
     for workload, cells in medians.items():
         # multipart has no null-server counterpart: its reference is the same upload as a raw body
-        ref = cells.get(REFERENCE) or medians.get("w1-raw", {}).get(REFERENCE, {}) if workload == "w1-multipart" \
+        ref = (
+            cells.get(REFERENCE) or medians.get("w1-raw", {}).get(REFERENCE, {})
+            if workload == "w1-multipart"
             else cells.get(REFERENCE, {})
+        )
         for cell in cells.values():
             cell["ratio"] = {m: cell[m] / ref[m] for m in METRICS if m in cell and ref.get(m)}
     return {
@@ -62,24 +67,63 @@ def targets(medians: dict, servers: list[str]) -> dict:
 
         def ratio(label, a, b, minimum, checks=checks):
             value = a / b if a and b else None
-            checks.append({"target": label, "value": value, "need": f">= {minimum}",
-                           "met": value is not None and value >= minimum})
+            checks.append(
+                {
+                    "target": label,
+                    "value": value,
+                    "need": f">= {minimum}",
+                    "met": value is not None and value >= minimum,
+                }
+            )
 
         ratio("w1 raw / work limit", _w1(medians, s), _w1(medians, REFERENCE), 0.90)
-        ratio("w1 / django-chunked-upload", _w1(medians, s), _w1(medians, "django-chunked-upload"), 1.8)
+        ratio(
+            "w1 / django-chunked-upload",
+            _w1(medians, s),
+            _w1(medians, "django-chunked-upload"),
+            1.8,
+        )
         ratio("w1 / @tus/server", _w1(medians, s), _w1(medians, "tus"), 0.9)
-        ratio("w2 / work limit", _get(medians, "w2", s, "mb_s"), _get(medians, "w2", REFERENCE, "mb_s"), 0.60)
-        ratio("w2 / @tus/server", _get(medians, "w2", s, "mb_s"), _get(medians, "w2", "tus", "mb_s"), 1.5)
+        ratio(
+            "w2 / work limit",
+            _get(medians, "w2", s, "mb_s"),
+            _get(medians, "w2", REFERENCE, "mb_s"),
+            0.60,
+        )
+        ratio(
+            "w2 / @tus/server",
+            _get(medians, "w2", s, "mb_s"),
+            _get(medians, "w2", "tus", "mb_s"),
+            1.5,
+        )
         small = _get(medians, w4[0], s, "completion_ms") if w4 else None
         big = _get(medians, "w1-raw", s, "completion_ms")
         growth = big / small if big and small else None
-        checks.append({"target": "completion largest / 16 MiB", "value": growth, "need": "<= 3",
-                       "met": growth is not None and growth <= 3})
-        checks.append({"target": "completion of the largest (ms)", "value": big, "need": "< 100",
-                       "met": big is not None and big < 100})
+        checks.append(
+            {
+                "target": "completion largest / 16 MiB",
+                "value": growth,
+                "need": "<= 3",
+                "met": growth is not None and growth <= 3,
+            }
+        )
+        checks.append(
+            {
+                "target": "completion of the largest (ms)",
+                "value": big,
+                "need": "< 100",
+                "met": big is not None and big < 100,
+            }
+        )
         rss = _get(medians, "w5", s, "rss_increase_mib")
-        checks.append({"target": "+RSS receiving one big chunk (MiB)", "value": rss, "need": "< 64",
-                       "met": rss is not None and rss < 64})
+        checks.append(
+            {
+                "target": "+RSS receiving one big chunk (MiB)",
+                "value": rss,
+                "need": "< 64",
+                "met": rss is not None and rss < 64,
+            }
+        )
         out[s] = checks
     return out
 
@@ -97,7 +141,9 @@ def _cell(medians, workload, server, metric, digits=0) -> str:
     if metric not in cell:
         return "error" if cell.get("errors") else "-"
     ratio = cell["ratio"].get(metric)
-    return _fmt(cell[metric], digits) + (f" ({ratio:.2f})" if ratio is not None and server != REFERENCE else "")
+    return _fmt(cell[metric], digits) + (
+        f" ({ratio:.2f})" if ratio is not None and server != REFERENCE else ""
+    )
 
 
 def table(data: dict) -> str:
@@ -112,15 +158,21 @@ def table(data: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for name, label in servers.items():
-        lines.append(f"| {label} | " + " | ".join(
-            _cell(m, w, name, "mb_s") for w in ("w1-raw", "w1-multipart", "w2", "w3", "w5")) + " |")
+        lines.append(
+            f"| {label} | "
+            + " | ".join(
+                _cell(m, w, name, "mb_s") for w in ("w1-raw", "w1-multipart", "w2", "w3", "w5")
+            )
+            + " |"
+        )
     w4 = sorted((w for w in m if w.startswith("w4-")), key=lambda w: int(w[3:-1]))
     lines += [
         "",
         "Median ms per chunk request, completion ms (POST until the status reads complete), peak RSS of a web "
         "worker in MiB (ratio to the work-limit null server).",
         "",
-        "| server | ms/chunk w1 raw | ms/chunk w2 | " + " | ".join(f"completion {w[3:-1]} MiB" for w in w4)
+        "| server | ms/chunk w1 raw | ms/chunk w2 | "
+        + " | ".join(f"completion {w[3:-1]} MiB" for w in w4)
         + f" | completion {w1} | peak RSS w1 | +RSS one {sizes['w5'] >> 20} MiB chunk |",
         "|---|---|---|" + "---|" * len(w4) + "---|---|---|",
     ]
@@ -128,20 +180,36 @@ def table(data: dict) -> str:
         w1name = "w1-raw" if name in m.get("w1-raw", {}) else "w1-multipart"
         cells = [_cell(m, w1name, name, "chunk_ms", 1), _cell(m, "w2", name, "chunk_ms", 2)]
         cells += [_cell(m, w, name, "completion_ms", 1) for w in w4]
-        cells += [_cell(m, w1name, name, "completion_ms", 1), _cell(m, w1name, name, "peak_rss_mib"),
-                  _cell(m, "w5", name, "rss_increase_mib")]
+        cells += [
+            _cell(m, w1name, name, "completion_ms", 1),
+            _cell(m, w1name, name, "peak_rss_mib"),
+            _cell(m, "w5", name, "rss_increase_mib"),
+        ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "Targets (issue 5), per chunky_redis server configuration:", "",
-              "| configuration | " + " | ".join(c["target"] + " " + c["need"] for c in
-                                                next(iter(data["targets"].values()), [])) + " |",
-              "|---|" + "---|" * len(next(iter(data["targets"].values()), []))]
+    lines += [
+        "",
+        "Targets (issue 5), per chunky_redis server configuration:",
+        "",
+        "| configuration | "
+        + " | ".join(
+            c["target"] + " " + c["need"] for c in next(iter(data["targets"].values()), [])
+        )
+        + " |",
+        "|---|" + "---|" * len(next(iter(data["targets"].values()), [])),
+    ]
     for name, checks in data["targets"].items():
-        lines.append(f"| {servers[name]} | " + " | ".join(
-            (_fmt(c["value"], 2) + (" ok" if c["met"] else " MISSED")) for c in checks) + " |")
+        lines.append(
+            f"| {servers[name]} | "
+            + " | ".join((_fmt(c["value"], 2) + (" ok" if c["met"] else " MISSED")) for c in checks)
+            + " |"
+        )
     mc = data["machine"]
-    lines += ["", f"Machine: {mc['cpu']}, {mc['cores']} cores, {mc['memory_gib']} GiB, Linux {mc['kernel']}, "
-              f"Python {mc['python']}; {data['date']}; {data['sizes']['rounds']} interleaved rounds, medians; "
-              f"run took {data['elapsed_s']:.0f} s; load average before the run {mc.get('loadavg', '?')}."]
+    lines += [
+        "",
+        f"Machine: {mc['cpu']}, {mc['cores']} cores, {mc['memory_gib']} GiB, Linux {mc['kernel']}, "
+        f"Python {mc['python']}; {data['date']}; {data['sizes']['rounds']} interleaved rounds, medians; "
+        f"run took {data['elapsed_s']:.0f} s; load average before the run {mc.get('loadavg', '?')}.",
+    ]
     return "\n".join(lines)
 
 

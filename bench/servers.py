@@ -37,9 +37,14 @@ def ensure_dcu() -> Path:
     stamp = DCU_VENV / ".installed"
     requirements = BENCH / "anchors" / "dcu" / "requirements.txt"
     if not stamp.exists() or stamp.read_text() != requirements.read_text():
-        print("bench: creating the django-chunked-upload venv (Django 3.2) in bench/venvs/dcu", flush=True)
+        print(
+            "bench: creating the django-chunked-upload venv (Django 3.2) in bench/venvs/dcu",
+            flush=True,
+        )
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(DCU_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(requirements)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-r", str(requirements)], check=True
+        )
         stamp.write_text(requirements.read_text())
     return python
 
@@ -47,8 +52,13 @@ def ensure_dcu() -> Path:
 def ensure_tus() -> None:
     stamp = TUS_DIR / "node_modules" / ".installed"
     if not stamp.exists():
-        print("bench: installing @tus/server and @tus/file-store (npm ci) in bench/anchors/tus", flush=True)
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=TUS_DIR, check=True)
+        print(
+            "bench: installing @tus/server and @tus/file-store (npm ci) in bench/anchors/tus",
+            flush=True,
+        )
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=TUS_DIR, check=True
+        )
         stamp.touch()
 
 
@@ -101,7 +111,10 @@ class MemoryWatch:
     def stop(self) -> dict:
         peak = {p: _status_kib(p, "VmHWM") for p in self.pids}
         increase = max((peak[p] - self.baseline[p] for p in self.pids), default=0)
-        return {"peak_rss_mib": max(peak.values(), default=0) / 1024, "rss_increase_mib": increase / 1024}
+        return {
+            "peak_rss_mib": max(peak.values(), default=0) / 1024,
+            "rss_increase_mib": increase / 1024,
+        }
 
 
 # -- servers --------------------------------------------------------------------------------------
@@ -135,7 +148,12 @@ class Server:
         self.log_path = logs / f"{self.name}.log"
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            self.args, cwd=self.cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            self.args,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def wait_healthy(self, timeout: float = 60) -> None:
@@ -143,7 +161,9 @@ class Server:
         conn = Connection(self.url)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited:\n{self.log_path.read_text(errors='replace')[-3000:]}")
+                raise RuntimeError(
+                    f"{self.name} exited:\n{self.log_path.read_text(errors='replace')[-3000:]}"
+                )
             try:
                 if conn.request("GET", "/healthz").status == 200:
                     conn.close()
@@ -151,7 +171,9 @@ class Server:
             except OSError:
                 conn.close()
             time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not become healthy:\n{self.log_path.read_text(errors='replace')[-3000:]}")
+        raise RuntimeError(
+            f"{self.name} did not become healthy:\n{self.log_path.read_text(errors='replace')[-3000:]}"
+        )
 
     def wipe(self) -> None:
         """Drop the bytes earlier measurements left (files only: records and databases stay)."""
@@ -227,14 +249,25 @@ class Setup:
         port = free_port()
         label = {"discard": "null: discard", "work": "null: md5 + pwrite (work limit)"}[mode]
         return Server(
-            f"null-{mode}", label, "null", [sys.executable, "-m", "bench.nullserver", mode, str(port), str(d)],
-            dict(os.environ, PYTHONPATH=str(REPO)), chunky_protocol, [d], port=port,
+            f"null-{mode}",
+            label,
+            "null",
+            [sys.executable, "-m", "bench.nullserver", mode, str(port), str(d)],
+            dict(os.environ, PYTHONPATH=str(REPO)),
+            chunky_protocol,
+            [d],
+            port=port,
         )
 
-    def chunky(self, variant: str, *, workers: int = 2, threads: int = 4, fsync: bool = True) -> Server:
+    def chunky(
+        self, variant: str, *, workers: int = 2, threads: int = 4, fsync: bool = True
+    ) -> Server:
         port = free_port()
         env = self.chunky_env(
-            PORT=str(port), HOST="127.0.0.1", WEB_CONCURRENCY=str(workers), GUNICORN_THREADS=str(threads),
+            PORT=str(port),
+            HOST="127.0.0.1",
+            WEB_CONCURRENCY=str(workers),
+            GUNICORN_THREADS=str(threads),
             CHUNKY_FSYNC="1" if fsync else "0",
         )
         wsgi = "chunky_site.wsgi:application"
@@ -246,15 +279,39 @@ class Setup:
             label = f"chunky_redis, gunicorn {variant}"
         elif variant == "pyuwsgi":
             args = [
-                str(BIN / "uwsgi"), "--http-socket", f"127.0.0.1:{port}", "--module", wsgi, "--master",
-                "--processes", str(workers), "--threads", str(threads), "--need-app", "--disable-logging",
-                "--die-on-term", "--lazy-apps", "--buffer-size", "32768",
+                str(BIN / "uwsgi"),
+                "--http-socket",
+                f"127.0.0.1:{port}",
+                "--module",
+                wsgi,
+                "--master",
+                "--processes",
+                str(workers),
+                "--threads",
+                str(threads),
+                "--need-app",
+                "--disable-logging",
+                "--die-on-term",
+                "--lazy-apps",
+                "--buffer-size",
+                "32768",
             ]
             label = "chunky_redis, pyuwsgi"
         elif variant == "granian":
             args = [
-                str(BIN / "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
-                "--workers", str(workers), "--blocking-threads", str(threads), "--no-ws", wsgi,
+                str(BIN / "granian"),
+                "--interface",
+                "wsgi",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--blocking-threads",
+                str(threads),
+                "--no-ws",
+                wsgi,
             ]
             label = "chunky_redis, granian"
         else:
@@ -262,15 +319,35 @@ class Setup:
         name = f"chunky-{variant}" + ("" if fsync else "-nofsync")
         if not fsync:
             label += ", CHUNKY_FSYNC=0"
-        return Server(name, label, "chunky", args, env, chunky_protocol, self.chunky_dirs(), port=port,
-                      multipart=True)
+        return Server(
+            name,
+            label,
+            "chunky",
+            args,
+            env,
+            chunky_protocol,
+            self.chunky_dirs(),
+            port=port,
+            multipart=True,
+        )
 
     def worker(self) -> Server:
         env = self.chunky_env()
         args = [
-            str(BIN / "celery"), "-A", "tasks", "worker", "--loglevel=INFO", "--pool=prefork", "--concurrency=1",
-            "-Q", self.key_prefix, "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "-n", f"{self.key_prefix}@%h",
+            str(BIN / "celery"),
+            "-A",
+            "tasks",
+            "worker",
+            "--loglevel=INFO",
+            "--pool=prefork",
+            "--concurrency=1",
+            "-Q",
+            self.key_prefix,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"{self.key_prefix}@%h",
         ]
         return Server("celery-worker", "celery worker", "worker", args, env, None, [])
 
@@ -282,20 +359,54 @@ class Setup:
         env = dict(os.environ)
         for key in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH", "VIRTUAL_ENV"):
             env.pop(key, None)
-        env.update(DJANGO_SETTINGS_MODULE="dcu_site.settings", DCU_DB=str(d / "db.sqlite3"),
-                   DCU_MEDIA_ROOT=str(d / "media"), PYTHONPATH=str(BENCH / "anchors" / "dcu"))
+        env.update(
+            DJANGO_SETTINGS_MODULE="dcu_site.settings",
+            DCU_DB=str(d / "db.sqlite3"),
+            DCU_MEDIA_ROOT=str(d / "media"),
+            PYTHONPATH=str(BENCH / "anchors" / "dcu"),
+        )
         subprocess.run([str(python), "-m", "django", "migrate", "-v", "0"], env=env, check=True)
-        args = [str(python), "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                "--timeout", "300", "--keep-alive", "75", "dcu_site.wsgi"]
-        return Server("django-chunked-upload", "django-chunked-upload 2.0.0 (gunicorn sync)", "anchor", args, env,
-                      dcu_protocol, [d / "media"], port=port, raw=False)
+        args = [
+            str(python),
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--timeout",
+            "300",
+            "--keep-alive",
+            "75",
+            "dcu_site.wsgi",
+        ]
+        return Server(
+            "django-chunked-upload",
+            "django-chunked-upload 2.0.0 (gunicorn sync)",
+            "anchor",
+            args,
+            env,
+            dcu_protocol,
+            [d / "media"],
+            port=port,
+            raw=False,
+        )
 
     def tus(self) -> Server:
         ensure_tus()
         d = self.work / "tus"
         port = free_port()
-        return Server("tus", "@tus/server 2.4.5 + file-store", "anchor", ["node", "server.js", str(port), str(d)],
-                      dict(os.environ), tus_protocol, [d], cwd=TUS_DIR, port=port)
+        return Server(
+            "tus",
+            "@tus/server 2.4.5 + file-store",
+            "anchor",
+            ["node", "server.js", str(port), str(d)],
+            dict(os.environ),
+            tus_protocol,
+            [d],
+            cwd=TUS_DIR,
+            port=port,
+        )
 
 
 def clean_redis(prefix: str) -> int:

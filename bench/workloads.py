@@ -15,7 +15,9 @@ def wait_worker_ready(worker: Server, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if worker.proc.poll() is not None:
-            raise RuntimeError("the Celery worker exited:\n" + worker.log_path.read_text(errors="replace")[-3000:])
+            raise RuntimeError(
+                "the Celery worker exited:\n" + worker.log_path.read_text(errors="replace")[-3000:]
+            )
         if " ready." in worker.log_path.read_text(errors="replace"):
             return
         time.sleep(0.1)
@@ -29,7 +31,11 @@ def _settle(server: Server) -> None:
 
 
 def _record(result: Result) -> dict:
-    out = {"mb_s": result.mb_s, "chunk_ms": statistics.median(result.chunk_ms), "seconds": result.seconds}
+    out = {
+        "mb_s": result.mb_s,
+        "chunk_ms": statistics.median(result.chunk_ms),
+        "seconds": result.seconds,
+    }
     if result.completion_ms is not None:
         out["completion_ms"] = result.completion_ms
     return out
@@ -51,7 +57,9 @@ def w3(server: Server, source: str, sizes: dict) -> dict:
 
     def one(i: int) -> None:
         try:
-            results[i] = upload(server.protocol(), source, each, sizes["w3_chunk"], file_offset=i * each)
+            results[i] = upload(
+                server.protocol(), source, each, sizes["w3_chunk"], file_offset=i * each
+            )
         except Exception as e:  # reported after the others finish
             errors.append(e)
 
@@ -65,7 +73,11 @@ def w3(server: Server, source: str, sizes: dict) -> dict:
     if errors:
         raise errors[0]
     chunk_ms = [ms for r in results for ms in r.chunk_ms]
-    return {"mb_s": 8 * each / seconds / 1e6, "chunk_ms": statistics.median(chunk_ms), "seconds": seconds}
+    return {
+        "mb_s": 8 * each / seconds / 1e6,
+        "chunk_ms": statistics.median(chunk_ms),
+        "seconds": seconds,
+    }
 
 
 def sweep(server: Server, source: str, sizes: dict, chunk: int) -> dict:
@@ -89,10 +101,20 @@ def run_all(servers: list[Server], source: str, sizes: dict, chosen: list[str]) 
         label = f"{workload:<12} {server.name:<24}"
         try:
             value = fn(server, source, *args, **kwargs)
-            print(f"  {label} {value['mb_s']:8.1f} MB/s  {value['chunk_ms']:9.2f} ms/chunk"
-                  + (f"  completion {value['completion_ms']:.0f} ms" if "completion_ms" in value else "")
-                  + (f"  +RSS {value['rss_increase_mib']:.0f} MiB" if "rss_increase_mib" in value else ""),
-                  flush=True)
+            print(
+                f"  {label} {value['mb_s']:8.1f} MB/s  {value['chunk_ms']:9.2f} ms/chunk"
+                + (
+                    f"  completion {value['completion_ms']:.0f} ms"
+                    if "completion_ms" in value
+                    else ""
+                )
+                + (
+                    f"  +RSS {value['rss_increase_mib']:.0f} MiB"
+                    if "rss_increase_mib" in value
+                    else ""
+                ),
+                flush=True,
+            )
         except Exception as e:
             value = {"error": f"{type(e).__name__}: {e}"[:300]}
             print(f"  {label} FAILED {value['error']}", flush=True)
@@ -101,7 +123,7 @@ def run_all(servers: list[Server], source: str, sizes: dict, chosen: list[str]) 
 
     for rnd in range(sizes["rounds"]):
         print(f"bench: round {rnd + 1} of {sizes['rounds']}", flush=True)
-        order = servers[rnd % len(servers):] + servers[: rnd % len(servers)]
+        order = servers[rnd % len(servers) :] + servers[: rnd % len(servers)]
         for s in order:
             if "w1" in chosen and s.raw:
                 measure("w1-raw", s, w1, sizes, as_multipart=False)

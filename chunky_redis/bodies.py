@@ -56,7 +56,9 @@ def inspect(request: HttpRequest, *, max_json_body: int) -> Body:
     return Body("raw", length, filename or clean_filename(request.GET.get("filename", "")))
 
 
-def stream(request: HttpRequest, body: Body, session: ChunkSession, *, field_name: str, block_size: int) -> Body:
+def stream(
+    request: HttpRequest, body: Body, session: ChunkSession, *, field_name: str, block_size: int
+) -> Body:
     """Write the chunk into ``session``; returns the body with filename and form fields filled in."""
     if body.kind == "json":
         assert body.data is not None
@@ -96,7 +98,9 @@ def _stream_multipart(
                 ).parse()
     except (MultiPartParserError, UnreadablePostError, RequestDataTooBig, SuspiciousOperation) as e:
         raise BadBody(f"The multipart body could not be parsed: {e}") from e
-    handler = next((h for h in request.upload_handlers if isinstance(h, _StreamingHandler)), handler)
+    handler = next(
+        (h for h in request.upload_handlers if isinstance(h, _StreamingHandler)), handler
+    )
     if not handler.found:
         raise MissingChunk(f"No file was found in the multipart field '{field_name}'.")
     fields = {key: post.get(key) for key in post}
@@ -104,7 +108,9 @@ def _stream_multipart(
     return Body("multipart", handler.size, filename, None, fields)
 
 
-def install_streaming_handler(request: HttpRequest, session: ChunkSession, *, field_name: str, block_size: int) -> None:
+def install_streaming_handler(
+    request: HttpRequest, session: ChunkSession, *, field_name: str, block_size: int
+) -> None:
     """Make a later ``request.POST`` access (the CSRF check's) stream the file into ``session``."""
     if (request.content_type or "") == MULTIPART:
         request.upload_handlers = [_StreamingHandler(session, field_name, block_size)]
@@ -172,7 +178,9 @@ def _parse_json_chunk(request: HttpRequest, max_json_body: int) -> Body:
         raise MissingChunk("The JSON body has no 'file' member.")
     values = payload["file"]
     if not isinstance(values, list) or not all(type(v) is int and 0 <= v <= 255 for v in values):
-        raise BadBody("'file' must be a list of byte values (integers 0-255).", code="bad_json_chunk")
+        raise BadBody(
+            "'file' must be a list of byte values (integers 0-255).", code="bad_json_chunk"
+        )
     filename = payload.get("filename", "")
     if not isinstance(filename, str):
         raise BadBody("'filename' must be a string.", code="bad_json_chunk")

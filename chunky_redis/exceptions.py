@@ -69,7 +69,9 @@ class TooLarge(ChunkyError):
 class LengthRequired(ChunkyError):
     # Django reads a body by its Content-Length; a chunked one would arrive empty.
     status_code = HTTPStatus.LENGTH_REQUIRED
-    default_detail = "Send the chunk with a Content-Length (Transfer-Encoding: chunked is not accepted)."
+    default_detail = (
+        "Send the chunk with a Content-Length (Transfer-Encoding: chunked is not accepted)."
+    )
     default_code = "length_required"
 
 

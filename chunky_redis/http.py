@@ -46,7 +46,9 @@ def parse_content_range(value: str) -> ByteRange:
     return ByteRange(start, end, total)
 
 
-_EXT_FILENAME_RE = re.compile(r"(?:^|;)\s*filename\*\s*=\s*([^';\s]*)'[^']*'([^;\s]*)", re.IGNORECASE)
+_EXT_FILENAME_RE = re.compile(
+    r"(?:^|;)\s*filename\*\s*=\s*([^';\s]*)'[^']*'([^;\s]*)", re.IGNORECASE
+)
 
 
 def filename_from_content_disposition(value: str) -> str:

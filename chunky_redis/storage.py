@@ -52,7 +52,10 @@ def _hash_pool() -> ThreadPoolExecutor:
     if _pool is None or _pool_pid != os.getpid():
         with _pool_lock:
             if _pool is None or _pool_pid != os.getpid():
-                _pool, _pool_pid = ThreadPoolExecutor(max_workers=4, thread_name_prefix="chunky-hash"), os.getpid()
+                _pool, _pool_pid = (
+                    ThreadPoolExecutor(max_workers=4, thread_name_prefix="chunky-hash"),
+                    os.getpid(),
+                )
     return _pool
 
 
@@ -82,8 +85,13 @@ class ChunkStorage:
         except OSError as e:
             raise StorageError(f"Cannot open the chunk file: {e.strerror}.") from e
         return ChunkWriter(
-            fd, start=start, limit=limit, on_block=on_block, heartbeat=heartbeat,
-            overflow=overflow, fsync=self.fsync,
+            fd,
+            start=start,
+            limit=limit,
+            on_block=on_block,
+            heartbeat=heartbeat,
+            overflow=overflow,
+            fsync=self.fsync,
         )
 
     def delete(self, upload_id: str) -> bool:

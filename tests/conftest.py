@@ -80,6 +80,8 @@ def _forget_live_keys():
         return
     client = redis.Redis.from_url(REAL_REDIS_URL)
     for prefix in LIVE_PREFIXES:
-        keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))  # records, queues, kombu bindings
+        keys = list(
+            client.scan_iter(match=f"*{prefix}*", count=1000)
+        )  # records, queues, kombu bindings
         for start in range(0, len(keys), 500):
             client.delete(*keys[start : start + 500])

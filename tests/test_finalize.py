@@ -296,7 +296,9 @@ def test_client_filename_cannot_leave_the_upload_folder(chunky, store, queued, c
     r = client.put("/upload/?filename=..", data=data, content_type="application/octet-stream")
     upload_id = r.json()["upload_id"]
     assert store.get(upload_id).filename == ""  # the view already drops it ...
-    store.redis.hset(store.record_key(upload_id), "filename", "..")  # ... finalize must not trust it either
+    store.redis.hset(
+        store.record_key(upload_id), "filename", ".."
+    )  # ... finalize must not trust it either
     complete(client, upload_id, data)
     assert finalize_upload.delay(upload_id).get() == "complete"
     assert store.get(upload_id).final_name == f"chunky_redis/{upload_id}/upload"

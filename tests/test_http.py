@@ -62,7 +62,10 @@ def test_invalid_ranges(value):
         ('attachment; filename="../../etc/passwd"', "passwd"),
         ('attachment; filename="C:\\\\dir\\\\x.doc"', "x.doc"),
         ("attachment; filename=\"cafe.txt\"; filename*=UTF-8''caf%C3%A9.txt", "café.txt"),
-        ("attachment; filename*=utf-8''%E2%82%AC%20rates.pdf; filename=\"rates.pdf\"", "€ rates.pdf"),
+        (
+            "attachment; filename*=utf-8''%E2%82%AC%20rates.pdf; filename=\"rates.pdf\"",
+            "€ rates.pdf",
+        ),
         ("attachment; filename=\"ok.txt\"; filename*=UTF-8''%FF%FE", "ok.txt"),
         ("attachment", ""),
         ("", ""),

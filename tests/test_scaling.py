@@ -119,7 +119,7 @@ class Client:
         upload_id = None
         for index, start in enumerate(range(0, len(data), chunk_size)):
             server = self.servers[(first + index) % len(self.servers)]
-            chunk = data[start:start + chunk_size]
+            chunk = data[start : start + chunk_size]
             response = self.put_chunk(server, upload_id, chunk, start, len(data), filename)
             assert response.status_code == 200, (server.port, response.text)
             body = response.json()
@@ -174,7 +174,7 @@ def test_chunks_alternate_between_two_servers(env, cluster):
     client = Client([a, b])
 
     def put(server: SiteProcess, start: int, upload_id: str | None) -> requests.Response:
-        chunk = data[start:start + MiB]
+        chunk = data[start : start + MiB]
         return client.put_chunk(server, upload_id, chunk, start, len(data), "scaled.bin")
 
     # The first half, chunk by chunk, alternating A, B, A, B...
@@ -193,9 +193,11 @@ def test_chunks_alternate_between_two_servers(env, cluster):
         status = client.request(server, "GET", f"/upload/{upload_id}/").json()
         assert (status["status"], status["offset"]) == ("uploading", half)
         assert status["size"] == len(data)
-    # (Connection: close: the server answers before reading the body, then drops the connection.)
-    chunk = data[half - 2 * MiB:half - MiB]  # A took that one
-    replay = client.put_chunk(b, upload_id, chunk, half - 2 * MiB, len(data), "scaled.bin", close=True)
+    # (Connection: close: the refusal comes before the body is read.)
+    chunk = data[half - 2 * MiB : half - MiB]  # A took that one
+    replay = client.put_chunk(
+        b, upload_id, chunk, half - 2 * MiB, len(data), "scaled.bin", close=True
+    )
     assert replay.status_code == 400, replay.text
     assert replay.json()["expected_offset"] == half
 

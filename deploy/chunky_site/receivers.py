@@ -17,7 +17,12 @@ logger = logging.getLogger("chunky_site")
 def log_completed(upload_id, filename, size, checksum_algorithm, checksum, final_name, **kwargs):
     logger.info(
         "upload %s complete: %r, %d bytes, %s %s, stored as %s",
-        upload_id, filename, size, checksum_algorithm, checksum, final_name,
+        upload_id,
+        filename,
+        size,
+        checksum_algorithm,
+        checksum,
+        final_name,
     )
 
 

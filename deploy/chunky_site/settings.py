@@ -112,14 +112,20 @@ if os.environ.get("CHUNKY_ORPHAN_GRACE_SECONDS"):
 # -- Celery (tasks/) ----------------------------------------------------------
 # The broker is the same Redis by default; with no Redis at all, tasks run eagerly in the web process.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or REDIS_URL or "memory://"
-CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not (os.environ.get("CELERY_BROKER_URL") or REDIS_URL))
+CELERY_TASK_ALWAYS_EAGER = env_bool(
+    "CELERY_TASK_ALWAYS_EAGER", not (os.environ.get("CELERY_BROKER_URL") or REDIS_URL)
+)
 CELERY_TASK_EAGER_PROPAGATES = False
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # with acks_late, do not hoard tasks a dying worker would delay
+CELERY_WORKER_PREFETCH_MULTIPLIER = (
+    1  # with acks_late, do not hoard tasks a dying worker would delay
+)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 if os.environ.get("CELERY_VISIBILITY_TIMEOUT"):
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": float(os.environ["CELERY_VISIBILITY_TIMEOUT"])}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": float(os.environ["CELERY_VISIBILITY_TIMEOUT"])
+    }
 
 LOGGING = {
     "version": 1,

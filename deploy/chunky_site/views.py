@@ -21,4 +21,6 @@ def health(request):
     except OSError as e:
         problems["upload_dir"] = str(e)
     status = 503 if problems else 200
-    return JsonResponse({"status": "ok" if not problems else "unhealthy", "problems": problems}, status=status)
+    return JsonResponse(
+        {"status": "ok" if not problems else "unhealthy", "problems": problems}, status=status
+    )

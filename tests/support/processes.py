@@ -22,7 +22,9 @@ import requests
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 REAL_REDIS_URL = os.environ.get("CHUNKY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-LIVE_PREFIXES: list[str] = []  # key prefixes (upload records, Celery queues) handed out this session
+LIVE_PREFIXES: list[
+    str
+] = []  # key prefixes (upload records, Celery queues) handed out this session
 
 
 def free_port() -> int:

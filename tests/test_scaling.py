@@ -212,6 +212,8 @@ def test_chunks_alternate_between_two_servers(env, cluster):
     ports = [s.port for s in client.sent]
     assert len(ports) == 24
     assert ports == [(a.port, b.port)[i % 2] for i in range(24)]
+    # gunicorn writes an access line just after the answer: give the last one a moment.
+    wait_for(lambda: len(put_lines(a)) == 12 and len(put_lines(b)) == 12, message="the access logs")
     assert put_lines(a) == [""] + [upload_id] * 11
     assert put_lines(b) == [upload_id] * 12
 

@@ -39,24 +39,11 @@ def access_env(env: dict, log: Path) -> dict:
     }
 
 
-def start_site(env: dict, **kwargs) -> SiteProcess:
-    """SiteProcess.start(), retried when the first /healthz answer takes over its 1 s timeout."""
-    for attempt in range(3):
-        site = SiteProcess(env, **kwargs)
-        try:
-            return site.start()
-        except requests.Timeout:
-            site.stop()
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("client-live")
     env = access_env(live_env(tmp), tmp / "access.log")
-    with start_site(env, workers=2, threads=4) as site, WorkerProcess(env):
+    with SiteProcess(env, workers=2, threads=4) as site, WorkerProcess(env):
         site.access_log = tmp / "access.log"
         site.endpoint = site.url + "/upload/"
         yield site
@@ -347,7 +334,7 @@ def test_retries_while_the_site_is_restarted(live, tmp_path):
     digest = random_file(path, size)
     env = {**live.env, "GUNICORN_CMD_ARGS": "", "GUNICORN_ACCESSLOG": ""}
     port = free_port()
-    site = start_site(env, port=port, name="restarted")
+    site = SiteProcess(env, port=port, name="restarted").start()
     try:
         client = spawn_cli(
             "upload",
@@ -368,7 +355,7 @@ def test_retries_while_the_site_is_restarted(live, tmp_path):
         site.stop()  # graceful: the chunk in flight is finished, the next one is refused
         stopped_at = server_offset(saved["status_url"].replace(site.url, live.url))
         assert stopped_at < size
-        site = start_site(env, port=port, name="restarted")
+        site = SiteProcess(env, port=port, name="restarted").start()
         out, err = client.communicate(timeout=120)
     finally:
         site.stop()

@@ -35,38 +35,11 @@ RABBITMQ_URL = os.environ.get("CHUNKY_TEST_RABBITMQ_URL", "amqp://guest:guest@12
 CHUNK = 256 * 1024
 
 
-class Site(SiteProcess):
-    """SiteProcess, patient with a slow first answer on a loaded machine.
-
-    (SiteProcess.start treats a /healthz read timeout as fatal; this waits on.)
-    """
-
-    def start(self) -> Site:
-        self._spawn(
-            [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "chunky_site.wsgi"], self.env
-        )
-
-        def healthy() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited:\n{self.log_text()}")
-            try:
-                return requests.get(self.url + "/healthz", timeout=5).status_code == 200
-            except requests.RequestException:
-                return False
-
-        try:
-            wait_for(healthy, timeout=60, interval=0.1, message="the server to become healthy")
-        except AssertionError:
-            self.stop()
-            raise
-        return self
-
-
 def payload(size: int) -> bytes:
     return os.urandom(size)
 
 
-def upload(site: Site, data: bytes, filename: str = "scan.tiff") -> str:
+def upload(site: SiteProcess, data: bytes, filename: str = "scan.tiff") -> str:
     """Send ``data`` in chunks over HTTP; returns the upload id (not yet completed)."""
     upload_id = None
     with requests.Session() as http:
@@ -84,12 +57,12 @@ def upload(site: Site, data: bytes, filename: str = "scan.tiff") -> str:
     return upload_id
 
 
-def complete(site: Site, upload_id: str, data: bytes) -> requests.Response:
+def complete(site: SiteProcess, upload_id: str, data: bytes) -> requests.Response:
     md5 = hashlib.md5(data).hexdigest()
     return requests.post(f"{site.url}/upload/{upload_id}/", json={"md5": md5}, timeout=30)
 
 
-def status(site: Site, upload_id: str) -> dict:
+def status(site: SiteProcess, upload_id: str) -> dict:
     r = requests.get(f"{site.url}/upload/{upload_id}/", timeout=10)
     assert r.status_code == 200, r.text
     assert r.headers["Cache-Control"] == "no-store"
@@ -154,7 +127,7 @@ def rabbitmq_env(redis_env):
 def check_pipeline(env: dict, *, expect_rename: bool = True) -> None:
     """A full upload through HTTP, finished by a real worker, seen from every side."""
     data = payload(3 * CHUNK + 1234)
-    with Site(env) as site:
+    with SiteProcess(env) as site:
         upload_id = upload(site, data)
         assert status(site, upload_id)["status"] == "uploading"
         inode = chunk_path(env, upload_id).stat().st_ino
@@ -236,7 +209,7 @@ def test_worker_killed_during_hand_off(redis_env, tmp_path):
     )
     marker = tmp_path / "paused"
     data = payload(4 * CHUNK)
-    with Site(env) as site:
+    with SiteProcess(env) as site:
         upload_id = upload(site, data)
         assert complete(site, upload_id, data).status_code == 200
 
@@ -280,7 +253,7 @@ def test_pool_process_killed_during_hand_off(redis_env, tmp_path):
         CHUNKY_TEST_PAUSE_MARKER=str(marker),
     )
     data = payload(2 * CHUNK)
-    with Site(env) as site, WorkerProcess(env) as worker:
+    with SiteProcess(env) as site, WorkerProcess(env) as worker:
         upload_id = upload(site, data)
         assert complete(site, upload_id, data).status_code == 200
         wait_for(marker.exists, timeout=30, message="the pool process to pause in the hand-off")
@@ -303,7 +276,7 @@ def test_pool_process_killed_during_hand_off(redis_env, tmp_path):
 def test_corrupted_stored_bytes_fail_the_upload(redis_env):
     env = dict(redis_env, CHUNKY_TEST_VERIFY_STORED_BYTES="1")
     data = payload(2 * CHUNK)
-    with Site(env) as site:
+    with SiteProcess(env) as site:
         upload_id = upload(site, data)
         with open(chunk_path(env, upload_id), "r+b") as f:  # after the last chunk, on disk
             f.seek(CHUNK + 10)
@@ -345,7 +318,7 @@ def test_beat_runs_the_sweeper(redis_env):
         CHUNKY_TEST_SWEEP_INTERVAL="0.5",
         CHUNKY_EXPIRATION_SECONDS="0.001",  # every upload of this test is born expired
     )
-    with Site(env) as site:
+    with SiteProcess(env) as site:
         r = requests.put(
             f"{site.url}/upload/",
             data=b"x" * 100,

@@ -95,6 +95,8 @@ class _Process:
             self.log.close()
 
     def __enter__(self):
+        if self.proc is not None and self.proc.poll() is None:
+            return self  # already started
         return self.start()
 
     def __exit__(self, *exc_info):
@@ -135,7 +137,7 @@ class SiteProcess(_Process):
         self._spawn(
             [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "chunky_site.wsgi"], self.env
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # a loaded 2-core machine can be slow to boot workers
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the server exited:\n{self.log_text()}")

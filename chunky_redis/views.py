@@ -162,7 +162,9 @@ class ChunkedUploadView(View):
             body = bodies.stream(
                 request, body, session, field_name=self.field_name, block_size=conf.BLOCK_SIZE
             )
-            upload = session.finish(filename=body.filename, extra=self.get_extra_attrs(request))
+            # Only a new upload records extra attributes: don't run the hook for every chunk.
+            extra = self.get_extra_attrs(request) if session.is_new else None
+            upload = session.finish(filename=body.filename, extra=extra)
         return json_response(self.chunk_data(upload))
 
     def post(self, request: HttpRequest, upload_id: str | None = None) -> HttpResponse:

@@ -9,6 +9,7 @@ from django.core.checks import Error, Warning, register
 
 from .checksums import ALGORITHMS, incremental_available
 from .conf import as_timedelta, conf
+from .runtime import using_embedded_redis
 
 _DURATIONS = (
     "EXPIRATION",
@@ -115,7 +116,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                 id="chunky_redis.E008",
             )
         )
-    if not (conf.REDIS_URL or conf.REDIS_ALIAS) and not settings.DEBUG:
+    if using_embedded_redis() and not settings.DEBUG:
         errors.append(
             Warning(
                 "No Redis is configured: uploads use the embedded in-process fakeredis, which is lost on "

@@ -23,6 +23,10 @@ def as_timedelta(value: Any) -> timedelta:
     raise TypeError(f"Expected a timedelta or a number of seconds, got {value!r}.")
 
 
+def milliseconds(value: timedelta) -> int:
+    return int(value.total_seconds() * 1000)
+
+
 class Settings:
     def _get(self, name: str, default: Any) -> Any:
         return getattr(settings, _PREFIX + name, default)

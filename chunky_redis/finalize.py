@@ -26,7 +26,7 @@ from django.utils.module_loading import import_string
 
 from . import signals
 from .checksums import ResumableHash, file_hexdigest
-from .conf import conf
+from .conf import conf, milliseconds
 from .runtime import get_storage, get_store
 from .storage import ChunkStorage
 from .store import COMPLETE, FAILED, PROCESSING, Upload, UploadStore
@@ -81,7 +81,7 @@ def finalize(
     if upload is None or upload.status != PROCESSING:
         return Outcome("skipped", upload.status if upload else "missing")
 
-    lease = _Lease(store, upload_id, int(conf.FINALIZE_LEASE.total_seconds() * 1000))
+    lease = _Lease(store, upload_id, milliseconds(conf.FINALIZE_LEASE))
     if not lease.take():
         raise FinalizeBusy(upload_id)
     try:
@@ -160,7 +160,7 @@ def _finalize_under_lease(upload: Upload, store: UploadStore, chunks: ChunkStora
         upload.upload_id,
         PROCESSING,
         COMPLETE,
-        keep_ms=int(conf.COMPLETED_RETENTION.total_seconds() * 1000),
+        keep_ms=store.completed_retention_ms,
         final_name=name,
         final_url=url,
         completed=completed,
@@ -248,7 +248,7 @@ def _fail(upload: Upload, store: UploadStore, chunks: ChunkStorage, reason: str)
         upload.upload_id,
         PROCESSING,
         FAILED,
-        keep_ms=int(conf.COMPLETED_RETENTION.total_seconds() * 1000),
+        keep_ms=store.completed_retention_ms,
         reason=reason,
         completed=store.now(),
     )

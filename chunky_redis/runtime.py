@@ -7,17 +7,13 @@ from functools import lru_cache
 
 import redis as redis_lib
 
-from .conf import conf
+from .conf import conf, milliseconds
 from .storage import ChunkStorage
 from .store import Upload, UploadStore
 from .uploads import Policy, UploadService
 
 _lock = threading.Lock()
 _fake_server = None
-
-
-def _ms(td) -> int:
-    return int(td.total_seconds() * 1000)
 
 
 @lru_cache(maxsize=8)
@@ -60,9 +56,9 @@ def get_store() -> UploadStore:
     return UploadStore(
         get_redis(),
         prefix=conf.KEY_PREFIX,
-        lock_timeout_ms=_ms(conf.LOCK_TIMEOUT),
-        expired_retention_ms=_ms(conf.EXPIRED_RETENTION),
-        completed_retention_ms=_ms(conf.COMPLETED_RETENTION),
+        lock_timeout_ms=milliseconds(conf.LOCK_TIMEOUT),
+        expired_retention_ms=milliseconds(conf.EXPIRED_RETENTION),
+        completed_retention_ms=milliseconds(conf.COMPLETED_RETENTION),
     )
 
 
@@ -76,7 +72,7 @@ def get_service() -> UploadService:
         storage=get_storage(),
         policy=Policy(
             algorithm=conf.CHECKSUM_ALGORITHM,
-            expiration_ms=_ms(conf.EXPIRATION),
+            expiration_ms=milliseconds(conf.EXPIRATION),
             sliding_expiration=conf.SLIDING_EXPIRATION,
         ),
         on_complete=_enqueue,

@@ -94,17 +94,13 @@ class ChunkSession:
     def finish(self, *, filename: str = "", extra: dict[str, Any] | None = None) -> Upload:
         """Record the chunk: offset and checksum state advance together, in one step."""
         received = self._check_received()
+        if self.is_new:
+            upload = self._fill_new(received, filename, extra)
+            self.service.store.create(upload)
+            return upload
         upload = self.upload
         hash_state = self.hasher.serialize() if self.hasher else b""
         new_offset = upload.offset + received
-        if self.is_new:
-            upload.offset = new_offset
-            upload.size = upload.size or received
-            upload.filename = filename
-            upload.extra = extra or {}
-            upload.hash_state = hash_state
-            self.service.store.create(upload)
-            return upload
         policy = self.service.policy
         expires = (
             self.service.store.now() + policy.expiration_ms
@@ -133,17 +129,22 @@ class ChunkSession:
         """A whole file in one request: record it already verified and hand it on."""
         assert self.is_new
         received = self._check_received()
-        upload = self.upload
+        upload = self._fill_new(received, filename, extra)
         checksum = clean_checksum(checksum, upload.algorithm)
-        upload.offset = received
-        upload.size = upload.size or received
-        upload.filename, upload.extra = filename, extra or {}
-        upload.hash_state = self.hasher.serialize() if self.hasher else b""
-        self.service._verify(upload, checksum)
+        self.service.verify(upload, checksum)
         upload.status, upload.checksum = PROCESSING, checksum
         self.service.store.create(upload)
         self.is_new = False  # recorded: from here on an error must not delete the file
         self.service.hand_off(upload)
+        return upload
+
+    def _fill_new(self, received: int, filename: str, extra: dict[str, Any] | None) -> Upload:
+        """A new upload's record, once its first chunk is in storage."""
+        upload = self.upload
+        upload.offset = received
+        upload.size = upload.size or received
+        upload.filename, upload.extra = filename, extra or {}
+        upload.hash_state = self.hasher.serialize() if self.hasher else b""
         return upload
 
     def abort(self) -> None:

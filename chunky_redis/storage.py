@@ -104,12 +104,6 @@ class ChunkStorage:
     def truncate(self, upload_id: str, size: int) -> None:
         os.truncate(self.path(upload_id), size)
 
-    def exists(self, upload_id: str) -> bool:
-        return os.path.exists(self.path(upload_id))
-
-    def size(self, upload_id: str) -> int:
-        return os.stat(self.path(upload_id)).st_size
-
     def iter_ids(self, older_than_s: float | None = None) -> Iterator[str]:
         """Upload ids that have a chunk file; with ``older_than_s``, only files untouched that long."""
         cutoff = None if older_than_s is None else time.time() - older_than_s

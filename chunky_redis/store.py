@@ -256,11 +256,6 @@ class UploadStore:
         with _wrap_errors():
             return self._transition(keys=[self.record_key(upload_id)], args=flat).decode()
 
-    def delete(self, upload_id: str) -> None:
-        with _wrap_errors():
-            self.redis.delete(self.record_key(upload_id), self.lock_key(upload_id))
-            self.redis.zrem(self.expiries_key, upload_id)
-
     # -- sweeping ------------------------------------------------------------
     def due_expiries(self, limit: int = 500) -> list[str]:
         """Ids whose expiry time has passed, oldest first."""
@@ -282,10 +277,6 @@ class UploadStore:
     def forget_expiry(self, upload_id: str) -> None:
         with _wrap_errors():
             self.redis.zrem(self.expiries_key, upload_id)
-
-    def exists(self, upload_id: str) -> bool:
-        with _wrap_errors():
-            return bool(self.redis.exists(self.record_key(upload_id)))
 
     def is_locked(self, upload_id: str) -> bool:
         with _wrap_errors():

@@ -158,7 +158,7 @@ class UploadService:
                     size=upload.size,
                 )
             checksum = clean_checksum(checksum, upload.algorithm)
-            self._verify(upload, checksum)
+            self.verify(upload, checksum)
             result = self.store.mark_processing(upload, token, checksum)
         except BaseException:
             self.store.release(upload_id, token)
@@ -180,7 +180,7 @@ class UploadService:
             upload.status = UPLOADING
             raise exc.QueueUnavailable() from e
 
-    def _verify(self, upload: Upload, checksum: str) -> None:
+    def verify(self, upload: Upload, checksum: str) -> None:
         if not upload.hash_state:
             return  # No incremental state here: post-processing verifies by reading the file.
         ours = ResumableHash(upload.algorithm, upload.hash_state).hexdigest()

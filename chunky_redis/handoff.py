@@ -21,13 +21,13 @@ from django.core.files.utils import validate_file_name
 from django.utils.module_loading import import_string
 
 from .conf import conf
+from .http import fit_bytes
 from .store import Upload
 
 # NAME_MAX is 255 bytes on common filesystems (ext4, xfs, APFS counts UTF-8 bytes
 # too); this leaves room for the "_<7 characters>" a storage appends to make a
 # name unique, and for object stores that count the whole key.
 MAX_NAME_BYTES = 200
-_MAX_EXTENSION_BYTES = 24
 SAFE_STEM = "upload"
 # What a refused name looks like: too long, or characters the storage rejects.
 _NAME_ERRNOS = {errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ}
@@ -43,17 +43,6 @@ def get_final_storage() -> Storage:
     return storages[name]
 
 
-def fit_bytes(filename: str, limit: int = MAX_NAME_BYTES) -> str:
-    """``filename`` cut to ``limit`` UTF-8 bytes at a character boundary, keeping its extension."""
-    if len(filename.encode()) <= limit:
-        return filename
-    stem, ext = os.path.splitext(filename)
-    if len(ext.encode()) > _MAX_EXTENSION_BYTES:
-        stem, ext = filename, ""
-    room = limit - len(ext.encode())
-    return stem.encode()[:room].decode("utf-8", "ignore") + ext
-
-
 def final_name_for(upload: Upload, storage: Storage, *, safe: bool = False) -> str:
     """The upload's name in the final storage: the same for every attempt.
 
@@ -66,7 +55,7 @@ def final_name_for(upload: Upload, storage: Storage, *, safe: bool = False) -> s
     try:
         if upload.filename:
             cleaned = storage.get_valid_name(os.path.basename(upload.filename))
-            filename = fit_bytes(cleaned) if not safe else _safe_name(cleaned)
+            filename = fit_bytes(cleaned, MAX_NAME_BYTES) if not safe else _safe_name(cleaned)
     except (SuspiciousFileOperation, UnicodeError):
         filename = SAFE_STEM
     name = conf.FINAL_NAME_TEMPLATE.format(upload_id=upload.upload_id, filename=filename)

@@ -291,11 +291,11 @@ class UploadStore:
                 self.redis.zrem(self.processing_key, upload_id)
         return result
 
-    def due_processing(self, grace_ms: int, limit: int = 500) -> list[str]:
-        """Ids in the processing index queued more than ``grace_ms`` ago, oldest first."""
+    def due_processing(self, queued_before_ms: int, limit: int = 500) -> list[str]:
+        """Ids in the processing index queued before ``queued_before_ms``, oldest first."""
         with _wrap_errors():
             ids = self.redis.zrangebyscore(
-                self.processing_key, "-inf", self.now() - grace_ms, start=0, num=limit
+                self.processing_key, "-inf", queued_before_ms, start=0, num=limit
             )
         return [i.decode() for i in ids]
 

@@ -81,8 +81,9 @@ def _requeue_lost(store: UploadStore, result: SweepResult) -> None:
     from .completion import enqueue_finalize
 
     after_ms = milliseconds(conf.REQUEUE_AFTER)
-    while due := store.due_processing(after_ms, limit=_BATCH):
-        # Each id is either stamped with a new time or dropped, so this ends.
+    cutoff = store.now() - after_ms
+    while due := store.due_processing(cutoff, limit=_BATCH):
+        # Each id is either stamped with a later time or dropped, so this ends.
         for upload_id in due:
             if store.requeue(upload_id, after_ms) != "ok":
                 continue

@@ -151,6 +151,16 @@ def test_a_first_chunk_whose_marker_lapsed_is_not_recorded(chunky, store, signal
     assert not os.path.exists(chunk_file(chunky, session.upload_id))
 
 
+def test_the_creation_marker_is_renewed_while_the_first_chunk_streams(chunky, store):
+    chunky.CHUNKY_REDIS_LOCK_TIMEOUT = 0.06
+    session = new_session(100, 100)
+    for _ in range(10):  # a slow client: 0.2 s in all, over three marker lifetimes
+        time.sleep(0.02)
+        session.write(b"z" * 10)
+    upload = session.finish(filename="slow.bin")
+    assert store.get(upload.upload_id).offset == 100
+
+
 def test_a_lapsed_creation_marker_creates_no_record(store):
     """Even a writer that never wrote again after its marker lapsed cannot create the record."""
     upload = Upload(upload_id=os.urandom(16).hex(), size=10, expires=store.now() + 60_000)

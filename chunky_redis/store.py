@@ -2,105 +2,44 @@
 
 No Django here. Every multi-key script touches only the keys of one upload,
 which share the hash tag ``{<upload_id>}``, so the scripts run on Redis
-Cluster too. The sorted set of expiries (for the sweeper) lives in its own
-slot and is written with separate commands.
+Cluster too. The indexes the sweeper reads are in indexes.py.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import redis as redis_lib
 
-from . import lua
-from .exceptions import StoreUnavailable
+from . import lua, redis_clock
+from .indexes import SweepIndexes
+from .records import (
+    COMPLETE,
+    EXPIRED,
+    FAILED,
+    PROCESSING,
+    UPLOADING,
+    Upload,
+    now_ms,
+)
+from .records import wrap_errors as _wrap_errors
 
-UPLOADING = "uploading"
-PROCESSING = "processing"
-COMPLETE = "complete"
-FAILED = "failed"
-EXPIRED = "expired"
-
-
-@dataclass
-class Upload:
-    upload_id: str
-    owner: str = ""
-    filename: str = ""
-    size: int = 0
-    offset: int = 0
-    status: str = UPLOADING
-    created: int = 0  # ms since the epoch
-    expires: int = 0  # ms since the epoch
-    algorithm: str = "md5"
-    hash_state: bytes = b""
-    checksum: str = ""  # the digest the client gave at completion
-    reason: str = ""
-    final_name: str = ""
-    final_url: str = ""
-    completed: int = 0
-    queued: int = 0  # ms since the epoch: when post-processing was last queued
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    _INT_FIELDS = ("size", "offset", "created", "expires", "completed", "queued")
-
-    @classmethod
-    def from_redis(cls, upload_id: str, raw: dict[bytes, bytes] | list[bytes]) -> Upload:
-        if isinstance(raw, list):
-            raw = dict(zip(raw[::2], raw[1::2], strict=True))
-        values: dict[str, Any] = {}
-        for key, value in raw.items():
-            name = key.decode()
-            if name == "hash_state":
-                values[name] = value
-            elif name in cls._INT_FIELDS:
-                values[name] = int(value or 0)
-            elif name == "extra":
-                values[name] = json.loads(value) if value else {}
-            elif name in cls.__dataclass_fields__:
-                values[name] = value.decode()
-        return cls(upload_id=upload_id, **values)
-
-    def to_redis(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name in self.__dataclass_fields__:
-            if name == "upload_id":
-                continue
-            value = getattr(self, name)
-            out[name] = json.dumps(value) if name == "extra" else value
-        return out
-
-    def is_expired(self, now_ms: int) -> bool:
-        return self.status == EXPIRED or (self.status == UPLOADING and self.expires <= now_ms)
+__all__ = [
+    "COMPLETE",
+    "EXPIRED",
+    "FAILED",
+    "PROCESSING",
+    "UPLOADING",
+    "Upload",
+    "UploadStore",
+    "now_ms",
+]
 
 
-@contextmanager
-def _wrap_errors() -> Iterator[None]:
-    try:
-        yield
-    except (redis_lib.ConnectionError, redis_lib.TimeoutError) as e:
-        raise StoreUnavailable(f"Redis is unavailable: {e}") from e
-    except redis_lib.ResponseError as e:
-        raise StoreUnavailable(f"Redis refused a command: {e}") from e
-
-
-def now_ms(clock: Callable[[], float] = time.time) -> int:
-    return int(clock() * 1000)
-
-
-# Replies slower than this teach nothing about the offset between clocks.
-_CLOCK_SAMPLE_MAX_RTT_MS = 100
-# Per connection pool (one per Redis server and process): Redis's clock minus ours, in ms.
-_clock_offsets: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-
-
-class UploadStore:
+class UploadStore(SweepIndexes):
     """Reads and changes upload records. All times are milliseconds since the epoch."""
 
     def __init__(
@@ -119,7 +58,7 @@ class UploadStore:
         self.lock_timeout_ms = lock_timeout_ms
         self.expired_retention_ms = expired_retention_ms
         self.completed_retention_ms = completed_retention_ms
-        self.lock_request_timeout_ms = _lock_budget(redis, lock_request_timeout_ms)
+        self.lock_request_timeout_ms = redis_clock.lock_budget(redis, lock_request_timeout_ms)
         self.clock = clock
         self._acquire = redis.register_script(lua.ACQUIRE)
         self._commit = redis.register_script(lua.COMMIT)
@@ -128,9 +67,7 @@ class UploadStore:
         self._release = redis.register_script(lua.RELEASE)
         self._extend = redis.register_script(lua.EXTEND)
         self._transition = redis.register_script(lua.TRANSITION)
-        self._mark_expired = redis.register_script(lua.MARK_EXPIRED)
-        self._presence = redis.register_script(lua.PRESENCE)
-        self._requeue = redis.register_script(lua.REQUEUE)
+        self._register_index_scripts()
 
     # -- keys ----------------------------------------------------------------
     def record_key(self, upload_id: str) -> str:
@@ -141,20 +78,6 @@ class UploadStore:
 
     def lease_key(self, upload_id: str) -> str:
         return f"{self.prefix}:{{{upload_id}}}:finalize"
-
-    @property
-    def expiries_key(self) -> str:
-        return f"{self.prefix}:expiries"
-
-    @property
-    def processing_key(self) -> str:
-        """Uploads handed to post-processing, scored by when (ms): the sweeper's to-do list."""
-        return f"{self.prefix}:processing"
-
-    @property
-    def failed_key(self) -> str:
-        """Failed uploads, scored by when they failed (ms): what ``chunky_retry --all-failed`` retries."""
-        return f"{self.prefix}:failed"
 
     def now(self) -> int:
         return now_ms(self.clock)
@@ -189,21 +112,15 @@ class UploadStore:
         self, upload_id: str, owner: str, token: str, lock: bool
     ) -> tuple[str, Any, bool]:
         keys = [self.record_key(upload_id), self.lock_key(upload_id)]
-        pool = getattr(self.redis, "connection_pool", None)
-        offset = _clock_offsets.get(pool, 0) if pool is not None else 0
+        offset = redis_clock.offset(self.redis)
         budget = self.lock_request_timeout_ms
         sent = self.now()
         deadline = sent + offset + budget if budget is not None and lock else ""
         args = [owner, token, self.lock_timeout_ms, sent, "1" if lock else "0", deadline]
         with _wrap_errors():
             result = self._acquire(keys=keys, args=args)
-        received = self.now()
-        code, redis_now = result[0].decode(), int(result[1])
-        clock_was_off = False
-        if pool is not None and received - sent <= _CLOCK_SAMPLE_MAX_RTT_MS:
-            learned = redis_now - (sent + received) // 2
-            clock_was_off = abs(learned - offset) > _CLOCK_SAMPLE_MAX_RTT_MS
-            _clock_offsets[pool] = learned
+        code = result[0].decode()
+        clock_was_off = redis_clock.learn(self.redis, sent, self.now(), int(result[1]))
         return code, (result[2] if code == "ok" else None), clock_was_off
 
     # -- writes --------------------------------------------------------------
@@ -278,61 +195,10 @@ class UploadStore:
             upload.queued = now
         return result
 
-    def requeue(self, upload_id: str, grace_ms: int) -> str:
-        """May post-processing be queued again? "ok" (stamped as queued now) when the
-        upload is processing, no worker holds its lease and it was queued more than
-        ``grace_ms`` ago; otherwise "leased", "fresh", "missing" or its status."""
-        keys = [self.record_key(upload_id), self.lease_key(upload_id)]
-        with _wrap_errors():
-            result = self._requeue(keys=keys, args=[self.now(), grace_ms]).decode()
-            if result in ("ok", "leased", "fresh"):  # looked at again after another grace
-                self.redis.zadd(self.processing_key, {upload_id: self.now()})
-            else:  # finished, or never got to processing: nothing to watch
-                self.redis.zrem(self.processing_key, upload_id)
-        return result
-
-    def due_processing(self, queued_before_ms: int, limit: int = 500) -> list[str]:
-        """Ids in the processing index queued before ``queued_before_ms``, oldest first."""
-        with _wrap_errors():
-            ids = self.redis.zrangebyscore(
-                self.processing_key, "-inf", queued_before_ms, start=0, num=limit
-            )
-        return [i.decode() for i in ids]
-
-    def index_status(self, upload_id: str, status: str) -> None:
-        """Keep the indexes in step with a status post-processing gave the upload:
-        processing ones in the processing index, failed ones in the failed one."""
-        with _wrap_errors():
-            pipe = self.redis.pipeline(transaction=False)
-            if status == PROCESSING:
-                pipe.zadd(self.processing_key, {upload_id: self.now()})
-            else:
-                pipe.zrem(self.processing_key, upload_id)
-            if status == FAILED:
-                pipe.zadd(self.failed_key, {upload_id: self.now()})
-            else:
-                pipe.zrem(self.failed_key, upload_id)
-            pipe.execute()
-
     def lease_ttl_ms(self, upload_id: str) -> int:
         """How long the finalization lease has left (0 when nobody holds it)."""
         with _wrap_errors():
             return max(0, int(self.redis.pttl(self.lease_key(upload_id))))
-
-    def failed_ids(self) -> list[str]:
-        """Failed uploads whose record may still exist (the sweeper prunes the rest)."""
-        with _wrap_errors():
-            ids = self.redis.zrangebyscore(
-                self.failed_key, self.now() - self.completed_retention_ms, "+inf"
-            )
-        return [i.decode() for i in ids]
-
-    def prune_failed(self) -> None:
-        """Forget failed uploads whose retention is over."""
-        with _wrap_errors():
-            self.redis.zremrangebyscore(
-                self.failed_key, "-inf", f"({self.now() - self.completed_retention_ms}"
-            )
 
     def release(self, upload_id: str, token: str) -> None:
         with _wrap_errors():
@@ -358,17 +224,6 @@ class UploadStore:
         with _wrap_errors():
             return bool(self._extend(keys=[self.lease_key(upload_id)], args=[token, ttl_ms]))
 
-    def presence(self, upload_ids: list[str]) -> dict[str, str]:
-        """For each upload: "locked" while a request holds its lock or creation
-        marker, else its status ("missing" without a record). One round trip."""
-        with _wrap_errors():
-            pipe = self.redis.pipeline(transaction=False)
-            for upload_id in upload_ids:
-                keys = [self.record_key(upload_id), self.lock_key(upload_id)]
-                self._presence(keys=keys, client=pipe)
-            values = pipe.execute()
-        return {i: v.decode() for i, v in zip(upload_ids, values, strict=True)}
-
     def transition(
         self,
         upload_id: str,
@@ -390,45 +245,7 @@ class UploadStore:
         with _wrap_errors():
             return self._transition(keys=[self.record_key(upload_id)], args=flat).decode()
 
-    # -- sweeping ------------------------------------------------------------
-    def due_expiries(self, limit: int = 500) -> list[str]:
-        """Ids whose expiry time has passed, oldest first."""
-        with _wrap_errors():
-            ids = self.redis.zrangebyscore(
-                self.expiries_key, "-inf", self.now(), start=0, num=limit
-            )
-        return [i.decode() for i in ids]
-
-    def mark_expired(self, upload_id: str) -> str:
-        """ "ok" when the record was live-but-expired and is now marked expired; otherwise why not."""
-        now = self.now()
-        keys = [self.record_key(upload_id), self.lock_key(upload_id)]
-        with _wrap_errors():
-            return self._mark_expired(
-                keys=keys, args=[now, now + self.expired_retention_ms]
-            ).decode()
-
-    def forget_expiry(self, upload_id: str) -> None:
-        with _wrap_errors():
-            self.redis.zrem(self.expiries_key, upload_id)
-
-    def is_locked(self, upload_id: str) -> bool:
-        with _wrap_errors():
-            return bool(self.redis.exists(self.lock_key(upload_id)))
-
     def _record_deadline(self, upload: Upload) -> int:
         if upload.status == UPLOADING:
             return upload.expires + self.expired_retention_ms
         return self.now() + self.completed_retention_ms
-
-
-def _lock_budget(redis: redis_lib.Redis, configured: int | None) -> int | None:
-    """How long after it is sent a lock request may still take the lock (ms).
-
-    Never longer than the client's socket timeout: past it the caller has given
-    up on the answer and would never release a lock taken for it.
-    """
-    kwargs = getattr(getattr(redis, "connection_pool", None), "connection_kwargs", {}) or {}
-    socket_timeout = kwargs.get("socket_timeout")
-    budgets = [b for b in (configured, socket_timeout and int(socket_timeout * 1000)) if b]
-    return min(budgets) if budgets else None

@@ -479,3 +479,29 @@ def test_busy_retry_comes_when_the_lease_would_lapse(chunky, store, queued, clie
     with pytest.raises(FinalizeBusy) as caught:
         finalize(upload_id)
     assert 3.0 < caught.value.retry_in <= 4.5  # the holder's lease, not a guess from settings
+
+
+def test_the_bundled_site_reads_the_lease_and_friends_from_the_environment():
+    import subprocess
+    import sys
+
+    from tests.support.processes import REPO
+
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CELERY_BROKER_URL")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="chunky_site.settings",
+        PYTHONPATH=os.pathsep.join([str(REPO / "deploy"), str(REPO)]),
+        DEBUG="1",
+        CHUNKY_FINALIZE_LEASE_SECONDS="7",
+        CHUNKY_REQUEUE_AFTER_SECONDS="9",
+        CHUNKY_LOCK_REQUEST_TIMEOUT_SECONDS="2.5",
+    )
+    code = (
+        "import django; django.setup(); from chunky_redis.conf import conf; "
+        "print(conf.FINALIZE_LEASE.total_seconds(), conf.REQUEUE_AFTER.total_seconds(), "
+        "conf.LOCK_REQUEST_TIMEOUT.total_seconds())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.split() == ["7.0", "9.0", "2.5"], out.stderr

@@ -505,3 +505,12 @@ def test_the_bundled_site_reads_the_lease_and_friends_from_the_environment():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
     )
     assert out.stdout.split() == ["7.0", "9.0", "2.5"], out.stderr
+
+
+@pytest.mark.parametrize("name", ["FINALIZE_LEASE", "REQUEUE_AFTER", "LOCK_REQUEST_TIMEOUT"])
+@pytest.mark.parametrize("value", [0, -5, "1 day"])
+def test_e003_covers_the_new_durations(settings, name, value):
+    from django.core.checks import run_checks
+
+    setattr(settings, "CHUNKY_REDIS_" + name, value)
+    assert "chunky_redis.E003" in [m.id for m in run_checks()]

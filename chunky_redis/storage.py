@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
 import threading
 import time
@@ -41,6 +42,7 @@ def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
 
 
 _sync_file_range = _load_sync_file_range()
+logger = logging.getLogger("chunky_redis")
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = 0
 _pool_lock = threading.Lock()
@@ -93,6 +95,7 @@ class ChunkStorage:
                 os.makedirs(self.directory, exist_ok=True)
             fd = os.open(self.path(upload_id), flags, 0o640)
         except FileNotFoundError as e:
+            logger.error("chunky_redis: the chunk file of upload %s is missing", upload_id)
             raise ChunkFileMissing() from e
         except OSError as e:
             raise StorageError(f"Cannot open the chunk file: {e.strerror}.") from e
@@ -103,6 +106,12 @@ class ChunkStorage:
             raise StorageError(f"Cannot open the chunk file: {e.strerror}.") from e
         if stored < start:  # bytes the store counts as received are gone
             os.close(fd)
+            logger.error(
+                "chunky_redis: the chunk file of upload %s holds %s of %s bytes received",
+                upload_id,
+                stored,
+                start,
+            )
             raise ChunkFileMissing()
         return ChunkWriter(
             fd,

@@ -75,7 +75,7 @@ def until_gone(store: UploadStore, key: str) -> None:
 # -- 1. an upload's file exists only while its record or creation marker does ------------
 
 
-def test_an_append_never_creates_the_file(chunky, store, client):
+def test_an_append_never_creates_the_file(chunky, store, client, caplog):
     data = os.urandom(200)
     upload_id = put(client, data[:100], 0, 200).json()["upload_id"]
     os.unlink(chunk_file(chunky, upload_id))  # the file vanished (a sweeper, an operator)
@@ -86,6 +86,9 @@ def test_an_append_never_creates_the_file(chunky, store, client):
     assert not os.path.exists(chunk_file(chunky, upload_id))  # no hole-filled file appeared
     assert store.get(upload_id).offset == 100  # not advanced
     assert not store.is_locked(upload_id)
+    assert (
+        f"the chunk file of upload {upload_id} is missing" in caplog.text
+    )  # loud, for the operator
 
 
 def test_an_append_to_a_truncated_file_is_refused(chunky, store, client):

@@ -176,6 +176,24 @@ def test_a_lapsed_creation_marker_creates_no_record(store):
     assert not store.is_locked(upload.upload_id)  # the marker went in the same step
 
 
+def test_a_lost_reply_to_the_creation_keeps_the_file(chunky, store, client, monkeypatch):
+    """The record was created but its reply lost: the file must not go, or the record
+    would name bytes that no longer exist."""
+    real = UploadStore.create
+    created: list[str] = []
+
+    def created_then_lost(self, upload, token=""):
+        real(self, upload, token)
+        created.append(upload.upload_id)
+        raise exc.StoreUnavailable("Redis is unavailable: Timeout reading from socket")
+
+    monkeypatch.setattr(UploadStore, "create", created_then_lost)
+    assert put(client, b"a" * 100, 0, 200).status_code == 503
+    [upload_id] = created
+    assert store.get(upload_id).offset == 100
+    assert os.path.getsize(chunk_file(chunky, upload_id)) == 100
+
+
 def test_sweeper_spares_a_locked_upload_whatever_its_status(chunky, store, queued, client):
     chunky.CHUNKY_REDIS_ORPHAN_GRACE = 0
     data = b"d" * 100

@@ -25,6 +25,12 @@ class ChunkyError(Exception):
     def as_dict(self) -> dict[str, Any]:
         return {"detail": self.detail, "code": self.code, **self.extra}
 
+    def headers(self) -> dict[str, str]:
+        """Response headers that go with the error."""
+        if self.status_code in (HTTPStatus.CONFLICT, HTTPStatus.SERVICE_UNAVAILABLE):
+            return {"Retry-After": "1"}
+        return {}
+
 
 class NotAuthenticated(ChunkyError):
     status_code = HTTPStatus.FORBIDDEN
@@ -128,6 +134,21 @@ class MethodNotAllowed(ChunkyError):
     status_code = HTTPStatus.METHOD_NOT_ALLOWED
     default_detail = "Method not allowed."
     default_code = "method_not_allowed"
+
+    def __init__(self, detail: str | None = None, *, allow: list[str]):
+        super().__init__(detail, allowed=allow)
+
+    def headers(self) -> dict[str, str]:
+        # RFC 9110 section 15.5.6: a 405 MUST list the methods the resource supports.
+        return {"Allow": ", ".join(self.extra["allowed"])}
+
+
+class ServerError(ChunkyError):
+    """A bug, not the client's doing: answered as JSON, logged with its traceback."""
+
+    status_code = HTTPStatus.INTERNAL_SERVER_ERROR
+    default_detail = "The server failed to handle the request; it has been logged."
+    default_code = "server_error"
 
 
 class StoreUnavailable(ChunkyError):

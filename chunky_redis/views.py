@@ -9,10 +9,13 @@ GET  upload/<id>/   the upload's state, never cached
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import SuspiciousOperation
+from django.core.signals import got_request_exception
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.decorators import method_decorator
@@ -26,6 +29,8 @@ from .http import CACHE_CONTROL, CONTENT_RANGE, is_upload_id, parse_content_rang
 from .runtime import get_service
 from .store import Upload
 from .uploads import ChunkSession, UploadService
+
+logger = logging.getLogger("chunky_redis")
 
 
 def iso(ms: int) -> str | None:
@@ -64,10 +69,31 @@ def drain(request: HttpRequest, limit: int = DRAIN_LIMIT) -> None:
 
 
 def error_response(error: exc.ChunkyError) -> JsonResponse:
-    response = json_response(error.as_dict(), status=error.status_code)
-    if error.status_code in (409, 503):
-        response["Retry-After"] = "1"
+    data = error.as_dict()
+    if error.status_code >= 500:
+        # What went wrong on the server (a Redis host and port, a path) is for the
+        # log, not for the client: it gets the class's generic message.
+        cause = error.__cause__
+        logger.warning(
+            "chunky_redis: answered %d %s: %s%s",
+            error.status_code,
+            error.code,
+            error.detail,
+            f" ({type(cause).__name__}: {cause})" if cause else "",
+        )
+        data["detail"] = type(error).default_detail
+    response = json_response(data, status=error.status_code)
+    for name, value in error.headers().items():
+        response[name] = value
     return response
+
+
+def server_error(request: HttpRequest, sender: type) -> JsonResponse:
+    """A bug: log its traceback and answer a JSON 500 (Django's would be an HTML page)."""
+    logger.exception("chunky_redis: %s %s failed", request.method, request.path)
+    got_request_exception.send(sender=sender, request=request)  # error reporters listen here
+    drain(request)
+    return error_response(exc.ServerError())
 
 
 @method_decorator(csrf_exempt, name="dispatch")  # enforced in enforce_csrf() for session users
@@ -76,7 +102,7 @@ class ChunkedUploadView(View):
 
     field_name = "file"
     fail_if_no_header = False
-    http_method_names = ["get", "put", "post", "options"]
+    http_method_names = ["get", "head", "put", "post", "options"]
 
     # -- hooks ---------------------------------------------------------------
     def check_permissions(self, request: HttpRequest) -> None:
@@ -114,22 +140,47 @@ class ChunkedUploadView(View):
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         upload_id = kwargs.get("upload_id")
         try:
-            if request.method.lower() not in self.http_method_names:
-                raise exc.MethodNotAllowed(f"{request.method} is not allowed here.")
-            if upload_id is not None and not is_upload_id(upload_id):
-                raise exc.UploadNotFound()
-            self.check_permissions(request)
-            if not (request.method == "POST" and upload_id is None):
-                self.enforce_csrf(request)  # the one-shot upload checks once its handler is set
-            return super().dispatch(request, *args, **kwargs)
+            try:
+                request.get_host()  # a Host outside ALLOWED_HOSTS: refuse before any work
+                if request.method.lower() not in self.http_method_names:
+                    raise self._not_allowed(request, upload_id)
+                if upload_id is not None and not is_upload_id(upload_id):
+                    raise exc.UploadNotFound()
+                self.check_permissions(request)
+                if not (request.method == "POST" and upload_id is None):
+                    self.enforce_csrf(request)  # the one-shot upload checks once its handler is set
+                return super().dispatch(request, *args, **kwargs)
+            except SuspiciousOperation as e:
+                # Django answers these with an HTML 400 page; here they are JSON like any refusal.
+                logger.warning("chunky_redis: suspicious request refused: %s", e)
+                raise exc.ChunkyError(str(e), code="suspicious_request") from e
         except exc.ChunkyError as e:
             drain(request)
             return error_response(e)
+        except Exception:
+            return server_error(request, type(self))
+
+    def allowed_methods(self, upload_id: str | None) -> list[str]:
+        """What the URL answers: an upload's URL reads and writes, the collection only writes."""
+        methods = [m.upper() for m in self.http_method_names if hasattr(self, m)]
+        if upload_id is None:
+            methods = [m for m in methods if m not in ("GET", "HEAD")]
+        return methods
+
+    def _not_allowed(self, request: HttpRequest, upload_id: str | None) -> exc.MethodNotAllowed:
+        return exc.MethodNotAllowed(
+            f"{request.method} is not allowed here.", allow=self.allowed_methods(upload_id)
+        )
 
     def http_method_not_allowed(
         self, request: HttpRequest, *args: Any, **kwargs: Any
     ) -> HttpResponse:
-        raise exc.MethodNotAllowed(f"{request.method} is not allowed here.")
+        raise self._not_allowed(request, kwargs.get("upload_id"))
+
+    def options(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = HttpResponse(status=204)
+        response["Allow"] = ", ".join(self.allowed_methods(kwargs.get("upload_id")))
+        return response
 
     def enforce_csrf(self, request: HttpRequest) -> None:
         """CSRF protection for browsers that authenticate with a session cookie, as Django does.
@@ -152,7 +203,10 @@ class ChunkedUploadView(View):
     # -- handlers --------------------------------------------------------------
     def get(self, request: HttpRequest, upload_id: str | None = None) -> HttpResponse:
         if upload_id is None:
-            raise exc.MethodNotAllowed("GET needs an upload id: GET upload/<upload_id>/.")
+            raise exc.MethodNotAllowed(
+                "GET needs an upload id: GET upload/<upload_id>/.",
+                allow=self.allowed_methods(None),
+            )
         upload = self.get_service().status(owner=self.get_owner(request), upload_id=upload_id)
         return json_response(self.status_data(upload, request))
 
@@ -269,5 +323,7 @@ class _aborting:
             self.session.abort()
 
 
+@csrf_exempt  # a JSON 404 for every method; CSRF would answer unsafe ones with an HTML 403
 def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    drain(request)
     return error_response(exc.UploadNotFound("No such endpoint."))

@@ -79,7 +79,9 @@ def error_response(error: exc.ChunkyError) -> JsonResponse:
             error.status_code,
             error.code,
             error.detail,
-            f" ({type(cause).__name__}: {cause})" if cause else "",
+            f" (from {type(cause).__name__}: {cause})"
+            if cause and str(cause) not in error.detail
+            else "",
         )
         data["detail"] = type(error).default_detail
     response = json_response(data, status=error.status_code)

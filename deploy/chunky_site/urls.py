@@ -1,4 +1,7 @@
-from django.urls import include, path
+import re
+
+from django.conf import settings
+from django.urls import include, path, re_path
 
 from . import demo, views
 
@@ -7,3 +10,9 @@ urlpatterns = [
     path("healthz", views.health, name="health"),
     path("", include("chunky_redis.urls")),
 ]
+
+# The finished files, so that an upload's final_url works without a front server (which,
+# when there is one, serves them itself: deploy/nginx/chunky_redis.conf).
+if getattr(settings, "CHUNKY_SERVE_MEDIA", True) and settings.MEDIA_URL.startswith("/"):
+    prefix = re.escape(settings.MEDIA_URL.lstrip("/"))
+    urlpatterns.append(re_path(rf"^{prefix}(?P<path>.+)$", views.media, name="media"))

@@ -82,6 +82,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                 id="chunky_redis.E004",
             )
         )
+    for name in ("MAX_UPLOADS_IN_FLIGHT", "MAX_BYTES_IN_FLIGHT"):
+        value = _raw(name)
+        if value is not None and not _positive_int(value):
+            errors.append(
+                Error(
+                    f"CHUNKY_REDIS_{name} must be None (no limit) or a positive integer, not {value!r}.",
+                    id="chunky_redis.E009",
+                )
+            )
     alias = conf.REDIS_ALIAS
     if alias:
         backend = getattr(settings, "CACHES", {}).get(alias, {}).get("BACKEND", "")

@@ -72,6 +72,19 @@ class TooLarge(ChunkyError):
     default_code = "too_large"
 
 
+class TooManyUploads(ChunkyError):
+    # A quota, not a rate limit: the count drops when an upload completes or expires.
+    status_code = HTTPStatus.TOO_MANY_REQUESTS
+    default_detail = "Too many uploads in progress."
+    default_code = "too_many_uploads"
+
+
+class QuotaExceeded(ChunkyError):
+    status_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The upload would pass the limit of bytes in progress."
+    default_code = "quota_exceeded"
+
+
 class LengthRequired(ChunkyError):
     # Django reads a body by its Content-Length; a chunked one would arrive empty.
     status_code = HTTPStatus.LENGTH_REQUIRED

@@ -26,6 +26,7 @@ from . import bodies
 from . import exceptions as exc
 from .conf import conf
 from .http import CACHE_CONTROL, CONTENT_RANGE, is_upload_id, parse_content_range
+from .quotas import Quota
 from .runtime import get_service
 from .store import Upload
 from .uploads import ChunkSession, UploadService
@@ -117,6 +118,10 @@ class ChunkedUploadView(View):
 
     def get_max_bytes(self, request: HttpRequest) -> int | None:
         return conf.MAX_BYTES
+
+    def get_quota(self, request: HttpRequest) -> Quota:
+        """What one owner may have in flight; anonymous users share one owner, so one quota."""
+        return Quota(max_uploads=conf.MAX_UPLOADS_IN_FLIGHT, max_bytes=conf.MAX_BYTES_IN_FLIGHT)
 
     def get_extra_attrs(self, request: HttpRequest) -> dict[str, Any]:
         """Attributes stored with a new upload and passed to the upload_completed signal."""
@@ -268,6 +273,7 @@ class ChunkedUploadView(View):
             max_bytes=self.get_max_bytes(request),
             # An empty file: a multipart file part, or a body that names its file, with no byte.
             empty_file_ok=body.kind == "multipart" or bool(body.filename),
+            quota=self.get_quota(request),
         )
         return session, body
 

@@ -117,6 +117,18 @@ def test_a_503_does_not_name_the_redis_host_and_port(chunky, caplog):
     assert str(port) in caplog.text
 
 
+def test_errors_outside_the_upload_views_are_json(site, monkeypatch):
+    response = Client().get("/no/such/page")
+    assert response.status_code == 404 and response.json()["code"] == "not_found"
+
+    def broken(request):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(site_views, "upload_dir_problem", broken)
+    response = Client(raise_request_exception=False).get("/healthz")
+    assert response.status_code == 500 and response.json()["code"] == "server_error"
+
+
 # -- finished files ----------------------------------------------------------------------------
 PAGE = b"<html><script>alert(document.cookie)</script></html>"
 

@@ -5,6 +5,12 @@ from django.urls import include, path, re_path
 
 from . import demo, views
 
+# Errors outside the upload views (an unknown path, a failing middleware) are JSON too.
+handler400 = "chunky_site.views.bad_request"
+handler403 = "chunky_site.views.permission_denied"
+handler404 = "chunky_site.views.page_not_found"
+handler500 = "chunky_site.views.server_error"
+
 urlpatterns = [
     path("", demo.index, name="demo"),
     path("healthz", views.health, name="health"),

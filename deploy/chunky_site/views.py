@@ -29,6 +29,29 @@ DOWNLOAD_HEADERS = {
 }
 
 
+def _error(status: int, code: str, detail: str) -> JsonResponse:
+    return JsonResponse({"detail": detail, "code": code}, status=status)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return _error(400, "bad_request", "Bad request.")
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return _error(403, "permission_denied", "You do not have permission to perform this action.")
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return _error(404, "not_found", "No such endpoint.")
+
+
+def server_error(request: HttpRequest) -> JsonResponse:
+    # Django has logged the traceback (logger django.request) before calling this.
+    return _error(
+        500, "server_error", "The server failed to handle the request; it has been logged."
+    )
+
+
 def health(request: HttpRequest) -> JsonResponse:
     """200 when Redis answers and the upload directory takes a write, else 503 naming what failed.
 

@@ -31,6 +31,7 @@ pytestmark = pytest.mark.django_db
 def site(chunky):
     """The bundled site's URLs over the test settings."""
     chunky.ROOT_URLCONF = "chunky_site.urls"
+    chunky.MEDIA_URL = "/media/"  # as the bundled site sets it (the test settings leave it unset)
     chunky.CHUNKY_HEALTH_MIN_FREE_BYTES = 0
     return chunky
 

@@ -19,6 +19,14 @@ urlpatterns = [
 
 # The finished files, so that an upload's final_url works without a front server (which,
 # when there is one, serves them itself: deploy/nginx/chunky_redis.conf).
-if getattr(settings, "CHUNKY_SERVE_MEDIA", True) and settings.MEDIA_URL.startswith("/"):
-    prefix = re.escape(settings.MEDIA_URL.lstrip("/"))
+# Only a local path of its own: not a URL elsewhere, and not "/" (what Django makes of an unset
+# MEDIA_URL), which would take every URL of the site.
+media_url = settings.MEDIA_URL
+if (
+    getattr(settings, "CHUNKY_SERVE_MEDIA", True)
+    and media_url.startswith("/")
+    and not media_url.startswith("//")
+    and media_url.strip("/")
+):
+    prefix = re.escape(media_url.lstrip("/"))
     urlpatterns.append(re_path(rf"^{prefix}(?P<path>.+)$", views.media, name="media"))

@@ -76,6 +76,18 @@ class SweepIndexes:
         with _wrap_errors():
             return bool(self.redis.exists(self.lock_key(upload_id)))
 
+    def statuses(self, upload_ids: list[str]) -> dict[str, str | None]:
+        """The status of each upload (None when it has no record), in one round trip."""
+        with _wrap_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for upload_id in upload_ids:
+                pipe.hget(self.record_key(upload_id), "status")
+            values = pipe.execute()
+        return {
+            i: (v.decode() if v is not None else None)
+            for i, v in zip(upload_ids, values, strict=True)
+        }
+
     def presence(self, upload_ids: list[str]) -> dict[str, str]:
         """For each upload: "locked" while a request holds its lock or creation
         marker, else its status ("missing" without a record). One round trip."""

@@ -8,6 +8,7 @@ from functools import lru_cache
 import redis as redis_lib
 
 from .conf import conf, milliseconds
+from .quotas import QuotaTracker
 from .storage import ChunkStorage
 from .store import Upload, UploadStore
 from .uploads import Policy, UploadService
@@ -68,8 +69,9 @@ def get_storage() -> ChunkStorage:
 
 
 def get_service() -> UploadService:
+    store = get_store()
     return UploadService(
-        store=get_store(),
+        store=store,
         storage=get_storage(),
         policy=Policy(
             algorithm=conf.CHECKSUM_ALGORITHM,
@@ -78,6 +80,7 @@ def get_service() -> UploadService:
             requeue_after_ms=milliseconds(conf.REQUEUE_AFTER),
         ),
         on_complete=_enqueue,
+        quotas=QuotaTracker(store.redis, prefix=conf.KEY_PREFIX, clock=store.clock),
     )
 
 

@@ -288,6 +288,12 @@ def test_no_requeue_while_a_worker_holds_the_lease(chunky, store, queued, client
     assert purge_expired_uploads().requeued == 0
     assert queued == []
 
+    # The worker dies: its lease is no longer renewed and lapses; the next sweep takes over.
+    store.redis.pexpire(store.lease_key(upload_id), 1)
+    until_gone(store, store.lease_key(upload_id))
+    assert purge_expired_uploads().requeued == 1
+    assert queued == [upload_id]
+
 
 def test_a_worker_killed_between_marking_and_queueing(chunky, store, queued, client, monkeypatch):
     """The web worker dies after the status moved and before the task was queued."""

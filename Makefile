@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install bench lint clean
+.PHONY: run test install bench lint docs docs-serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,23 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# The documentation site (Sphinx + MyST, docs/conf.py), with every warning an error; its
+# generated reference parts must be current (python docs/generate.py rewrites them).
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet --group docs
+	touch $@
+
+docs: $(DOCS_STAMP)
+	$(BIN)/python docs/generate.py --check
+	$(BIN)/python -m sphinx -W --keep-going -n -q -b html docs docs/_build/html
+
+# Serve the built site on http://127.0.0.1:8001/ (DOCS_PORT overrides it).
+docs-serve: docs
+	$(BIN)/python -m http.server --bind 127.0.0.1 --directory docs/_build/html $(or $(DOCS_PORT),8001)
+
 lint: $(STAMP)
 	$(BIN)/ruff check chunky_redis tasks tests deploy bench
 
 clean:
-	rm -rf $(VENV) node_modules var
+	rm -rf $(VENV) node_modules var docs/_build

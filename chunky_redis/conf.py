@@ -1,6 +1,7 @@
 """Every ``CHUNKY_REDIS_*`` setting, read at access time so that override_settings works.
 
-The README has one heading per setting; keep the two in step.
+docs/reference/settings.md is generated from these properties: their annotation, their
+value when the setting is unset, and their docstring (tests/test_docs.py fails when one has none).
 """
 
 from __future__ import annotations
@@ -34,20 +35,33 @@ class Settings:
     # -- Redis ---------------------------------------------------------------
     @property
     def REDIS_URL(self) -> str | None:
+        """The Redis to keep upload state in, e.g. ``"redis://redis:6379/0"``.
+
+        With neither this nor ``CHUNKY_REDIS_REDIS_ALIAS``, the embedded in-process fakeredis is
+        used: for trying out only (``chunky_redis.W002`` warns when ``DEBUG`` is off)."""
         return self._get("REDIS_URL", None)
 
     @property
     def REDIS_ALIAS(self) -> str | None:
-        """A django-redis cache alias whose connection is used (wins over REDIS_URL)."""
+        """A django-redis cache alias whose connection is used instead, e.g. ``"default"``.
+
+        It wins over ``CHUNKY_REDIS_REDIS_URL``. This is how to use Redis Sentinel, or any
+        connection option django-redis supports."""
         return self._get("REDIS_ALIAS", None)
 
     @property
     def KEY_PREFIX(self) -> str:
+        """Prefix of every Redis key."""
         return self._get("KEY_PREFIX", "chunky")
 
     # -- storage -------------------------------------------------------------
     @property
     def UPLOAD_DIR(self) -> str:
+        """The directory chunk files are written to.
+
+        Every web and Celery worker must see the same directory (local disk for one host; NFS,
+        EFS or another shared volume for several). Put it on the same volume as the final
+        storage to make the hand-off a rename."""
         value = self._get("UPLOAD_DIR", None)
         if value:
             return os.fspath(value)
@@ -58,28 +72,44 @@ class Settings:
 
     @property
     def FSYNC(self) -> bool:
+        """``fdatasync`` every chunk before recording it.
+
+        A recorded offset then never points past bytes a power loss could take back."""
         return bool(self._get("FSYNC", True))
 
     @property
     def BLOCK_SIZE(self) -> int:
+        """How many bytes are read from the request and written at a time."""
         return self._get("BLOCK_SIZE", 1 << 20)
 
     @property
     def FINAL_STORAGE(self) -> str | None:
-        """A key of settings.STORAGES or a dotted path to a Storage class; None is default_storage."""
+        """The storage the finished file is handed to: a key of ``settings.STORAGES`` or a
+        dotted path to a ``Storage`` class; ``None`` is the ``default`` storage.
+
+        A ``FileSystemStorage`` on the same volume as the upload directory gets an atomic
+        rename; a storage with local paths (``path()``) on another volume a streamed save to a
+        temporary name and a rename; any other storage (S3 through django-storages, say) a
+        streamed save, which must make the object visible only when whole (S3 does)."""
         return self._get("FINAL_STORAGE", None)
 
     @property
     def FINAL_NAME_TEMPLATE(self) -> str:
+        """Name of the file in the final storage.
+
+        It must contain ``{upload_id}``, which keeps every name unique and makes a retried
+        hand-off safe; ``{filename}`` is the client's filename."""
         return self._get("FINAL_NAME_TEMPLATE", "chunky_redis/{upload_id}/{filename}")
 
     # -- lifetimes -----------------------------------------------------------
     @property
     def EXPIRATION(self) -> timedelta:
+        """Lifetime of an upload from its creation."""
         return as_timedelta(self._get("EXPIRATION", timedelta(days=1)))
 
     @property
     def SLIDING_EXPIRATION(self) -> bool:
+        """When on, every accepted chunk moves the expiry to now + ``CHUNKY_REDIS_EXPIRATION``."""
         return bool(self._get("SLIDING_EXPIRATION", False))
 
     @property
@@ -89,75 +119,122 @@ class Settings:
 
     @property
     def COMPLETED_RETENTION(self) -> timedelta:
+        """How long complete and failed records stay readable."""
         return as_timedelta(self._get("COMPLETED_RETENTION", timedelta(days=7)))
 
     @property
     def LOCK_TIMEOUT(self) -> timedelta:
+        """Lifetime of the per-upload lock; a writer renews it every third of this while it
+        writes.
+
+        After a crashed request, the upload is free again after this long. It must be longer
+        than the slowest client takes to send one ``CHUNKY_REDIS_BLOCK_SIZE`` block."""
         return as_timedelta(self._get("LOCK_TIMEOUT", timedelta(seconds=30)))
 
     @property
     def LOCK_REQUEST_TIMEOUT(self) -> timedelta:
-        """A lock request reaching Redis later than this after it was sent takes no lock."""
+        """A lock request that reaches Redis later than this after it was sent takes no lock.
+
+        The limit is the Redis client's socket timeout when that is shorter; the request then
+        answers 503, since its sender has given up. Measured on Redis's clock (see the
+        architecture page for clock skew)."""
         return as_timedelta(self._get("LOCK_REQUEST_TIMEOUT", timedelta(seconds=5)))
 
     @property
     def FINALIZE_LEASE(self) -> timedelta:
-        """How long a dead worker keeps an upload's finalization from others (renewed
-        every third of it while the worker lives)."""
+        """How long a dead worker keeps an upload's finalization from others.
+
+        A live worker renews the lease every third of it, however long the hand-off takes.
+        Keep it above your worst pause of a worker (a long GC or a frozen VM), or two workers
+        may hand off at once (still harmless: the name is the upload's own and only the status
+        winner signals)."""
         return as_timedelta(self._get("FINALIZE_LEASE", timedelta(seconds=30)))
 
     @property
     def REQUEUE_AFTER(self) -> timedelta:
-        """An upload in processing that no worker is finalizing is queued again this long
-        after it was last queued (by a retried completion, or by the sweeper)."""
+        """An upload in ``processing`` that no worker holds the lease of is queued again (by a
+        retried completion, or by the sweeper) once it was queued this long ago.
+
+        Shorter recovers lost hand-offs sooner; a task still waiting in a backlog may then run
+        twice, which is harmless."""
         return as_timedelta(self._get("REQUEUE_AFTER", timedelta(minutes=1)))
 
     @property
     def FINALIZE_MAX_RETRIES(self) -> int:
+        """How many times finalization retries transient errors (Redis, storage), with
+        exponential backoff, before the upload is marked ``failed``."""
         return self._get("FINALIZE_MAX_RETRIES", 8)
 
     @property
     def SWEEP_INTERVAL(self) -> timedelta:
+        """How often the bundled beat schedule runs the sweeper."""
         return as_timedelta(self._get("SWEEP_INTERVAL", timedelta(minutes=5)))
 
     @property
     def ORPHAN_GRACE(self) -> timedelta:
-        """A chunk file with no record is only swept once it is this old."""
+        """A chunk file with no record is only removed once it is this old."""
         return as_timedelta(self._get("ORPHAN_GRACE", timedelta(hours=1)))
 
     # -- limits and policy ---------------------------------------------------
     @property
     def MAX_BYTES(self) -> int | None:
+        """Largest allowed file; ``None`` is no limit.
+
+        A larger declared total (or body, without Content-Range) is refused with
+        ``400 too_large`` before anything is written. The view hook ``get_max_bytes()`` can
+        decide per request."""
         return self._get("MAX_BYTES", None)
 
     @property
     def MAX_UPLOADS_IN_FLIGHT(self) -> int | None:
-        """Per owner: uploads begun and neither completed nor expired (429 beyond)."""
+        """How many uploads one owner may have in flight: begun and neither completed nor
+        expired; ``None`` is no limit.
+
+        One more is refused with ``429 too_many_uploads`` before a byte is written. An
+        abandoned upload counts until it expires (``CHUNKY_REDIS_EXPIRATION``). The owner is the
+        user's pk; anonymous users all share one owner, so for them the quota is one pool for
+        every anonymous client together. Override the view's ``get_quota(request)`` to vary it."""
         return self._get("MAX_UPLOADS_IN_FLIGHT", None)
 
     @property
     def MAX_BYTES_IN_FLIGHT(self) -> int | None:
-        """Per owner: the sum of the sizes of those uploads (413 beyond)."""
+        """The most bytes (declared sizes) one owner's uploads in flight may hold together;
+        ``None`` is no limit.
+
+        An upload that would pass it is refused with ``413 quota_exceeded`` (before a byte is
+        written when its size is declared; a multipart body without Content-Range once it is
+        read, and its bytes are then dropped). Owners are counted as for
+        ``CHUNKY_REDIS_MAX_UPLOADS_IN_FLIGHT``."""
         return self._get("MAX_BYTES_IN_FLIGHT", None)
 
     @property
     def MAX_JSON_BODY(self) -> int:
+        """Largest JSON-format chunk body in bytes (that format spends about 4 bytes per byte)."""
         return self._get("MAX_JSON_BODY", 32 << 20)
 
     @property
     def CHECKSUM_ALGORITHM(self) -> str:
+        """One of ``md5``, ``sha1``, ``sha256``, ``sha512``; the completion field is named after it."""
         return self._get("CHECKSUM_ALGORITHM", "md5")
 
     @property
     def ALLOW_ANONYMOUS(self) -> bool:
+        """Accept uploads from anonymous users (the bundled site turns it on).
+
+        The random 128-bit upload id is then the only capability, as in tus."""
         return bool(self._get("ALLOW_ANONYMOUS", False))
 
     @property
     def VERIFY_STORED_BYTES(self) -> bool:
+        """Make the task re-read the stored file and verify its checksum, instead of trusting
+        the digest computed while receiving.
+
+        Catches corruption at rest, at the cost of reading the file once."""
         return bool(self._get("VERIFY_STORED_BYTES", False))
 
     @property
     def TASK_QUEUE(self) -> str | None:
+        """Queue for ``finalize_upload``; ``None`` is Celery's default queue."""
         return self._get("TASK_QUEUE", None)
 
 

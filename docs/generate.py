@@ -141,7 +141,7 @@ def render_settings() -> str:
     for name, prop in settings_properties():
         doc = inspect.cleandoc(prop.__doc__ or "(undocumented)")
         parts.append(
-            f"### `{PREFIX}{name}`\n\n{_type(prop)}, default {_default(name, prop)}.\n\n{_md(doc)}\n"
+            f"## `{PREFIX}{name}`\n\n{_type(prop)}, default {_default(name, prop)}.\n\n{_md(doc)}\n"
         )
     return "\n".join(parts)
 
@@ -274,7 +274,7 @@ def render_checks() -> str:
         message = messages[0]
         hint = f"\n\nHint: {message.hint}" if message.hint else ""
         parts.append(
-            f"### `{check_id}`\n\n{_level(check_id)}. For example with {_example_settings(example)}:\n\n"
+            f"## `{check_id}`\n\n{_level(check_id)}. For example with {_example_settings(example)}:\n\n"
             f"```text\n{message.msg}{hint}\n```\n"
         )
     return "\n".join(parts)
@@ -305,7 +305,7 @@ def rendered_page(name: str) -> tuple[Path, str, str]:
     if not pattern.search(text):
         raise SystemExit(f"{page}: the markers of the generated part {name!r} are missing")
     body = render()
-    note = f"<!-- Written by docs/generate.py from the code: edit the code, then run it. -->\n\n"
+    note = "<!-- Written by docs/generate.py from the code: edit the code, then run it. -->\n\n"
     new = pattern.sub(lambda m: m.group(1) + note + body + "\n" + m.group(2), text)
     return path, text, new
 

@@ -68,7 +68,7 @@ def parse_examples(text: str) -> list[Example]:
         _message(m.group(1), text.count("\n", 0, m.start()) + 1) for m in HTTP_BLOCK.finditer(text)
     ]
     examples = []
-    for request, response in zip(messages[::2], messages[1::2]):
+    for request, response in zip(messages[::2], messages[1::2], strict=False):
         assert not request.start.startswith("HTTP/"), f"line {request.line}: a request expected"
         assert response.start.startswith("HTTP/"), f"line {response.line}: a response expected"
         examples.append(Example(request, response))
@@ -202,7 +202,7 @@ def test_every_setting_is_on_the_page():
     names = [name for name, _ in generator.settings_properties()]
     assert len(names) > 20
     for name in names:
-        assert f"### `CHUNKY_REDIS_{name}`" in page
+        assert f"## `CHUNKY_REDIS_{name}`" in page
 
 
 def test_every_check_id_has_an_example():
@@ -214,7 +214,7 @@ def test_every_check_id_has_an_example():
     )
     page = (DOCS / "reference" / "checks.md").read_text()
     for check_id in in_source:
-        assert f"### `{check_id}`" in page
+        assert f"## `{check_id}`" in page
 
 
 def test_error_table_names_every_code_the_package_sends():

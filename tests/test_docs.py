@@ -229,3 +229,24 @@ def test_error_table_names_every_code_the_package_sends():
     assert {"not_found", "offset_mismatch", "total_changed", "csrf_failed"} <= codes
     assert codes - listed == set(), "codes the table does not explain"
     assert listed - codes == set(), "codes the table names that the package never sends"
+
+
+# -- the architecture diagram -----------------------------------------------------------------
+
+# Plumbing every Django app has; the diagram names the modules that hold the design.
+NOT_IN_DIAGRAM = {"__init__.py", "__main__.py", "apps.py"}
+
+
+def test_layer_diagram_names_every_module_and_only_modules():
+    """The diagram of the layers names each module of the package once it exists, and no other."""
+    package = DOCS.parent / "chunky_redis"
+    text = (DOCS / "architecture.md").read_text()
+    diagram = text.split("## The layers", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    named = set(re.findall(r"\b(\w+\.py)\b", diagram))
+    modules = {
+        path.name
+        for path in package.rglob("*.py")
+        if not ({"client", "management"} & set(path.relative_to(package).parts[:-1]))
+    } - NOT_IN_DIAGRAM
+    assert modules - named == set(), "modules the diagram of the layers leaves out"
+    assert named - modules == set(), "the diagram names modules that do not exist"

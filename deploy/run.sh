@@ -16,10 +16,12 @@ if [ -n "${REDIS_URL:-}" ]; then
   if [ -z "${SECRET_KEY:-}" ]; then
     # For development only: one random key per checkout, kept in var/ so sessions survive a
     # restart. Production sets SECRET_KEY itself; the settings refuse to start without it.
-    [ -s var/secret_key ] || python -c 'import secrets; print(secrets.token_urlsafe(50))' > var/secret_key
-    SECRET_KEY="$(cat var/secret_key)"
+    keyfile="${CHUNKY_VAR_DIR:-var}/secret_key"
+    mkdir -p "$(dirname "$keyfile")"
+    [ -s "$keyfile" ] || python -c 'import secrets; print(secrets.token_urlsafe(50))' > "$keyfile"
+    SECRET_KEY="$(cat "$keyfile")"
     export SECRET_KEY
-    echo "chunky_redis: SECRET_KEY not set; using the development key in var/secret_key"
+    echo "chunky_redis: SECRET_KEY not set; using the development key in $keyfile"
   fi
 else
   echo "chunky_redis: no REDIS_URL, using the embedded fakeredis and eager tasks (one process; for trying it out)"

@@ -38,6 +38,21 @@ def parse_procfile(text: str) -> dict[str, str]:
     return {m.group(1): m.group(2) for line in text.splitlines() if (m := _LINE.match(line))}
 
 
+_ASSIGNMENTS = re.compile(r"((?:[A-Za-z_][A-Za-z0-9_]*=\S*\s+)*)(.*)", re.S)
+
+
+def shell_line(command: str) -> str:
+    """``A=1 cmd args`` as ``export A=1; exec cmd args``: the command replaces the shell.
+
+    With `exec`, the process the supervisor watches and signals is the command itself (gunicorn's
+    master, Celery's main process), not a shell waiting for it. A POSIX shell cannot `exec` a
+    line that starts with variable assignments, hence the export.
+    """
+    assignments, rest = _ASSIGNMENTS.fullmatch(command.strip()).groups()
+    prefix = f"export {assignments.strip()}; " if assignments.strip() else ""
+    return f"{prefix}exec {rest}"
+
+
 def log(message: str) -> None:
     print(f"supervise: {message}", file=sys.stderr, flush=True)
 
@@ -99,7 +114,7 @@ class Supervisor:
         # stops each process group in order instead of every process getting SIGINT at once
         # (Celery treats a second SIGINT as "cold shutdown now").
         child.proc = subprocess.Popen(
-            ["/bin/sh", "-c", f"exec {child.command}"], start_new_session=True
+            ["/bin/sh", "-c", shell_line(child.command)], start_new_session=True
         )
         child.started = time.monotonic()
         child.restart_at = None

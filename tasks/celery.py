@@ -12,6 +12,11 @@ from pathlib import Path
 
 from celery import Celery
 
+from chunky_redis.celery_compat import patch_kombu_redis
+
+# A worker must ride out a Redis restart instead of exiting: see chunky_redis/celery_compat.py.
+patch_kombu_redis()
+
 # The bundled site lives in deploy/; make it importable when run from the repository.
 _DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 if _DEPLOY.is_dir() and str(_DEPLOY) not in sys.path:

@@ -18,7 +18,7 @@ import pytest
 from tests.support.processes import REPO, wait_for
 
 sys.path.insert(0, str(REPO / "deploy"))
-from supervise import Backoff, parse_procfile  # noqa: E402
+from supervise import Backoff, parse_procfile, shell_line  # noqa: E402
 
 SLEEPER = f"{sys.executable} -c 'import time; time.sleep(600)'"
 
@@ -81,6 +81,18 @@ def test_procfile_lines():
     text = "# comment\nweb: A=1 gunicorn x  \n\nworker:celery -A tasks worker\nnot a line\n"
     assert parse_procfile(text) == {"web": "A=1 gunicorn x", "worker": "celery -A tasks worker"}
     assert list(parse_procfile((REPO / "Procfile").read_text())) == ["web", "worker", "beat"]
+
+
+def test_commands_run_in_place_of_the_shell():
+    assert shell_line("celery -A tasks beat") == "exec celery -A tasks beat"
+    assert shell_line("A=1 B=x/y gunicorn -c c.py") == "export A=1 B=x/y; exec gunicorn -c c.py"
+    # As the Procfile's web line has it: the assignment reaches the process, which is the leader.
+    out = subprocess.run(
+        ["/bin/sh", "-c", shell_line("GREETING=hi sh -c 'echo $GREETING $$'")],
+        capture_output=True,
+        text=True,
+    )
+    assert out.stdout.split()[0] == "hi"
 
 
 def test_backoff_doubles_up_to_its_maximum():

@@ -35,3 +35,16 @@ def test_a_channel_of_a_closed_connection_raises_a_connection_error():
         with pytest.raises(errors) as caught:
             _ = channel.pool  # a new pool: the restore of an unacknowledged message needs one
         assert isinstance(caught.value, redis.exceptions.ConnectionError)
+
+
+def test_beat_touches_its_heartbeat_file_at_every_tick(tmp_path, monkeypatch):
+    from tasks.celery import HeartbeatScheduler, app
+
+    heartbeat = tmp_path / "beat-heartbeat"
+    monkeypatch.setenv("CELERY_BEAT_HEARTBEAT_FILE", str(heartbeat))
+    assert app.conf.beat_scheduler is HeartbeatScheduler
+    scheduler = HeartbeatScheduler(app=app, schedule_filename=str(tmp_path / "schedule"), lazy=True)
+    scheduler.setup_schedule()
+    scheduler.tick()
+    assert heartbeat.exists()
+    scheduler.close()

@@ -269,6 +269,15 @@ def test_make_run_restarts_a_dead_worker_and_keeps_serving(tmp_path, redis_serve
         data = os.urandom(3 * CHUNK + 5)
         wait_complete(run.url, send_upload(run.url, data), data, run.media_root)
 
+        # gunicorn's master and beat: each comes back too; what it had started goes with it.
+        os.kill(web, signal.SIGKILL)
+        wait_for(lambda: len(run.pids("web")) == 2, timeout=10, message="a new web server")
+        wait_for(lambda: healthy(run.url), timeout=30, message="serving again")
+        os.kill(beat, signal.SIGKILL)
+        wait_for(lambda: len(run.pids("beat")) == 2, timeout=10, message="a new beat")
+        assert run.proc.poll() is None and alive(run.pids("worker")[1])
+        web, beat = run.pids("web")[1], run.pids("beat")[1]
+
         # Ctrl-C: everything stops, cleanly, and nothing is left.
         run.proc.send_signal(signal.SIGINT)
         assert run.proc.wait(60) == 0, run.text()[-3000:]

@@ -24,6 +24,11 @@ for any other lost connection; the unacknowledged message stays in kombu's unack
 Redis and is delivered again after the visibility timeout (or, if Redis came back empty, the
 upload is found in ``processing`` by the sweeper). Finalization is idempotent either way.
 
+Upstream: no report of this sequence was found. celery/kombu#582 is the same AttributeError
+from an older path (a gossip channel closed after the transport); celery/kombu#2592 handled a
+sibling (a stale file descriptor's KeyError) the same way, by making it a connection error.
+Drop this module once kombu raises a connection error here itself.
+
 Call :func:`patch_kombu_redis` once where the Celery app is created (``tasks/celery.py`` does).
 """
 

@@ -56,11 +56,18 @@ class Settings:
 
     @property
     def REDIS_SOCKET_TIMEOUT(self) -> timedelta:
-        """How long a Redis reply may take before the request gives up (503)."""
+        """How long a Redis reply may take.
+
+        A request whose reply does not come in time (Redis frozen, a network partition) answers
+        ``503 store_unavailable`` instead of waiting forever. Commands are retried only after a
+        *connection* error (twice, within about 0.3 s: that replaces a pooled connection a Redis
+        restart closed), never after a timeout, when the command may still run once Redis
+        resumes. With ``CHUNKY_REDIS_REDIS_ALIAS`` the django-redis client's own options apply."""
         return as_timedelta(self._get("REDIS_SOCKET_TIMEOUT", timedelta(seconds=5)))
 
     @property
     def REDIS_CONNECT_TIMEOUT(self) -> timedelta:
+        """How long connecting to Redis may take."""
         return as_timedelta(self._get("REDIS_CONNECT_TIMEOUT", timedelta(seconds=2)))
 
     # -- storage -------------------------------------------------------------

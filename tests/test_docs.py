@@ -54,7 +54,7 @@ class Example:
 
 def _message(block: str, line: int) -> Message:
     head, _, body = block.partition("\n\n")
-    start, *header_lines = head.split("\n")
+    start, *header_lines = head.strip("\n").split("\n")
     headers = {}
     for header in header_lines:
         name, _, value = header.partition(":")

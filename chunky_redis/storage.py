@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -46,17 +47,40 @@ _pool_pid = 0
 _pool_lock = threading.Lock()
 
 
+def _gevent_patched() -> bool:
+    """Whether gevent has monkey-patched threading here (gunicorn's gevent worker does)."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("threading")
+
+
 def _hash_pool() -> ThreadPoolExecutor:
-    """One small pool per process (created after a server forks its workers)."""
+    """One small pool per process (created after a server forks its workers).
+
+    Under gevent a patched ThreadPoolExecutor would run its jobs as greenlets
+    on the hub, one at a time and blocking every other connection of the
+    worker; gevent's own executor keeps native threads (and its futures wait
+    cooperatively), so hashing and fdatasync run beside the hub.
+    """
     global _pool, _pool_pid
     if _pool is None or _pool_pid != os.getpid():
         with _pool_lock:
             if _pool is None or _pool_pid != os.getpid():
-                _pool, _pool_pid = (
-                    ThreadPoolExecutor(max_workers=4, thread_name_prefix="chunky-hash"),
-                    os.getpid(),
-                )
+                if _gevent_patched():
+                    from gevent.threadpool import ThreadPoolExecutor as NativePool
+
+                    _pool = NativePool(max_workers=4)
+                else:
+                    _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="chunky-hash")
+                _pool_pid = os.getpid()
     return _pool
+
+
+def _fdatasync(fd: int) -> None:
+    """fdatasync can wait for the disk for long: under gevent, never on the hub."""
+    if _gevent_patched():
+        _hash_pool().submit(os.fdatasync, fd).result()
+    else:
+        os.fdatasync(fd)
 
 
 class ChunkStorage:
@@ -193,7 +217,7 @@ class ChunkWriter:
     def close(self, *, sync: bool = True) -> None:
         try:
             if sync and self.fsync and self.written:
-                os.fdatasync(self.fd)  # meanwhile the last block is still being hashed
+                _fdatasync(self.fd)  # meanwhile the last block is still being hashed
             self._wait_hash()
         except OSError as e:
             raise StorageError(f"Cannot flush the chunk: {e.strerror}.") from e

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -207,3 +208,20 @@ def resume(site: SiteProcess, client: SlowClient) -> int:
     )
     assert response.status_code in (200, 409), response.text
     return response.status_code
+
+
+def test_a_restart_does_not_wait_for_idle_keep_alive_connections(env):
+    """gunicorn's gevent worker waits graceful_timeout (60 s) for connections between requests;
+    the service's worker closes them at once, as the threaded worker did."""
+    site = SiteProcess(env).start()
+    try:
+        sessions = [requests.Session() for _ in range(3)]
+        for session in sessions:
+            assert session.get(site.url + "/healthz", timeout=PATIENCE).status_code == 200
+        started = time.monotonic()
+        os.killpg(site.proc.pid, signal.SIGTERM)
+        site.proc.wait(timeout=PATIENCE)
+        assert time.monotonic() - started < 30
+    finally:
+        site.kill(signal.SIGKILL)
+        site.stop()

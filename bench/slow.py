@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from .client import Connection, Tus, check, upload
 from .servers import Server, tree
 
-CROWD_BODY = 1 << 30  # declared body length: never reached at 1 byte/s
+CROWD_BODY = 64 << 20  # declared body length: never reached at 1 byte/s, below nginx's 128m cap
 TIMEOUT = 10.0  # seconds one status read may take before it counts as a timeout
 
 
@@ -103,10 +103,19 @@ def _crowd(url: str, dialect: str, n: int, seconds: float, ready, stop, out) -> 
                 pass  # the server is not reading: that is its business
             except OSError:
                 lost += 1
-    for s in socks:  # a reset, as clients that vanish
+    waiting = 0  # connections the server still reads from (it neither answered nor closed them)
+    for s in socks:
+        try:
+            s.recv(1)
+        except BlockingIOError:
+            waiting += 1
+        except OSError:
+            pass
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        s.close()
-    out.put({"opened": len(socks), "failed": failed, "sends": sends, "lost": lost})
+        s.close()  # a reset, as clients that vanish
+    out.put(
+        {"opened": len(socks), "failed": failed, "sends": sends, "lost": lost, "waiting": waiting}
+    )
 
 
 def status_target(server: Server) -> tuple[str, str, dict]:
@@ -224,7 +233,8 @@ def table(records: list[dict], labels: dict[str, str], sizes: dict) -> str:
         "connection.",
         "",
         "| server | status p50 / p99 alone | status p50 / p99 with the crowd | reads failed "
-        "| upload alone | upload with the crowd | ratio | KiB per slow connection | connections open |",
+        "| upload alone | upload with the crowd | ratio | KiB per slow connection "
+        "| connections open / still waiting at the end |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
@@ -242,7 +252,7 @@ def table(records: list[dict], labels: dict[str, str], sizes: dict) -> str:
             f"| {f('status_p50_ms')} / {f('status_p99_ms')} "
             f"| {r.get('status_timeouts', 0)} of {r.get('status_reads', 0)} "
             f"| {f('unloaded_mb_s', 0)} | {upload} | {f('upload_ratio', 2)} "
-            f"| {f('kib_per_conn', 1)} | {r.get('opened', 0)} |"
+            f"| {f('kib_per_conn', 1)} | {r.get('opened', 0)} / {r.get('waiting', 0)} |"
         )
     return "\n".join(lines)
 
@@ -273,5 +283,6 @@ def _summary(r: dict) -> str:
     return (
         f"status p99 {r.get('status_p99_ms', 0):.0f} ms ({r.get('status_timeouts', 0)} timeouts), "
         f"upload {r.get('mb_s', 0):.0f} of {r.get('unloaded_mb_s', 0):.0f} MB/s, "
-        f"{r['kib_per_conn']:.1f} KiB/conn, {r.get('opened', 0)} open"
+        f"{r['kib_per_conn']:.1f} KiB/conn, {r.get('opened', 0)} open, "
+        f"{r.get('waiting', 0)} still waiting at the end"
     )

@@ -8,15 +8,34 @@ the first one's lease was lost (a Redis restart without persistence drops it).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import subprocess
 import threading
+from pathlib import Path
 
 import pytest
+import redis
 
 from chunky_redis import finalize as finalize_module
 from chunky_redis.finalize import _finalize_under_lease, finalize
 from chunky_redis.runtime import get_storage
 from chunky_redis.store import COMPLETE, FAILED, PROCESSING
+from tests.support.api import LiveApi
+from tests.support.processes import (
+    BIN,
+    REPO,
+    SiteProcess,
+    WorkerProcess,
+    live_env,
+    read_signals,
+    wait_for,
+)
 from tests.test_finalize import complete, named, payload, put_chunks
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
 
 
 @pytest.fixture
@@ -134,3 +153,48 @@ def test_a_failure_is_signalled_once_too(store, processing, signal_log):
     assert named(signal_log, "upload_failed") == [
         {"upload_id": processing.upload_id, "reason": "first"}
     ]
+
+
+@pytest.mark.slow
+def test_real_workers_past_a_lost_lease_signal_once(tmp_path):
+    """Real processes: worker child A hands the file off and stalls before the status
+    change (GatedUrlStorage); its lease is lost; the task is delivered again and child B
+    finishes the upload; then A goes on, loses the status change and sends nothing."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env = live_env(
+        tmp_path,
+        CHUNKY_TEST_FINAL_STORAGE="tests.support.receivers.GatedUrlStorage",
+        CHUNKY_TEST_GATE_DIR=str(gate),
+    )
+    data = payload(300_000)
+    with SiteProcess(env, workers=1) as site, WorkerProcess(env, concurrency=2) as worker:
+        api = LiveApi(site.url)
+        reply = api.put("/upload/", data, content_range=f"bytes 0-{len(data) - 1}/{len(data)}")
+        assert reply.status == 200, reply.body
+        upload_id = reply.data["upload_id"]
+        assert api.post_json(f"/upload/{upload_id}/", {"md5": md5(data)}).status == 200
+        wait_for(lambda: (gate / "paused").exists(), message="worker A to stall")
+        prefix = env["CHUNKY_TEST_KEY_PREFIX"]
+        client = redis.Redis.from_url(env["REDIS_URL"])
+        assert client.delete(f"{prefix}:{{{upload_id}}}:finalize") == 1  # A's lease is lost
+        call = subprocess.run(
+            [str(BIN / "celery"), "-A", "tasks", "call", "chunky_redis.finalize_upload",
+             "--args", json.dumps([upload_id]), "--queue", env["CHUNKY_TEST_QUEUE"]],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert call.returncode == 0, call.stderr
+        done = wait_for(
+            lambda: (s := api.get(f"/upload/{upload_id}/").data)["status"] == "complete" and s,
+            message="worker B to complete the upload",
+        )
+        (gate / "resume").touch()
+        # A finishes its task: "skipped", since B already moved the status.
+        wait_for(
+            lambda: worker.log_text().count("succeeded") >= 2,
+            message="both deliveries to finish",
+        )
+        assert "'skipped'" in worker.log_text() and "'complete'" in worker.log_text()
+    completed = [s for s in read_signals(env) if s["signal"] == "upload_completed"]
+    assert [s["upload_id"] for s in completed] == [upload_id]
+    assert (Path(env["MEDIA_ROOT"]) / done["final_name"]).read_bytes() == data

@@ -35,7 +35,7 @@ bench: $(STAMP)
 # the store and finalization must make a fast unit test fail. Results stay in mutants/;
 # `$(BIN)/mutmut show <name>` prints one survivor's diff.
 mutate: $(STAMP)
-	CHUNKY_TEST_FUZZ_EXAMPLES=$${CHUNKY_TEST_FUZZ_EXAMPLES:-50} $(BIN)/mutmut run $(MUTMUT_ARGS)
+	CHUNKY_TEST_FUZZ_EXAMPLES=$${CHUNKY_TEST_FUZZ_EXAMPLES:-20} $(BIN)/mutmut run $(MUTMUT_ARGS)
 	$(BIN)/mutmut results
 
 lint: $(STAMP)

@@ -1,0 +1,100 @@
+"""Edges of finalization that `make mutate` found unguarded: permissions of the final
+file, a leftover at the final name, a FileSystemStorage that customises saving, and
+what a failure records."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+
+from django.core.files.storage import FileSystemStorage
+
+from chunky_redis import finalize as finalize_module
+from chunky_redis.finalize import Outcome, fail_upload, finalize
+from chunky_redis.runtime import get_storage, get_store
+from chunky_redis.store import FAILED, PROCESSING
+from tests.test_finalize import payload, processing_upload
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def test_a_renamed_file_gets_the_storage_permissions(chunky, store):
+    chunky.FILE_UPLOAD_PERMISSIONS = 0o604
+    data = payload(1000)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    assert finalize(upload_id).status == "complete"
+    final = os.path.join(chunky.MEDIA_ROOT, store.get(upload_id).final_name)
+    assert stat.S_IMODE(os.stat(final).st_mode) == 0o604
+
+
+def test_uploads_sharing_a_final_folder_both_complete(chunky, store):
+    """The folder of the final name may already exist (another upload made it)."""
+    chunky.CHUNKY_REDIS_FINAL_NAME_TEMPLATE = "shared/{upload_id}-{filename}"
+    for n in range(2):
+        data = payload(500, seed=n)
+        upload_id = processing_upload(store, chunky, data, md5(data))
+        assert finalize(upload_id).status == "complete"
+        final = os.path.join(chunky.MEDIA_ROOT, f"shared/{upload_id}-a.txt")
+        with open(final, "rb") as f:
+            assert f.read() == data
+
+
+class CountingStorage(FileSystemStorage):
+    """A FileSystemStorage that customises saving: it must be saved through, not renamed to."""
+
+    saved: list[str] = []
+
+    def _save(self, name, content):
+        CountingStorage.saved.append(name)
+        return super()._save(name, content)
+
+
+def test_a_storage_with_its_own_save_is_saved_through_and_replaces_a_leftover(chunky, store):
+    chunky.CHUNKY_REDIS_FINAL_STORAGE = f"{__name__}.CountingStorage"
+    CountingStorage.saved = []
+    data = payload(3000)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    name = f"chunky_redis/{upload_id}/a.txt"
+    leftover = os.path.join(chunky.MEDIA_ROOT, name)
+    os.makedirs(os.path.dirname(leftover))
+    with open(leftover, "wb") as f:  # half a file, left by a worker that died saving it
+        f.write(data[:1000])
+    assert finalize(upload_id).status == "complete"
+    assert CountingStorage.saved == [name]
+    assert store.get(upload_id).final_name == name  # replaced, not saved beside it
+    with open(leftover, "rb") as f:
+        assert f.read() == data
+    assert os.listdir(os.path.dirname(leftover)) == ["a.txt"]
+
+
+def test_a_failure_records_when_and_keeps_the_record_for_the_retention(chunky):
+    chunky.CHUNKY_REDIS_COMPLETED_RETENTION = 3600  # seconds
+    store = get_store()
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    upload = store.get(upload_id)
+    before = store.now()
+    outcome = finalize_module._fail(upload, store, get_storage(), "the reason")
+    assert outcome == Outcome(FAILED, "the reason")
+    failed = store.get(upload_id)
+    assert (failed.status, failed.reason) == (FAILED, "the reason")
+    assert before <= failed.completed <= store.now()
+    ttl = store.redis.pttl(store.record_key(upload_id))
+    assert 3_500_000 < ttl <= 3_600_000
+    # A second failure of the same upload is refused, and says what the upload is now.
+    assert finalize_module._fail(upload, store, get_storage(), "again") == Outcome(
+        "skipped", FAILED
+    )
+
+
+def test_fail_upload_fails_only_an_upload_in_processing(chunky, store):
+    assert fail_upload("0" * 32, "gone") == Outcome("skipped")
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    assert store.get(upload_id).status == PROCESSING
+    assert fail_upload(upload_id, "gave up") == Outcome(FAILED, "gave up")
+    assert fail_upload(upload_id, "gave up again") == Outcome("skipped")
+    assert store.get(upload_id).reason == "gave up"

@@ -8,6 +8,7 @@ from functools import lru_cache
 import redis as redis_lib
 
 from .conf import conf, milliseconds
+from .quotas import QuotaTracker
 from .storage import ChunkStorage
 from .store import Upload, UploadStore
 from .uploads import Policy, UploadService
@@ -67,8 +68,9 @@ def get_storage() -> ChunkStorage:
 
 
 def get_service() -> UploadService:
+    store = get_store()
     return UploadService(
-        store=get_store(),
+        store=store,
         storage=get_storage(),
         policy=Policy(
             algorithm=conf.CHECKSUM_ALGORITHM,
@@ -76,6 +78,7 @@ def get_service() -> UploadService:
             sliding_expiration=conf.SLIDING_EXPIRATION,
         ),
         on_complete=_enqueue,
+        quotas=QuotaTracker(store.redis, prefix=conf.KEY_PREFIX, clock=store.clock),
     )
 
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import threading
 
+import pytest
 from django.core.files.storage import FileSystemStorage
 
 from chunky_redis import finalize as finalize_module
-from chunky_redis.finalize import Outcome, fail_upload, finalize
+from chunky_redis.finalize import FinalizeBusy, Outcome, fail_upload, finalize
 from chunky_redis.runtime import get_storage, get_store
 from chunky_redis.store import FAILED, PROCESSING
 from tests.test_finalize import payload, processing_upload
@@ -45,10 +47,10 @@ def test_uploads_sharing_a_final_folder_both_complete(chunky, store):
 class CountingStorage(FileSystemStorage):
     """A FileSystemStorage that customises saving: it must be saved through, not renamed to."""
 
-    saved: list[str] = []
+    saved: list[tuple[str, str]] = []
 
     def _save(self, name, content):
-        CountingStorage.saved.append(name)
+        CountingStorage.saved.append((name, content.name))
         return super()._save(name, content)
 
 
@@ -63,7 +65,7 @@ def test_a_storage_with_its_own_save_is_saved_through_and_replaces_a_leftover(ch
     with open(leftover, "wb") as f:  # half a file, left by a worker that died saving it
         f.write(data[:1000])
     assert finalize(upload_id).status == "complete"
-    assert CountingStorage.saved == [name]
+    assert CountingStorage.saved == [(name, "a.txt")]  # the content carries the file's own name
     assert store.get(upload_id).final_name == name  # replaced, not saved beside it
     with open(leftover, "rb") as f:
         assert f.read() == data
@@ -98,3 +100,47 @@ def test_fail_upload_fails_only_an_upload_in_processing(chunky, store):
     assert fail_upload(upload_id, "gave up") == Outcome(FAILED, "gave up")
     assert fail_upload(upload_id, "gave up again") == Outcome("skipped")
     assert store.get(upload_id).reason == "gave up"
+
+
+def test_finalize_skips_what_is_not_processing_and_says_why(chunky, store):
+    assert finalize("0" * 32) == Outcome("skipped", "missing")
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    assert finalize(upload_id).status == "complete"
+    assert finalize(upload_id) == Outcome("skipped", "complete")
+
+
+def test_a_busy_upload_names_itself(chunky, store):
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    assert store.take_lease(upload_id, "another worker", 60_000)
+    with pytest.raises(FinalizeBusy) as busy:
+        finalize(upload_id)
+    assert busy.value.args == (upload_id,)
+
+
+def test_an_upload_without_a_filename_is_named_upload(chunky, store):
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    store.redis.hset(store.record_key(upload_id), "filename", "")
+    assert finalize(upload_id).status == "complete"
+    assert store.get(upload_id).final_name == f"chunky_redis/{upload_id}/upload"
+
+
+def test_the_lease_is_renewed_by_a_named_daemon_thread_that_ends_with_it(
+    chunky, store, monkeypatch
+):
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    seen: list[threading.Thread] = []
+    real = finalize_module._hand_off
+
+    def look(*args):
+        seen.extend(t for t in threading.enumerate() if t.name == f"chunky-lease-{upload_id}")
+        return real(*args)
+
+    monkeypatch.setattr(finalize_module, "_hand_off", look)
+    assert finalize(upload_id).status == "complete"
+    [renewer] = seen
+    assert renewer.daemon  # a worker that exits is never held up by a renewal
+    assert not renewer.is_alive()  # joined before finalize() returned

@@ -12,6 +12,7 @@ import pytest
 from chunky_redis import exceptions as exc
 from chunky_redis.http import ByteRange
 from chunky_redis.runtime import get_service
+from chunky_redis.session import clean_checksum
 from chunky_redis.store import PROCESSING, UPLOADING
 from chunky_redis.uploads import UploadService
 
@@ -68,6 +69,7 @@ def test_a_whole_file_whose_queueing_fails_keeps_its_bytes(service, chunky):
             raise
     upload_id = session.upload_id
     assert service.store.get(upload_id).status == UPLOADING
+    assert session.upload.status == UPLOADING
     path = Path(chunky.CHUNKY_REDIS_UPLOAD_DIR) / f"{upload_id}.part"
     assert path.read_bytes() == data
     service.on_complete = lambda upload: None
@@ -90,3 +92,40 @@ def test_overflow_errors_say_which_limit(service):
         session.write(data)
     assert "100 bytes" in mismatch.value.detail
     session.abort()
+
+
+def test_checksums_are_cleaned_and_their_errors_name_the_algorithm():
+    assert clean_checksum("  ABCdef0123 ", "md5") == "abcdef0123"
+    for missing in ("", "   ", None):
+        with pytest.raises(exc.MissingChecksum) as error:
+            clean_checksum(missing, "sha256")
+        assert "sha256" in error.value.detail
+    with pytest.raises(exc.ChecksumMismatch) as error:
+        clean_checksum("abcxyz", "sha256")
+    assert error.value.code == "bad_checksum"
+    assert "sha256" in error.value.detail and "hexadecimal" in error.value.detail
+
+
+def test_completion_names_the_algorithm_of_a_missing_checksum(service):
+    data = os.urandom(100)
+    session = whole(service, data)
+    session.write(data)
+    upload = session.finish()
+    with pytest.raises(exc.MissingChecksum) as error:
+        service.complete(owner="", upload_id=upload.upload_id, checksum="")
+    assert "md5" in error.value.detail
+
+
+def test_a_completion_that_lost_its_lock_says_so(service, monkeypatch):
+    """The lock lapsed between taking it and marking the upload: 409 lock_lost, not
+    already_complete, and the upload is still there to complete."""
+    data = os.urandom(100)
+    session = whole(service, data)
+    session.write(data)
+    upload = session.finish()
+    monkeypatch.setattr(service.store, "mark_processing", lambda *args: "lost")
+    with pytest.raises(exc.LockLost):
+        service.complete(
+            owner="", upload_id=upload.upload_id, checksum=hashlib.md5(data).hexdigest()
+        )
+    assert service.store.get(upload.upload_id).status == UPLOADING

@@ -144,3 +144,36 @@ def test_the_lease_is_renewed_by_a_named_daemon_thread_that_ends_with_it(
     [renewer] = seen
     assert renewer.daemon  # a worker that exits is never held up by a renewal
     assert not renewer.is_alive()  # joined before finalize() returned
+
+
+def test_missing_bytes_fail_with_the_reason(chunky, store):
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    get_storage().delete(upload_id)
+    outcome = finalize(upload_id)  # no exception, no retry: a plain failure
+    assert outcome.status == FAILED
+    assert outcome.reason.startswith("The uploaded bytes are missing")
+    assert store.get(upload_id).reason == outcome.reason
+
+
+class NoUrlStorage(FileSystemStorage):
+    def url(self, name):
+        raise NotImplementedError("this storage serves no URLs")
+
+
+def test_a_storage_without_urls_completes_with_an_empty_url(chunky, store):
+    chunky.CHUNKY_REDIS_FINAL_STORAGE = f"{__name__}.NoUrlStorage"
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    assert finalize(upload_id) == Outcome("complete")
+    assert store.get(upload_id).final_url == ""
+
+
+def test_a_completed_record_is_kept_for_the_retention(chunky):
+    chunky.CHUNKY_REDIS_COMPLETED_RETENTION = 3600  # seconds
+    store = get_store()
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    store.redis.pexpire(store.record_key(upload_id), 60_000)  # as a processing record might be
+    assert finalize(upload_id).status == "complete"
+    assert 3_500_000 < store.redis.pttl(store.record_key(upload_id)) <= 3_600_000

@@ -13,6 +13,7 @@ import pytest
 from django.core.files.storage import FileSystemStorage
 
 from chunky_redis import finalize as finalize_module
+from chunky_redis.checksums import ResumableHash
 from chunky_redis.finalize import FinalizeBusy, Outcome, fail_upload, finalize
 from chunky_redis.runtime import get_storage, get_store
 from chunky_redis.store import FAILED, PROCESSING
@@ -177,3 +178,22 @@ def test_a_completed_record_is_kept_for_the_retention(chunky):
     store.redis.pexpire(store.record_key(upload_id), 60_000)  # as a processing record might be
     assert finalize(upload_id).status == "complete"
     assert 3_500_000 < store.redis.pttl(store.record_key(upload_id)) <= 3_600_000
+
+
+def test_completion_forgets_the_checksum_state(chunky, store):
+    data = payload(100)
+    state = ResumableHash("md5", None)
+    state.update(data)
+    upload_id = processing_upload(store, chunky, data, md5(data), hash_state=state.serialize())
+    assert finalize(upload_id).status == "complete"
+    assert store.get(upload_id).hash_state == b""  # no use once complete: not kept for days
+
+
+def test_a_mismatch_of_the_received_bytes_says_so(chunky, store):
+    data = payload(100)
+    other = ResumableHash("md5", None)
+    other.update(b"something else")
+    upload_id = processing_upload(store, chunky, data, md5(data), hash_state=other.serialize())
+    outcome = finalize(upload_id)
+    assert outcome.status == FAILED
+    assert outcome.reason.startswith("The md5 of the received bytes (")

@@ -64,7 +64,7 @@ class ChunkSession:
             return exc.LengthMismatch(
                 f"The body carries more than the {self.byte_range.length} bytes its Content-Range announces."
             )
-        return exc.TooLarge("The file exceeds the size limit.")
+        return exc.TooLarge()  # its default detail: "The file exceeds the size limit."
 
     def _heartbeat(self) -> None:
         # Renew the lock well before it can lapse; a writer that lost it must

@@ -78,6 +78,7 @@ def test_a_failure_records_when_and_keeps_the_record_for_the_retention(chunky):
     store = get_store()
     data = payload(100)
     upload_id = processing_upload(store, chunky, data, md5(data))
+    store.redis.pexpire(store.record_key(upload_id), 60_000)  # as a processing record might be
     upload = store.get(upload_id)
     before = store.now()
     outcome = finalize_module._fail(upload, store, get_storage(), "the reason")

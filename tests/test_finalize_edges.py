@@ -15,6 +15,7 @@ from django.core.files.storage import FileSystemStorage
 from chunky_redis import finalize as finalize_module
 from chunky_redis.checksums import ResumableHash
 from chunky_redis.finalize import FinalizeBusy, Outcome, fail_upload, finalize
+from chunky_redis.handoff import temp_name_for
 from chunky_redis.runtime import get_storage, get_store
 from chunky_redis.store import FAILED, PROCESSING
 from tests.test_finalize import payload, processing_upload
@@ -55,22 +56,26 @@ class CountingStorage(FileSystemStorage):
         return super()._save(name, content)
 
 
-def test_a_storage_with_its_own_save_is_saved_through_and_replaces_a_leftover(chunky, store):
+def test_a_storage_with_its_own_save_is_saved_through_and_replaces_leftovers(chunky, store):
     chunky.CHUNKY_REDIS_FINAL_STORAGE = f"{__name__}.CountingStorage"
     CountingStorage.saved = []
     data = payload(3000)
     upload_id = processing_upload(store, chunky, data, md5(data))
     name = f"chunky_redis/{upload_id}/a.txt"
-    leftover = os.path.join(chunky.MEDIA_ROOT, name)
-    os.makedirs(os.path.dirname(leftover))
-    with open(leftover, "wb") as f:  # half a file, left by a worker that died saving it
-        f.write(data[:1000])
+    temp = temp_name_for(name)
+    folder = os.path.join(chunky.MEDIA_ROOT, os.path.dirname(name))
+    os.makedirs(folder)
+    for leftover in (name, temp):  # half files, left by workers that died saving them
+        with open(os.path.join(chunky.MEDIA_ROOT, leftover), "wb") as f:
+            f.write(data[:1000])
     assert finalize(upload_id).status == "complete"
-    assert CountingStorage.saved == [(name, "a.txt")]  # the content carries the file's own name
-    assert store.get(upload_id).final_name == name  # replaced, not saved beside it
-    with open(leftover, "rb") as f:
+    # Saved through the storage once, under the temporary name (the content carries it),
+    # which replaced the dead attempt's file there; then renamed over the final name.
+    assert CountingStorage.saved == [(temp, os.path.basename(temp))]
+    assert store.get(upload_id).final_name == name
+    with open(os.path.join(chunky.MEDIA_ROOT, name), "rb") as f:
         assert f.read() == data
-    assert os.listdir(os.path.dirname(leftover)) == ["a.txt"]
+    assert os.listdir(folder) == ["a.txt"]
 
 
 def test_a_failure_records_when_and_keeps_the_record_for_the_retention(chunky):
@@ -81,7 +86,7 @@ def test_a_failure_records_when_and_keeps_the_record_for_the_retention(chunky):
     store.redis.pexpire(store.record_key(upload_id), 60_000)  # as a processing record might be
     upload = store.get(upload_id)
     before = store.now()
-    outcome = finalize_module._fail(upload, store, get_storage(), "the reason")
+    outcome = finalize_module._fail(upload, store, "the reason")
     assert outcome == Outcome(FAILED, "the reason")
     failed = store.get(upload_id)
     assert (failed.status, failed.reason) == (FAILED, "the reason")
@@ -89,9 +94,7 @@ def test_a_failure_records_when_and_keeps_the_record_for_the_retention(chunky):
     ttl = store.redis.pttl(store.record_key(upload_id))
     assert 3_500_000 < ttl <= 3_600_000
     # A second failure of the same upload is refused, and says what the upload is now.
-    assert finalize_module._fail(upload, store, get_storage(), "again") == Outcome(
-        "skipped", FAILED
-    )
+    assert finalize_module._fail(upload, store, "again") == Outcome("skipped", FAILED)
 
 
 def test_fail_upload_fails_only_an_upload_in_processing(chunky, store):

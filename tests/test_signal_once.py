@@ -67,7 +67,7 @@ def test_a_failing_step_after_completion_signals_nothing(store, processing, sign
     _finalize_under_lease(processing, store, get_storage())
     storage = get_storage()
     storage.delete(processing.upload_id)  # nothing left in the upload directory either way
-    outcome = finalize_module._fail(stale, store, storage, "late")
+    outcome = finalize_module._fail(stale, store, "late")
     assert outcome.status == "skipped"
     assert store.get(processing.upload_id).status == COMPLETE
     assert named(signal_log, "upload_failed") == []
@@ -147,9 +147,8 @@ def test_a_worker_whose_lease_was_lost_signals_nothing(
 
 def test_a_failure_is_signalled_once_too(store, processing, signal_log):
     stale = store.get(processing.upload_id)
-    storage = get_storage()
-    assert finalize_module._fail(processing, store, storage, "first").status == FAILED
-    assert finalize_module._fail(stale, store, storage, "second").status == "skipped"
+    assert finalize_module._fail(processing, store, "first").status == FAILED
+    assert finalize_module._fail(stale, store, "second").status == "skipped"
     assert named(signal_log, "upload_failed") == [
         {"upload_id": processing.upload_id, "reason": "first"}
     ]

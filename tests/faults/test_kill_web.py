@@ -21,20 +21,23 @@ def run(tmp_path_factory, fault_rows):
     kills, recoveries = 0, []
     with Service(tmp_path_factory.mktemp("kill-web"), lock_timeout=2) as svc:
         # One client at a time, so the worker holding a client connection is the one reading it.
+        # Chunks larger than the server's 1 MiB block, so that some kills land after a block
+        # was written (bytes past the recorded offset) and some before.
         uploads = Uploaders(
             svc,
             1,
-            size=lambda r: r.randint(1 << 20, 3 << 20),
-            chunk_size=512 << 10,
-            rate=2 << 20,
+            size=lambda r: r.randint(3 << 20, 6 << 20),
+            chunk_size=2 << 20,
+            rate=4 << 20,
             deadline=120,
             seed=81,
         ).start()
         client = uploads.clients[0]
         give_up = time.monotonic() + 120 + 12 * wanted
+        strike_at = rnd.randint(64 << 10, (2 << 20) - (64 << 10))
         while kills < wanted and time.monotonic() < give_up:
-            if not (uploads.mid_body(64 << 10) and client.accepted_since("kill")):
-                time.sleep(0.005)
+            if not (uploads.mid_body(strike_at) and client.accepted_since("kill")):
+                time.sleep(0.002)
                 continue
             victim = svc.web_worker_serving()
             if victim is None or not client.in_body.is_set():
@@ -42,6 +45,7 @@ def run(tmp_path_factory, fault_rows):
             victim.send_signal(signal.SIGKILL)
             client.mark("kill")
             kills += 1
+            strike_at = rnd.randint(64 << 10, (2 << 20) - (64 << 10))
             time.sleep(rnd.uniform(0.2, 1.0))
         outcomes = uploads.stop()
         for o in outcomes:

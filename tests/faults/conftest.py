@@ -16,6 +16,10 @@ from pathlib import Path
 import pytest
 
 FULL = os.environ.get("CHUNKY_FAULTS", "short") == "full"
+# Known defects whose fixes are not merged yet are xfail(SHORT, strict=True): in `make test` they
+# are expected to fail (and fail the run once they pass, so the mark gets removed); `make faults`
+# reports them as the failures they are.
+SHORT = not FULL
 RESULTS = os.environ.get("CHUNKY_FAULT_RESULTS")
 
 

@@ -8,6 +8,7 @@ from functools import lru_cache
 import redis as redis_lib
 
 from .conf import conf, milliseconds
+from .quotas import QuotaTracker
 from .storage import ChunkStorage
 from .store import Upload, UploadStore
 from .uploads import Policy, UploadService
@@ -59,6 +60,7 @@ def get_store() -> UploadStore:
         lock_timeout_ms=milliseconds(conf.LOCK_TIMEOUT),
         expired_retention_ms=milliseconds(conf.EXPIRED_RETENTION),
         completed_retention_ms=milliseconds(conf.COMPLETED_RETENTION),
+        lock_request_timeout_ms=milliseconds(conf.LOCK_REQUEST_TIMEOUT),
     )
 
 
@@ -67,15 +69,18 @@ def get_storage() -> ChunkStorage:
 
 
 def get_service() -> UploadService:
+    store = get_store()
     return UploadService(
-        store=get_store(),
+        store=store,
         storage=get_storage(),
         policy=Policy(
             algorithm=conf.CHECKSUM_ALGORITHM,
             expiration_ms=milliseconds(conf.EXPIRATION),
             sliding_expiration=conf.SLIDING_EXPIRATION,
+            requeue_after_ms=milliseconds(conf.REQUEUE_AFTER),
         ),
         on_complete=_enqueue,
+        quotas=QuotaTracker(store.redis, prefix=conf.KEY_PREFIX, clock=store.clock),
     )
 
 

@@ -9,17 +9,22 @@ moves once the bytes are in storage.
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from . import exceptions as exc
 from .checksums import ResumableHash
 from .http import ByteRange
+from .quotas import Quota, QuotaTracker
 from .session import ChunkSession, clean_checksum
 from .storage import ChunkStorage
 from .store import FAILED, PROCESSING, UPLOADING, Upload, UploadStore
+
+logger = logging.getLogger("chunky_redis")
 
 
 @dataclass
@@ -27,6 +32,7 @@ class Policy:
     algorithm: str = "md5"
     expiration_ms: int = 86_400_000
     sliding_expiration: bool = False
+    requeue_after_ms: int = 60_000  # see UploadService.complete()
 
 
 class UploadService:
@@ -37,11 +43,13 @@ class UploadService:
         storage: ChunkStorage,
         policy: Policy,
         on_complete: Callable[[Upload], None],
+        quotas: QuotaTracker | None = None,
     ):
         self.store = store
         self.storage = storage
         self.policy = policy
         self.on_complete = on_complete
+        self.quotas = quotas
 
     # -- reads ---------------------------------------------------------------
     def status(self, *, owner: str, upload_id: str) -> Upload:
@@ -60,6 +68,7 @@ class UploadService:
         length: int | None,
         max_bytes: int | None,
         empty_file_ok: bool = False,
+        quota: Quota | None = None,
     ) -> ChunkSession:
         """Validate a chunk's headers and prepare to write it.
 
@@ -86,6 +95,13 @@ class UploadService:
         if upload_id is None:
             session = self._start_new(owner, byte_range, max_bytes)
             session.allow_empty = empty_file_ok
+            if quota is not None and not quota.unlimited and self.quotas is not None:
+                try:
+                    self.admit(session.upload, quota)  # with its size when known, else 0 for now
+                except BaseException:
+                    session.abort()  # nothing was written: the new file goes
+                    raise
+                session.quota = quota
             return session
         return self._start_existing(owner, upload_id, byte_range, max_bytes)
 
@@ -95,15 +111,24 @@ class UploadService:
         if byte_range is not None and byte_range.start != 0:
             raise exc.OffsetMismatch(0, byte_range.start, "A new upload must start at byte 0.")
         now = self.store.now()
+        upload_id, token = uuid.uuid4().hex, secrets.token_hex(16)
+        if not self.store.claim_new(upload_id, token):  # a fresh uuid4: never taken
+            raise exc.StoreUnavailable("Could not mark the new upload; try again.")
         upload = Upload(
-            upload_id=uuid.uuid4().hex,
+            upload_id=upload_id,
             owner=owner,
             size=byte_range.total if byte_range else 0,
             created=now,
             expires=now + self.policy.expiration_ms,
             algorithm=self.policy.algorithm,
         )
-        return ChunkSession(self, upload, token=None, byte_range=byte_range, max_bytes=max_bytes)
+        try:
+            return ChunkSession(
+                self, upload, token=token, byte_range=byte_range, max_bytes=max_bytes, is_new=True
+            )
+        except BaseException:
+            self.store.release(upload_id, token)
+            raise
 
     def _start_existing(
         self, owner: str, upload_id: str, byte_range: ByteRange | None, max_bytes: int | None
@@ -146,9 +171,17 @@ class UploadService:
         """Check the client's digest against ours and hand the upload to post-processing.
 
         Completing twice never runs the completion twice: the status moves
-        uploading -> processing under the lock, exactly once.
+        uploading -> processing under the lock, exactly once. A retried
+        completion (same checksum) of an upload still in processing, that no
+        worker is finalizing and that was queued more than ``requeue_after_ms``
+        ago, queues it again and answers as the first did: the first hand-off
+        may have been lost (a reply lost, a process killed between marking and
+        queueing). Sooner, it answers already_complete.
         """
         token, upload = self._lock(owner, upload_id)
+        if upload.status == PROCESSING:
+            self.store.release(upload_id, token)
+            return self._complete_again(upload, checksum)
         try:
             _require_uploading(upload)
             if upload.offset < upload.size:
@@ -168,8 +201,51 @@ class UploadService:
         if result != "ok":
             raise exc.AlreadyComplete()
         upload.status, upload.checksum = PROCESSING, checksum
+        self.release_quota(upload)
         self.hand_off(upload)
         return upload
+
+    def _complete_again(self, upload: Upload, checksum: str) -> Upload:
+        checksum = clean_checksum(checksum, upload.algorithm)
+        if not hmac.compare_digest(checksum, upload.checksum):
+            raise exc.AlreadyComplete(status=upload.status)
+        if self.store.requeue(upload.upload_id, self.policy.requeue_after_ms) != "ok":
+            raise exc.AlreadyComplete(status=upload.status)  # being finalized, or just queued
+        self.hand_off(upload)
+        return upload
+
+    # -- quotas (quotas.py) --------------------------------------------------
+    def admit(self, upload: Upload, quota: Quota | None) -> None:
+        """Count a new upload against its owner's quota, or refuse it (429 / 413)."""
+        if quota is None or self.quotas is None:
+            return
+        self.quotas.admit(
+            upload.owner,
+            upload.upload_id,
+            size=upload.size,
+            expires=upload.expires,
+            quota=quota,
+            statuses=self.store.statuses,
+        )
+
+    def release_quota(self, upload: Upload) -> None:
+        """The upload is no longer in flight (completed, or never created)."""
+        if self.quotas is not None:
+            self._best_effort(self.quotas.release, upload.owner, upload.upload_id)
+
+    def touch_quota(self, upload: Upload, expires: int) -> None:
+        """A sliding expiration moved: the upload stays counted until its new expiry."""
+        if self.quotas is not None:
+            self._best_effort(self.quotas.touch, upload.owner, upload.upload_id, expires)
+
+    @staticmethod
+    def _best_effort(update: Callable[..., None], *args: Any) -> None:
+        # The upload's own change is already recorded; a missed index update heals at the
+        # upload's expiry (or at the next refusal), so it must not fail the request.
+        try:
+            update(*args)
+        except exc.StoreUnavailable as e:
+            logger.warning("chunky_redis: quota index not updated for %s: %s", args[1], e)
 
     def hand_off(self, upload: Upload) -> None:
         """Queue post-processing; if that fails, the upload can be completed again."""
@@ -199,6 +275,8 @@ def _raise_for(code: str) -> None:
         raise exc.UploadExpired()
     if code == "locked":
         raise exc.UploadLocked()
+    if code == "late":
+        raise exc.StoreUnavailable("Redis answered too late; try again.")
     raise exc.StoreUnavailable(f"Unexpected answer from the store: {code}.")
 
 

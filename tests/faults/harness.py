@@ -19,7 +19,13 @@ import psutil
 import requests
 
 from tests.support.faultclient import COMPLETE, STUCK, Outcome, RetryingClient
-from tests.support.processes import SiteProcess, WorkerProcess, live_env, read_signals
+from tests.support.processes import (
+    BeatProcess,
+    SiteProcess,
+    WorkerProcess,
+    live_env,
+    read_signals,
+)
 from tests.support.proxy import FaultProxy
 from tests.support.redis_server import RedisServer
 
@@ -55,6 +61,7 @@ class Service:
         self.worker_restarts = 0
         self.site: SiteProcess | None = None
         self.worker: WorkerProcess | None = None
+        self.beat: BeatProcess | None = None
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> Service:
@@ -64,7 +71,10 @@ class Service:
             self.redis_proxy = FaultProxy(("127.0.0.1", self.redis.port)).start()
             redis_port = self.redis_proxy.port
         url = f"redis://127.0.0.1:{redis_port}/0"
-        extra = dict(self.extra_env)
+        # As deployed (deploy/run.sh: gunicorn, a worker and beat), with the sweeper's recovery of
+        # lost hand-offs sped up from minutes to seconds.
+        extra = {"CHUNKY_SWEEP_INTERVAL_SECONDS": "2", "CHUNKY_REQUEUE_AFTER_SECONDS": "5"}
+        extra.update(self.extra_env)
         if self.lock_timeout is not None:
             extra["CHUNKY_LOCK_TIMEOUT_SECONDS"] = str(self.lock_timeout)
         if self.upload_dir is not None:
@@ -74,6 +84,7 @@ class Service:
         self.env = live_env(self.tmp, redis_url=url, **extra)
         self.site = SiteProcess(self.env, workers=self.workers, threads=self.threads).start()
         self.worker = WorkerProcess(self.env).start()
+        self.beat = BeatProcess(self.env).start()
         self.base_url = self.site.url
         if self.want_client_proxy:
             self.client_proxy = FaultProxy(("127.0.0.1", self.site.port)).start()
@@ -84,6 +95,7 @@ class Service:
         for closer in (
             self.client_proxy and self.client_proxy.stop,
             self.worker and self.worker.stop,
+            self.beat and self.beat.stop,
             self.site and self.site.stop,
             self.redis_proxy and self.redis_proxy.stop,
             self.redis.stop,
@@ -106,17 +118,22 @@ class Service:
 
     # -- processes ---------------------------------------------------------------
     def supervise_worker(self) -> bool:
-        """Start a new worker if the last one exited, as a process supervisor would.
+        """Start a new worker or beat if one exited, as a process supervisor would.
 
         Returns True when it had to (the caller notes it: a worker should not exit).
         """
-        assert self.worker is not None
-        if self.worker.proc is not None and self.worker.proc.poll() is None:
-            return False
-        self.worker.stop()
-        self.worker = WorkerProcess(self.env, name="worker-restarted").start()
-        self.worker_restarts += 1
-        return True
+        assert self.worker is not None and self.beat is not None
+        restarted = False
+        if self.beat.proc is not None and self.beat.proc.poll() is not None:
+            self.beat.stop()
+            self.beat = BeatProcess(self.env).start()
+            restarted = True
+        if self.worker.proc is None or self.worker.proc.poll() is not None:
+            self.worker.stop()
+            self.worker = WorkerProcess(self.env, name="worker-restarted").start()
+            restarted = True
+        self.worker_restarts += restarted
+        return restarted
 
     def restart_worker(self, **env: str) -> None:
         assert self.worker is not None

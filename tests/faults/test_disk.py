@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from tests.faults.conftest import SHORT, check, count
+from tests.faults.conftest import check, count
 from tests.faults.harness import Service, Tally, Uploaders, check_outcomes
 from tests.support.processes import wait_for
 
@@ -122,7 +122,6 @@ def test_full_disk(run):
     assert wrong_offsets == 0
 
 
-@pytest.mark.xfail(SHORT, strict=True, reason="issue 8 part 5: /healthz with a full disk (input)")
 def test_healthz_fails_while_the_disk_is_full(run):
     *_, health_while_full = run
     assert all(code == 503 for code in health_while_full)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.faults.conftest import SHORT, check, count
+from tests.faults.conftest import check, count
 from tests.faults.harness import Service, check_outcomes
 from tests.support.processes import wait_for
 
@@ -82,7 +82,6 @@ def test_celery_worker_killed_mid_hand_off(run):
     assert tally.ok, tally.problems
 
 
-@pytest.mark.xfail(SHORT, strict=True, reason="issue 8 part 3: final file only when whole (nobyte)")
 def test_no_half_copied_file_at_the_final_name(run):
     *_, half_visible = run
     assert half_visible == 0

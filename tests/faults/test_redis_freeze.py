@@ -42,7 +42,7 @@ def run(tmp_path_factory, fault_rows):
             svc.redis.thaw()
             for client in uploads.clients:
                 client.mark("thaw")
-            time.sleep(RECOVERY_TARGET * 2)
+            time.sleep(RECOVERY_TARGET + 1)
         outcomes = uploads.stop()
         tally = check_outcomes(svc, outcomes)
     recoveries = [r for o in outcomes for r in o.recoveries]

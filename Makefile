@@ -32,7 +32,7 @@ test: $(STAMP) $(if $(wildcard package.json),node_modules/.installed)
 # processes' logs stay in var/faults-tmp until the next run.
 .PHONY: faults
 faults: $(STAMP) $(if $(wildcard package.json),node_modules/.installed)
-	CHUNKY_FAULTS=full CHUNKY_FAULT_RESULTS=tests/faults/results.json \
+	mkdir -p var && CHUNKY_FAULTS=full CHUNKY_FAULT_RESULTS=tests/faults/results.json \
 	  $(BIN)/python -m pytest -p no:cacheprovider -rxX --basetemp=var/faults-tmp tests/faults $(PYTEST_ARGS); \
 	  status=$$?; \
 	  $(BIN)/python -m tests.faults.report tests/faults/results.json RELIABILITY.md; exit $$status

@@ -19,6 +19,7 @@ import psutil
 import requests
 
 from tests.support.faultclient import COMPLETE, STUCK, Outcome, RetryingClient
+from tests.support.faultredis import RedisServer
 from tests.support.processes import (
     BeatProcess,
     SiteProcess,
@@ -27,7 +28,6 @@ from tests.support.processes import (
     read_signals,
 )
 from tests.support.proxy import FaultProxy
-from tests.support.redis_server import RedisServer
 
 
 class Service:

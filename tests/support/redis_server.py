@@ -1,88 +1,80 @@
-"""A private redis-server for tests that kill, freeze or restart Redis.
+"""A private redis-server for tests that stop, kill, freeze or restart Redis.
 
-Never the shared Redis at 6379: each instance has its own free port and its own
---dir, and is killed (by its own pid) when the test ends.
+Never the shared Redis at 127.0.0.1:6379: each instance has its own free port and
+directory, and ``close()`` leaves nothing running.
 """
 
 from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
-
-import redis
 
 from .processes import free_port
 
 
 class RedisServer:
-    """``persistent=True``: every write is in the append-only file before it is answered
-    (``--appendonly yes --appendfsync always``), so a kill -9 loses nothing acknowledged."""
-
-    def __init__(self, directory: Path, *, port: int | None = None, persistent: bool = False):
-        self.directory = Path(directory)
+    def __init__(self, directory: Path, *, port: int | None = None):
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
-        self.persistent = persistent
         self.proc: subprocess.Popen | None = None
-        self.log_path = self.directory.parent / f"redis-{self.port}.log"
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=5)
-
     def start(self) -> RedisServer:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--dir", str(self.directory), "--save", "", "--protected-mode", "no"]
-        if self.persistent:
-            args += ["--appendonly", "yes", "--appendfsync", "always"]
-        else:
-            args += ["--appendonly", "no"]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        # appendfsync always: "killed with its data" then means every acknowledged write survives.
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+            + ["--dir", str(self.dir), "--save", "", "--daemonize", "no"]
+            + ["--appendonly", "yes", "--appendfsync", "always"]
+            + ["--logfile", str(self.dir / "redis.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited:\n{self.log_path.read_text()}")
             try:
-                if self.client().ping():
-                    return self
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not answer")
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
 
-    def kill(self) -> None:
-        """kill -9: whatever was not yet in the append-only file is gone."""
+    def kill(self, *, wipe: bool = False) -> None:
+        """SIGKILL; with ``wipe`` its data goes too, so it comes back empty."""
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)  # a frozen process must be able to die
             self.proc.kill()
-            self.proc.wait(timeout=10)
+            self.proc.wait(10)
+        if wipe:
+            for path in self.dir.glob("appendonly*"):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
 
-    def restart(self, *, empty: bool) -> None:
-        """Kill -9 and start again on the same port, with its data or with none."""
-        self.kill()
-        if empty:
-            shutil.rmtree(self.directory, ignore_errors=True)
-        self.start()
+    def stop(self) -> None:
+        """SIGTERM: Redis shuts down cleanly, as a `docker restart` does."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
 
     def freeze(self) -> None:
-        assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
 
     def thaw(self) -> None:
-        assert self.proc is not None
         self.proc.send_signal(signal.SIGCONT)
 
-    def stop(self) -> None:
-        self.kill()
+    def restart(self, down: float, *, kill: bool = False, wipe: bool = False) -> None:
+        self.kill(wipe=wipe) if kill or wipe else self.stop()
+        time.sleep(down)
+        self.start()
 
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def close(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.thaw()
+            self.kill()

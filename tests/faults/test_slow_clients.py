@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from tests.faults.conftest import FULL, SHORT, check, count
+from tests.faults.conftest import FULL, check, count
 from tests.faults.harness import Service, Uploaders, check_outcomes
 from tests.support.processes import wait_for
 
@@ -127,17 +127,11 @@ def run(tmp_path_factory, fault_rows):
     return tally, p99, stray
 
 
-@pytest.mark.xfail(
-    SHORT, strict=True, reason="issue 8 part 1: slow clients starve the service (slow)"
-)
 def test_uploads_go_on_beside_slow_clients(run):
     tally, _, _ = run
     assert tally.ok, tally.problems
 
 
-@pytest.mark.xfail(
-    SHORT, strict=True, reason="issue 8 part 1: slow clients starve the service (slow)"
-)
 def test_status_answers_beside_slow_clients(run):
     _, p99, _ = run
     assert p99 <= STATUS_TARGET

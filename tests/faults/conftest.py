@@ -32,13 +32,6 @@ def check(ok: bool, detail: str, finding: str = "") -> dict:
     return {"ok": bool(ok), "detail": detail, "finding": finding}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(item.fspath).parents:
-            item.add_marker(pytest.mark.fault)
-
-
 class Rows:
     def __init__(self) -> None:
         self.rows: dict[str, dict] = {}

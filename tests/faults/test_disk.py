@@ -19,6 +19,7 @@ from tests.faults.conftest import check, count
 from tests.faults.harness import Service, Tally, Uploaders, check_outcomes
 from tests.support.processes import wait_for
 
+pytestmark = pytest.mark.fault
 TEST = "tests/faults/test_disk.py"
 
 

@@ -16,6 +16,7 @@ from tests.faults.fuzzgen import Fuzzer
 from tests.faults.harness import Service, Tally, md5_of
 from tests.support.processes import read_signals
 
+pytestmark = pytest.mark.fault
 TEST = "tests/faults/test_fuzz.py"
 
 

@@ -14,6 +14,7 @@ from tests.faults.conftest import check, count
 from tests.faults.harness import Service, check_outcomes
 from tests.support.processes import wait_for
 
+pytestmark = pytest.mark.fault
 TEST = "tests/faults/test_kill_celery.py"
 
 

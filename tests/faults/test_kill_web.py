@@ -11,6 +11,7 @@ import pytest
 from tests.faults.conftest import count
 from tests.faults.harness import Service, Uploaders, check_outcomes
 
+pytestmark = pytest.mark.fault
 TEST = "tests/faults/test_kill_web.py"
 
 

@@ -15,6 +15,7 @@ from tests.faults.conftest import check, count
 from tests.faults.harness import Service, Uploaders, check_outcomes
 from tests.support.proxy import FaultProxy
 
+pytestmark = pytest.mark.fault
 TEST = "tests/faults/test_proxy.py"
 
 

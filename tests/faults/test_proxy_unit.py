@@ -11,6 +11,8 @@ import pytest
 
 from tests.support.proxy import FaultProxy
 
+pytestmark = pytest.mark.fault
+
 
 class _Echo(socketserver.BaseRequestHandler):
     def handle(self) -> None:

@@ -12,6 +12,7 @@ import pytest
 from tests.faults.conftest import check, count
 from tests.faults.harness import Service, Uploaders, check_outcomes
 
+pytestmark = pytest.mark.fault
 TEST = "tests/faults/test_redis.py"
 
 

@@ -15,6 +15,7 @@ import pytest
 from tests.faults.conftest import check, count
 from tests.faults.harness import Service, Uploaders, check_outcomes
 
+pytestmark = pytest.mark.fault
 TEST = "tests/faults/test_redis_freeze.py"
 FREEZE = 10.0
 RECOVERY_TARGET = 5.0  # seconds from the thaw to the next accepted chunk of every upload

@@ -19,6 +19,7 @@ from tests.faults.conftest import FULL, check, count
 from tests.faults.harness import Service, Uploaders, check_outcomes
 from tests.support.processes import wait_for
 
+pytestmark = pytest.mark.fault
 TEST = "tests/faults/test_slow_clients.py"
 STATUS_TARGET = 1.0  # seconds: a status read must not wait behind slow bodies
 DURATION = 30.0 if FULL else 10.0

@@ -1,4 +1,4 @@
-"""System checks for the CHUNKY_REDIS_* settings. Ids are stable; the README lists them."""
+"""System checks for the CHUNKY_REDIS_* settings. Ids are stable; docs/reference/checks.md lists them."""
 
 from __future__ import annotations
 

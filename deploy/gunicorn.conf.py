@@ -6,8 +6,8 @@ import resource
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 # Uploads are slow clients by nature. With gevent each connection is a greenlet, so a client that
-# sends its chunk at 1 byte/s holds a few KiB, not a thread: measured with `make bench` (README,
-# "Slow clients"), 1,000 such connections leave status GETs and a concurrent 1 GiB upload at full
+# sends its chunk at 1 byte/s holds a few KiB, not a thread: measured with `make bench` (docs/performance.md,
+# "Why gunicorn with gevent"), 1,000 such connections leave status GETs and a concurrent 1 GiB upload at full
 # speed, where gthread (2 workers x 4 threads) stops answering at 8. The blocking parts of a chunk
 # (hashing large blocks, fdatasync) run on gevent's native thread pool (chunky_redis/storage.py).
 # GUNICORN_WORKER_CLASS=gthread brings back the threaded worker (then turn nginx buffering on).

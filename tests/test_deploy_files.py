@@ -491,7 +491,7 @@ def test_dockerfile_builds_the_service():
 
 
 def test_worker_and_beat_are_restarted_and_probed(compose, k8s):
-    """A process that exits comes back; a hung one fails its probe (see the README, "Restarts")."""
+    """A process that exits comes back; a hung one fails its probe (see docs/howto/deploy.md, "Restarts")."""
     for name, service in compose["services"].items():
         assert service.get("restart") == "unless-stopped", name
     assert "inspect ping" in " ".join(compose["services"]["worker"]["healthcheck"]["test"])

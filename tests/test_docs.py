@@ -251,3 +251,12 @@ def test_layer_diagram_names_every_module_and_only_modules():
     } - NOT_IN_DIAGRAM
     assert modules - named == set(), "modules the diagram of the layers leaves out"
     assert named - modules == set(), "the diagram names modules that do not exist"
+
+
+def test_readme_links_to_pages_that_exist():
+    """make docs checks the links between pages; this checks the README's, which it does not build."""
+    readme = (DOCS.parent / "README.md").read_text()
+    targets = re.findall(r"\]\(((?!https?:|#)[^)#]+)(?:#[^)]*)?\)", readme)
+    assert any(t.startswith("docs/") for t in targets)
+    missing = [t for t in targets if not (DOCS.parent / t).exists()]
+    assert missing == []

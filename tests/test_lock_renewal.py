@@ -1,7 +1,7 @@
 """A writer that stalls between blocks: it keeps its lock while it stalls for less
 than the lock timeout, and loses it, writing nothing more, when it stalls longer.
 
-README ("A stalled writer"): the writer renews its lock every third of
+docs/correctness.md ("A stalled writer"): the writer renews its lock every third of
 CHUNKY_REDIS_LOCK_TIMEOUT while it writes and stops writing the moment the
 renewal fails. The lock timeouts here are a few hundred milliseconds; every
 stall keeps a margin of at least 150 ms from the timeout, for a loaded machine.

@@ -185,8 +185,8 @@ def test_the_worker_rides_out_redis_restarts_and_finishes_a_new_upload(tmp_path,
         wait_complete(site.url, send_upload(site.url, data), data, media_root)
         assert worker.proc.pid == pid and worker.proc.poll() is None
         log = worker.log_text()
-    # The errors that come from a bootstep touching the closed connection (see the README,
-    # "Redis restarts and the worker"): none, not even the recovered ones.
+    # The errors that come from a bootstep touching the closed connection (see
+    # docs/howto/worker.md, "Redis restarts and the worker"): none, not even the recovered ones.
     for bad in ("Unrecoverable error", "AttributeError", "Error on restarting"):
         assert bad not in log, log[log.index(bad) - 2000 : log.index(bad) + 2000]
 

@@ -6,8 +6,11 @@ import threading
 from functools import lru_cache
 
 import redis as redis_lib
+from redis.exceptions import RedisClusterException
 
 from .conf import conf, milliseconds
+from .exceptions import StoreUnavailable
+from .redis_clients import AnyRedis, client_from_url
 from .storage import ChunkStorage
 from .store import Upload, UploadStore
 from .uploads import Policy, UploadService
@@ -17,10 +20,14 @@ _fake_server = None
 
 
 @lru_cache(maxsize=8)
-def _client_for_url(url: str) -> redis_lib.Redis:
+def _client_for_url(url: str) -> AnyRedis:
     # redis-py's pool notices a fork and reconnects in the child, so one
     # client per URL per process is safe under pre-forking servers.
-    return redis_lib.Redis.from_url(url, health_check_interval=30)
+    # A cluster client asks the cluster for its slots as it is built: not cached when that fails.
+    try:
+        return client_from_url(url, health_check_interval=30)
+    except (redis_lib.RedisError, RedisClusterException) as e:
+        raise StoreUnavailable(f"Redis is unavailable: {e}") from e
 
 
 def _fake_client() -> redis_lib.Redis:
@@ -38,7 +45,7 @@ def _fake_client() -> redis_lib.Redis:
     return fakeredis.FakeRedis(server=_fake_server)
 
 
-def get_redis() -> redis_lib.Redis:
+def get_redis() -> AnyRedis:
     if conf.REDIS_ALIAS:
         from django_redis import get_redis_connection
 
@@ -59,6 +66,8 @@ def get_store() -> UploadStore:
         lock_timeout_ms=milliseconds(conf.LOCK_TIMEOUT),
         expired_retention_ms=milliseconds(conf.EXPIRED_RETENTION),
         completed_retention_ms=milliseconds(conf.COMPLETED_RETENTION),
+        wait_replicas=conf.WAIT_REPLICAS,
+        wait_timeout_ms=milliseconds(conf.WAIT_TIMEOUT),
     )
 
 

@@ -2,29 +2,37 @@
 
 No Django here. Every multi-key script touches only the keys of one upload,
 which share the hash tag ``{<upload_id>}``, so the scripts run on Redis
-Cluster too. The sorted set of expiries (for the sweeper) lives in its own
-slot and is written with separate commands.
+Cluster too. The index of expiry times (for the sweeper) is split into
+EXPIRY_BUCKETS sorted sets, each its own key, written with separate commands:
+on a cluster they spread over the shards instead of making one of them hot.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis as redis_lib
+from redis.exceptions import RedisClusterException
 
 from . import lua
 from .exceptions import StoreUnavailable
+from .redis_clients import AnyRedis, call_and_wait
 
 UPLOADING = "uploading"
 PROCESSING = "processing"
 COMPLETE = "complete"
 FAILED = "failed"
 EXPIRED = "expired"
+
+# An upload's entry in the sweep index lives in bucket crc32(upload_id) % EXPIRY_BUCKETS.
+# Fixed, not a setting: changing it would strand the entries of the old buckets.
+EXPIRY_BUCKETS = 16
 
 
 @dataclass
@@ -86,6 +94,8 @@ def _wrap_errors() -> Iterator[None]:
         raise StoreUnavailable(f"Redis is unavailable: {e}") from e
     except redis_lib.ResponseError as e:
         raise StoreUnavailable(f"Redis refused a command: {e}") from e
+    except RedisClusterException as e:  # no node of a cluster answers for a slot
+        raise StoreUnavailable(f"Redis Cluster is unavailable: {e}") from e
 
 
 def now_ms(clock: Callable[[], float] = time.time) -> int:
@@ -97,13 +107,15 @@ class UploadStore:
 
     def __init__(
         self,
-        redis: redis_lib.Redis,
+        redis: AnyRedis,
         *,
         prefix: str = "chunky",
         lock_timeout_ms: int = 30_000,
         expired_retention_ms: int = 86_400_000,
         completed_retention_ms: int = 7 * 86_400_000,
         clock: Callable[[], float] = time.time,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ):
         self.redis = redis
         self.prefix = prefix
@@ -111,6 +123,8 @@ class UploadStore:
         self.expired_retention_ms = expired_retention_ms
         self.completed_retention_ms = completed_retention_ms
         self.clock = clock
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self._acquire = redis.register_script(lua.ACQUIRE)
         self._commit = redis.register_script(lua.COMMIT)
         self._mark_processing = redis.register_script(lua.MARK_PROCESSING)
@@ -130,9 +144,17 @@ class UploadStore:
     def lease_key(self, upload_id: str) -> str:
         return f"{self.prefix}:{{{upload_id}}}:finalize"
 
+    def expiries_key(self, upload_id: str) -> str:
+        """The sweep index bucket that holds this upload's expiry time."""
+        return self._bucket_key(zlib.crc32(upload_id.encode()) % EXPIRY_BUCKETS)
+
     @property
-    def expiries_key(self) -> str:
-        return f"{self.prefix}:expiries"
+    def expiries_keys(self) -> list[str]:
+        return [self._bucket_key(bucket) for bucket in range(EXPIRY_BUCKETS)]
+
+    def _bucket_key(self, bucket: int) -> str:
+        # No hash tag: each bucket is hashed whole, so the buckets land in different slots.
+        return f"{self.prefix}:expiries:{bucket:x}"
 
     def now(self) -> int:
         return now_ms(self.clock)
@@ -168,9 +190,11 @@ class UploadStore:
         for key, value in fields.items():
             flat += [key, value]
         with _wrap_errors():
-            result = self._create(keys=[self.record_key(upload.upload_id)], args=flat)
+            result = self._recorded(self._create, [self.record_key(upload.upload_id)], flat)
             if result != b"exists" and upload.status == UPLOADING:
-                self.redis.zadd(self.expiries_key, {upload.upload_id: upload.expires})
+                self.redis.zadd(
+                    self.expiries_key(upload.upload_id), {upload.upload_id: upload.expires}
+                )
         if result == b"exists":
             raise RuntimeError(f"Upload {upload.upload_id} already exists.")
 
@@ -185,9 +209,9 @@ class UploadStore:
         deadline = expires + self.expired_retention_ms
         args = [token, upload.offset, new_offset, hash_state, expires, deadline, self.now()]
         with _wrap_errors():
-            result = self._commit(keys=keys, args=args).decode()
+            result = self._recorded(self._commit, keys, args).decode()
             if result == "ok" and expires != upload.expires:
-                self.redis.zadd(self.expiries_key, {upload.upload_id: expires})
+                self.redis.zadd(self.expiries_key(upload.upload_id), {upload.upload_id: expires})
         return result
 
     def mark_processing(self, upload: Upload, token: str, checksum: str) -> str:
@@ -196,7 +220,7 @@ class UploadStore:
         with _wrap_errors():
             result = self._mark_processing(keys=keys, args=[token, checksum, deadline]).decode()
             if result == "ok":
-                self.redis.zrem(self.expiries_key, upload.upload_id)
+                self.redis.zrem(self.expiries_key(upload.upload_id), upload.upload_id)
         return result
 
     def release(self, upload_id: str, token: str) -> None:
@@ -258,12 +282,15 @@ class UploadStore:
 
     # -- sweeping ------------------------------------------------------------
     def due_expiries(self, limit: int = 500) -> list[str]:
-        """Ids whose expiry time has passed, oldest first."""
+        """Ids whose expiry time has passed, oldest first (one round trip per Redis node)."""
+        now = self.now()
         with _wrap_errors():
-            ids = self.redis.zrangebyscore(
-                self.expiries_key, "-inf", self.now(), start=0, num=limit
-            )
-        return [i.decode() for i in ids]
+            pipe = self.redis.pipeline(transaction=False)
+            for key in self.expiries_keys:
+                pipe.zrangebyscore(key, "-inf", now, start=0, num=limit, withscores=True)
+            buckets = pipe.execute()
+        due = sorted((score, i) for bucket in buckets for i, score in bucket)
+        return [i.decode() for _, i in due[:limit]]
 
     def mark_expired(self, upload_id: str) -> str:
         """ "ok" when the record was live-but-expired and is now marked expired; otherwise why not."""
@@ -276,11 +303,31 @@ class UploadStore:
 
     def forget_expiry(self, upload_id: str) -> None:
         with _wrap_errors():
-            self.redis.zrem(self.expiries_key, upload_id)
+            self.redis.zrem(self.expiries_key(upload_id), upload_id)
 
     def is_locked(self, upload_id: str) -> bool:
         with _wrap_errors():
             return bool(self.redis.exists(self.lock_key(upload_id)))
+
+    def _recorded(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run a script that records progress the client is told about.
+
+        With ``wait_replicas``, the answer waits until that many replicas have the
+        write (Redis WAIT): a failover can then no longer take it back. When they
+        do not within ``wait_timeout_ms``, StoreUnavailable: the client gets a 503
+        and asks for the offset, which the primary holds.
+        """
+        if not self.wait_replicas:
+            return script(keys=keys, args=args)
+        result, acked = call_and_wait(
+            self.redis, script, keys, args, self.wait_replicas, self.wait_timeout_ms
+        )
+        if result == b"ok" and acked < self.wait_replicas:
+            raise StoreUnavailable(
+                f"Only {acked} of {self.wait_replicas} Redis replica(s) acknowledged the write "
+                f"within {self.wait_timeout_ms} ms."
+            )
+        return result
 
     def _record_deadline(self, upload: Upload) -> int:
         if upload.status == UPLOADING:

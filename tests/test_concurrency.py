@@ -81,7 +81,7 @@ def race(make_api, upload_dir: Path, media_root: Path | None) -> Counter:
     return outcomes
 
 
-@pytest.mark.parametrize("backend", ["fakeredis", "redis"])
+@pytest.mark.parametrize("backend", ["fakeredis", "redis", "cluster"])
 def test_racing_chunks_in_process(backend, settings, tmp_path):
     configure(settings, backend, tmp_path)
     try:

@@ -1,0 +1,393 @@
+"""Private Redis deployments for tests: a 3-primary Redis Cluster and a Sentinel-managed primary.
+
+Each runs its own redis-server (and redis-sentinel) processes on free loopback ports with
+their own directories, is started once per test session and stopped at its end. They
+can be failed over, killed and restarted without touching the shared Redis on 6379.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import redis
+
+from tests.support.processes import wait_for
+
+HOST = "127.0.0.1"
+
+
+def _free_ports(count: int) -> list[int]:
+    """Distinct free ports (held open together, so that no two are the same)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind((HOST, 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+class RedisNode:
+    """One redis-server process with its own directory."""
+
+    def __init__(self, root: Path, port: int, args: list[str]):
+        self.port = port
+        self.dir = root / str(port)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.args = args
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> RedisNode:
+        self.log = open(self.dir / "log", "ab")
+        command = [
+            shutil.which("redis-server") or "redis-server",
+            "--port", str(self.port),
+            "--bind", HOST,
+            "--dir", str(self.dir),
+            "--save", "",
+            "--appendonly", "no",
+            *self.args,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(self._answers, timeout=20, message=f"redis-server on port {self.port}")
+        return self
+
+    def _answers(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"redis-server on {self.port} exited: {self.log_text()}")
+        try:
+            return bool(self.client().ping())
+        except redis.RedisError:
+            return False
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(HOST, self.port, socket_timeout=5)
+
+    def raw(self, *args):
+        """A command's answer as the server sent it (redis-py parses some into dicts)."""
+        connection = redis.Connection(host=HOST, port=self.port, socket_timeout=5)
+        try:
+            connection.send_command(*args)
+            return connection.read_response()
+        finally:
+            connection.disconnect()
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to hand anything over."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if getattr(self, "log", None):
+            self.log.close()
+
+    def log_text(self) -> str:
+        path = self.dir / "log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+class LocalCluster:
+    """Three primaries, each with one replica (so that every slot can fail over)."""
+
+    def __init__(self, root: Path, primaries: int = 3):
+        ports = _free_ports(primaries * 4)  # a client port and a cluster bus port per node
+        self.nodes = [
+            RedisNode(
+                root,
+                ports[2 * i],
+                [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    str(ports[2 * i + 1]),
+                    "--cluster-config-file",
+                    f"nodes-{ports[2 * i]}.conf",
+                    "--cluster-node-timeout",
+                    "1500",
+                    # any replica may be promoted, however long its link was down
+                    "--cluster-replica-validity-factor",
+                    "0",
+                ],
+            )  # fmt: skip
+            for i in range(primaries * 2)
+        ]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"{HOST}:{n.port}" for n in self.nodes[:3])
+
+    def start(self) -> LocalCluster:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(
+            [
+                shutil.which("redis-cli") or "redis-cli",
+                "--cluster", "create",
+                *(f"{HOST}:{n.port}" for n in self.nodes),
+                "--cluster-replicas", "1",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )  # fmt: skip
+        self.wait_healthy()
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    # -- topology ------------------------------------------------------------
+    def node_by_port(self, port: int) -> RedisNode:
+        return next(n for n in self.nodes if n.port == port)
+
+    def _view(self) -> list[dict]:
+        """CLUSTER NODES as seen by a live node: id, port, role, master id, flags, slots."""
+        for node in self.nodes:
+            if node.proc is None or node.proc.poll() is not None:
+                continue
+            try:
+                text = node.raw("CLUSTER", "NODES").decode()
+            except redis.RedisError:
+                continue
+            rows = []
+            for line in text.strip().splitlines():
+                fields = line.split()
+                rows.append(
+                    {
+                        "id": fields[0],
+                        "port": int(fields[1].split("@")[0].rsplit(":", 1)[1]),
+                        "flags": fields[2].split(","),
+                        "master": fields[3],
+                        "link": fields[7],
+                        "slots": fields[8:],
+                    }
+                )
+            return rows
+        raise RuntimeError("no cluster node answers")
+
+    def node_id(self, node: RedisNode) -> str:
+        return node.client().execute_command("CLUSTER MYID").decode()
+
+    def owner_of(self, slot: int) -> RedisNode:
+        for row in self._view():
+            if "master" not in row["flags"] or "fail" in row["flags"]:
+                continue
+            for item in row["slots"]:
+                if item.startswith("["):
+                    continue  # a migrating or importing marker, not ownership
+                low, _, high = item.partition("-")
+                if int(low) <= slot <= int(high or low):
+                    return self.node_by_port(row["port"])
+        raise RuntimeError(f"no primary owns slot {slot}")
+
+    def replica_of(self, primary: RedisNode) -> RedisNode:
+        primary_id = self.node_id(primary)
+        for row in self._view():
+            if row["master"] == primary_id and "fail" not in row["flags"]:
+                return self.node_by_port(row["port"])
+        raise RuntimeError(f"the primary on {primary.port} has no replica")
+
+    def primaries(self) -> list[RedisNode]:
+        return [
+            self.node_by_port(r["port"])
+            for r in self._view()
+            if "master" in r["flags"] and "fail" not in r["flags"] and r["slots"]
+        ]
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        """Every live node says cluster_state:ok, every primary has a replica in sync."""
+
+        def healthy() -> bool:
+            for node in self.nodes:
+                if node.proc is None or node.proc.poll() is not None:
+                    return False
+                try:
+                    info = node.raw("CLUSTER", "INFO")
+                    replication = node.client().info("replication")
+                except redis.RedisError:
+                    return False
+                if _cluster_state(info) != "ok":
+                    return False
+                if replication["role"] == "slave" and replication.get("master_link_status") != "up":
+                    return False
+                if replication["role"] == "master" and replication.get("connected_slaves", 0) < 1:
+                    return False
+            return True
+
+        wait_for(healthy, timeout=timeout, interval=0.2, message="a healthy cluster")
+
+    # -- what the tests do to it --------------------------------------------
+    def failover(self, primary: RedisNode) -> RedisNode:
+        """CLUSTER FAILOVER on the primary's replica: the replica takes over, nothing is lost."""
+        replica = self.replica_of(primary)
+        replica.client().execute_command("CLUSTER FAILOVER")
+        wait_for(
+            lambda: replica.client().info("replication")["role"] == "master",
+            timeout=30,
+            message="the replica to take over",
+        )
+        self.wait_healthy()
+        return replica
+
+    def kill_primary(self, primary: RedisNode) -> RedisNode:
+        """SIGKILL the primary; its replica is elected; the dead node comes back as a replica."""
+        replica = self.replica_of(primary)
+        primary.kill()
+        wait_for(
+            lambda: replica.client().info("replication")["role"] == "master",
+            timeout=30,
+            message="the replica to be elected",
+        )
+        primary.start()  # its nodes.conf makes it rejoin, as a replica of the new primary
+        self.wait_healthy()
+        return replica
+
+    def migrate_slot(self, slot: int, target: RedisNode, between_steps=lambda step: None) -> None:
+        """Move one slot with its keys, the way redis-cli --cluster reshard does, step by step.
+
+        ``between_steps(name)`` runs after each step, so that a test can send requests
+        while the slot is half migrated.
+        """
+        source = self.owner_of(slot)
+        if source is target:
+            raise ValueError("the target already owns the slot")
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        target.client().execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+        source.client().execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+        between_steps("migrating")
+        while keys := source.client().execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+            source.client().execute_command(
+                "MIGRATE", HOST, target.port, "", 0, 5000, "KEYS", *keys
+            )
+            between_steps("keys moved")
+        for node in (target, source, *self.primaries()):
+            node.client().execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+        between_steps("done")
+        self.wait_healthy()
+
+
+class LocalSentinel:
+    """A primary, one replica and three Sentinels (quorum 2) watching service ``SERVICE``."""
+
+    SERVICE = "chunky-primary"
+
+    def __init__(self, root: Path):
+        ports = _free_ports(5)
+        self.primary = RedisNode(root, ports[0], [])
+        self.replica = RedisNode(root, ports[1], ["--replicaof", HOST, str(ports[0])])
+        self.sentinel_ports = ports[2:]
+        self.root = root
+        self.sentinels: list[subprocess.Popen] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"{HOST}:{p}" for p in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.SERVICE}/0"
+
+    def start(self) -> LocalSentinel:
+        self.primary.start()
+        self.replica.start()
+        wait_for(
+            lambda: self.replica.client().info("replication").get("master_link_status") == "up",
+            timeout=20,
+            message="the replica to sync",
+        )
+        for port in self.sentinel_ports:
+            conf = self.root / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind {HOST}\ndir {self.root}\n"
+                f"sentinel monitor {self.SERVICE} {HOST} {self.primary.port} 2\n"
+                f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
+                f"sentinel failover-timeout {self.SERVICE} 10000\n"
+            )
+            log = open(self.root / f"sentinel-{port}.log", "ab")
+            self.sentinels.append(
+                subprocess.Popen(_sentinel_command(conf), stdout=log, stderr=subprocess.STDOUT)
+            )
+        wait_for(self._sentinels_know_the_replica, timeout=30, interval=0.2, message="sentinels")
+        return self
+
+    def sentinel_client(self, index: int = 0) -> redis.Redis:
+        return redis.Redis(HOST, self.sentinel_ports[index], socket_timeout=5)
+
+    def _sentinels_know_the_replica(self) -> bool:
+        for index in range(len(self.sentinel_ports)):
+            try:
+                client = self.sentinel_client(index)
+                replicas = client.execute_command("SENTINEL REPLICAS", self.SERVICE)
+                peers = client.execute_command("SENTINEL SENTINELS", self.SERVICE)
+            except redis.RedisError:
+                return False
+            if not replicas or len(peers) < len(self.sentinel_ports) - 1:
+                return False
+        return True
+
+    def current_primary_port(self) -> int:
+        host, port = self.sentinel_client().execute_command(
+            "SENTINEL GET-MASTER-ADDR-BY-NAME", self.SERVICE
+        )
+        return int(port)
+
+    def failover(self) -> None:
+        """SENTINEL FAILOVER: the replica becomes the primary, the old primary its replica."""
+        before = self.current_primary_port()
+        self.sentinel_client().execute_command("SENTINEL FAILOVER", self.SERVICE)
+        wait_for(
+            lambda: self.current_primary_port() != before,
+            timeout=30,
+            message="the Sentinels to promote the replica",
+        )
+        self.primary, self.replica = self.replica, self.primary
+        wait_for(
+            lambda: (
+                self.replica.client().info("replication").get("master_link_status") == "up"
+                and self.replica.client().info("replication").get("master_port")
+                == self.primary.port
+            ),
+            timeout=30,
+            message="the old primary to follow the new one",
+        )
+        wait_for(self._sentinels_know_the_replica, timeout=30, interval=0.2, message="sentinels")
+
+    def stop(self) -> None:
+        for proc in self.sentinels:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        self.primary.stop()
+        self.replica.stop()
+
+
+def _sentinel_command(conf: Path) -> list[str]:
+    # Debian's redis-sentinel package adds the redis-sentinel name; redis-server
+    # --sentinel is the same program in the same mode, for machines without it.
+    sentinel = shutil.which("redis-sentinel")
+    if sentinel:
+        return [sentinel, str(conf)]
+    return [shutil.which("redis-server") or "redis-server", str(conf), "--sentinel"]
+
+
+def _cluster_state(info: bytes) -> str:
+    for line in info.decode().splitlines():
+        if line.startswith("cluster_state:"):
+            return line.split(":", 1)[1].strip()
+    return ""

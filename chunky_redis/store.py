@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis as redis_lib
-from redis.exceptions import RedisClusterException
+from redis.exceptions import ClusterError, RedisClusterException
 
 from . import lua
 from .exceptions import StoreUnavailable
@@ -94,7 +94,8 @@ def _wrap_errors() -> Iterator[None]:
         raise StoreUnavailable(f"Redis is unavailable: {e}") from e
     except redis_lib.ResponseError as e:
         raise StoreUnavailable(f"Redis refused a command: {e}") from e
-    except RedisClusterException as e:  # no node of a cluster answers for a slot
+    except (ClusterError, RedisClusterException) as e:
+        # no node answers for a slot, or a slot mid-migration kept saying TRYAGAIN
         raise StoreUnavailable(f"Redis Cluster is unavailable: {e}") from e
 
 

@@ -138,6 +138,10 @@ def test_a_primary_failing_over_mid_upload_loses_nothing(cluster, settings, how)
     begun, ended = run_through(upload, fail_over)
 
     assert upload.answers_between(begun, ended) >= 1  # the upload went on during the failover
+    print(
+        f"answers during the failover: {upload.answers_between(begun, ended)}, "
+        f"offsets taken back: {upload.rollbacks()}"
+    )
     assert_completed(settings, upload)
 
 

@@ -105,6 +105,11 @@ class CheckedUpload:
             f"the checksum state disagrees with offset {record.offset}"
         )
 
+    def rollbacks(self) -> int:
+        """How often the offset the client was told went backwards (a failover lost writes)."""
+        offsets = [offset for _, _, offset in self.told if offset >= 0]
+        return sum(1 for a, b in zip(offsets, offsets[1:], strict=False) if b < a)
+
     def answers_between(self, start: float, end: float) -> int:
         return sum(1 for when, _, _ in self.told if start <= when <= end)
 

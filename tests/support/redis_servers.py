@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import redis
@@ -347,12 +348,21 @@ class LocalSentinel:
     def failover(self) -> None:
         """SENTINEL FAILOVER: the replica becomes the primary, the old primary its replica."""
         before = self.current_primary_port()
-        self.sentinel_client().execute_command("SENTINEL FAILOVER", self.SERVICE)
-        wait_for(
-            lambda: self.current_primary_port() != before,
-            timeout=30,
-            message="the Sentinels to promote the replica",
-        )
+
+        def promoted() -> bool:
+            # A Sentinel only promotes a replica whose INFO it refreshed lately (it asks
+            # every 10 s), so a request can be refused or quietly abandoned: ask again.
+            try:
+                self.sentinel_client().execute_command("SENTINEL FAILOVER", self.SERVICE)
+            except redis.ResponseError:
+                pass  # NOGOODSLAVE, or INPROG: one is under way
+            for _ in range(30):
+                if self.current_primary_port() != before:
+                    return True
+                time.sleep(0.1)
+            return False
+
+        wait_for(promoted, timeout=60, message="the Sentinels to promote the replica")
         self.primary, self.replica = self.replica, self.primary
         wait_for(
             lambda: (

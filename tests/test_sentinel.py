@@ -1,0 +1,97 @@
+"""A Sentinel-managed primary: failed over mid-upload, the upload completes with the right digest.
+
+The session's private primary, replica and three Sentinels (tests/support/redis_servers.py)
+are started on first use; every test leaves a primary with an in-sync replica behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from chunky_redis import runtime
+from tests.conftest import cleanup_keys, local_deployment
+from tests.support.api import ClientApi
+from tests.support.checked_upload import CheckedUpload, complete, run_through
+
+
+@pytest.fixture
+def sentinel(settings, tmp_path):
+    deployment = local_deployment("sentinel")
+    settings.CHUNKY_REDIS_REDIS_URL = deployment.url
+    settings.CHUNKY_REDIS_KEY_PREFIX = f"chunky-test-{os.urandom(6).hex()}"
+    settings.CHUNKY_REDIS_UPLOAD_DIR = str(tmp_path / "chunks")
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    settings.CHUNKY_REDIS_ALLOW_ANONYMOUS = True
+    settings.CHUNKY_REDIS_LOCK_TIMEOUT = 2  # a request cut short by the failover holds it this long
+    yield deployment
+    cleanup_keys(settings)
+
+
+def test_the_url_finds_the_primary_through_the_sentinels(sentinel):
+    client = runtime.get_redis()
+    assert client.info("replication")["role"] == "master"
+    assert client.connection_pool.get_master_address()[1] == sentinel.current_primary_port()
+
+
+@pytest.mark.parametrize("wait_replicas", [0, 1])
+def test_sentinel_failover_mid_upload(sentinel, settings, wait_replicas):
+    settings.CHUNKY_REDIS_WAIT_REPLICAS = wait_replicas
+    upload = CheckedUpload(
+        ClientApi(), os.urandom(2 << 20), 16 * 1024, Path(settings.CHUNKY_REDIS_UPLOAD_DIR)
+    )
+    old_primary = sentinel.primary.port
+
+    begun, ended = run_through(upload, sentinel.failover)
+
+    assert sentinel.current_primary_port() != old_primary
+    assert upload.answers_between(begun, ended) >= 1  # the upload went on during the failover
+    print(
+        f"answers during the failover: {upload.answers_between(begun, ended)}, "
+        f"offsets taken back: {upload.rollbacks()}"
+    )
+    status = complete(ClientApi(), upload)
+    assert status["status"] == "complete", status
+    stored = (Path(settings.MEDIA_ROOT) / status["final_name"]).read_bytes()
+    assert hashlib.md5(stored).hexdigest() == hashlib.md5(upload.data).hexdigest()
+    # the record is on the new primary
+    assert runtime.get_redis().connection_pool.get_master_address()[1] != old_primary
+
+
+def test_wait_for_a_replica(sentinel, settings):
+    """With WAIT, a chunk is acknowledged only once the replica has it; a stalled replica: 503."""
+    settings.CHUNKY_REDIS_WAIT_REPLICAS = 1
+    settings.CHUNKY_REDIS_WAIT_TIMEOUT = 0.2
+    api = ClientApi()
+    data = os.urandom(4000)
+    reply = api.put("/upload/", data[:1000], content_range="bytes 0-999/4000")
+    assert reply.status == 200, reply.body
+    upload_id = reply.data["upload_id"]
+    record = runtime.get_store().record_key(upload_id)
+    assert sentinel.replica.client().hget(record, "offset") == b"1000"  # acknowledged = replicated
+
+    reply = api.put(f"/upload/{upload_id}/", data[1000:2000], content_range="bytes 1000-1999/4000")
+    assert reply.status == 200, reply.body
+    assert sentinel.replica.client().hget(record, "offset") == b"2000"
+
+    sentinel.replica.proc.send_signal(signal.SIGSTOP)
+    try:
+        reply = api.put(
+            f"/upload/{upload_id}/", data[2000:3000], content_range="bytes 2000-2999/4000"
+        )
+        assert reply.status == 503, reply.body
+        assert reply.data["code"] == "store_unavailable"
+        settings.CHUNKY_REDIS_WAIT_REPLICAS = 2  # more replicas than there are: never acknowledged
+        sentinel.replica.proc.send_signal(signal.SIGCONT)
+        assert api.get(f"/upload/{upload_id}/").data["offset"] == 3000  # the primary has it
+        reply = api.put(f"/upload/{upload_id}/", data[3000:], content_range="bytes 3000-3999/4000")
+        assert reply.status == 503, reply.body
+    finally:
+        sentinel.replica.proc.send_signal(signal.SIGCONT)
+    settings.CHUNKY_REDIS_WAIT_REPLICAS = 1
+    reply = api.post_json(f"/upload/{upload_id}/", {"md5": hashlib.md5(data).hexdigest()})
+    assert reply.status == 200, reply.body

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import redis as redis_lib
 from redis.cluster import ClusterNode, RedisCluster
@@ -102,6 +102,35 @@ def client_from_url(url: str, **options: Any) -> AnyRedis:
         sentinel_options.setdefault("socket_timeout", merged["socket_timeout"])
     sentinel = Sentinel(list(where.nodes), sentinel_kwargs=sentinel_options)
     return sentinel.master_for(where.service, db=where.db, **merged)
+
+
+def celery_broker_for(url: str) -> tuple[str, dict[str, Any]]:
+    """Celery's broker URL and transport options for the Redis that holds upload state.
+
+    A Sentinel URL becomes kombu's ``sentinel://`` transport (same Sentinels, same
+    service and db). Celery cannot use Redis Cluster as its broker (kombu's Redis
+    transport needs one keyspace for its queues and their bookkeeping): ValueError.
+    """
+    where = parse(url)
+    if where.kind == SINGLE:
+        return url, {}
+    if where.kind == CLUSTER:
+        raise ValueError(
+            "Celery cannot use Redis Cluster as its broker: give it its own broker "
+            "(RabbitMQ, a single Redis, or a Sentinel-managed one)"
+        )
+    password = where.options.get("password", "")
+    auth = f":{quote(password, safe='')}@" if password else ""
+    broker = ";".join(f"sentinel://{auth}{_netloc(h, p)}/{where.db}" for h, p in where.nodes)
+    options: dict[str, Any] = {"master_name": where.service}
+    sentinel_password = where.options.get("sentinel_password")
+    if sentinel_password:
+        options["sentinel_kwargs"] = {"password": sentinel_password}
+    return broker, options
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def is_cluster(client: Any) -> bool:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -22,8 +24,9 @@ from redis.crc import key_slot
 from chunky_redis import runtime
 from chunky_redis.store import Upload
 from tests.conftest import cleanup_keys, configure, local_deployment
-from tests.support.api import ClientApi
-from tests.support.checked_upload import CheckedUpload, complete, run_through
+from tests.support.api import ClientApi, LiveApi
+from tests.support.checked_upload import CheckedUpload, complete, run_through, upload_and_wait
+from tests.support.processes import REPO, SiteProcess, WorkerProcess, live_env
 
 CHUNK = 16 * 1024
 SIZE = 2 << 20
@@ -172,3 +175,32 @@ def test_wait_refuses_to_acknowledge_what_no_replica_has(cluster, settings):
     assert reply.status == 200, reply.body
     reply = api.post_json(f"/upload/{upload_id}/", {"md5": hashlib.md5(data).hexdigest()})
     assert reply.status == 200, reply.body
+
+
+RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def test_the_bundled_site_and_worker_on_a_cluster(cluster, tmp_path):
+    """REDIS_URL=redis+cluster://... for upload state, RabbitMQ as Celery's broker."""
+    env = live_env(tmp_path, redis_url=cluster.url, broker_url=RABBITMQ)
+    data = os.urandom(300_000)
+    with SiteProcess(env, workers=2) as site, WorkerProcess(env):
+        status = upload_and_wait(LiveApi(site.url), data, chunk=100_000)
+    assert status["status"] == "complete", status
+    assert (tmp_path / "media" / status["final_name"]).read_bytes() == data
+
+
+def test_the_bundled_site_wants_a_broker_beside_a_cluster(cluster, tmp_path):
+    env = live_env(tmp_path, redis_url=cluster.url)
+    del env["CELERY_BROKER_URL"]
+    run = subprocess.run(
+        [sys.executable, "-c", "import chunky_site.settings"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode != 0
+    assert "Celery cannot use Redis Cluster as its broker" in run.stderr
+    assert "Set CELERY_BROKER_URL" in run.stderr

@@ -11,7 +11,14 @@ from redis.sentinel import SentinelConnectionPool
 from chunky_redis import checks, runtime
 from chunky_redis.conf import conf
 from chunky_redis.exceptions import StoreUnavailable
-from chunky_redis.redis_clients import CLUSTER, SENTINEL, SINGLE, client_from_url, parse
+from chunky_redis.redis_clients import (
+    CLUSTER,
+    SENTINEL,
+    SINGLE,
+    celery_broker_for,
+    client_from_url,
+    parse,
+)
 
 
 def test_a_single_server_url_is_redis_pys_own():
@@ -157,3 +164,17 @@ def test_a_django_redis_sentinel_alias_follows_the_primary(settings, tmp_path):
     finally:
         primary.delete(store.record_key(upload_id))
         primary.zrem(store.expiries_key(upload_id), upload_id)
+
+
+def test_celery_broker_for_each_kind_of_redis():
+    assert celery_broker_for("redis://r:6379/1") == ("redis://r:6379/1", {})
+    assert celery_broker_for("redis+sentinel://:p%40w@s1:26379,s2:26380/mymaster/2") == (
+        "sentinel://:p%40w@s1:26379/2;sentinel://:p%40w@s2:26380/2",
+        {"master_name": "mymaster"},
+    )
+    assert celery_broker_for("redis+sentinel://s1/m?sentinel_password=x")[1] == {
+        "master_name": "m",
+        "sentinel_kwargs": {"password": "x"},
+    }
+    with pytest.raises(ValueError, match="Celery cannot use Redis Cluster"):
+        celery_broker_for("redis+cluster://n1:7000")

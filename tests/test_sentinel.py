@@ -15,8 +15,9 @@ import pytest
 
 from chunky_redis import runtime
 from tests.conftest import cleanup_keys, local_deployment
-from tests.support.api import ClientApi
-from tests.support.checked_upload import CheckedUpload, complete, run_through
+from tests.support.api import ClientApi, LiveApi
+from tests.support.checked_upload import CheckedUpload, complete, run_through, upload_and_wait
+from tests.support.processes import SiteProcess, WorkerProcess, live_env
 
 
 @pytest.fixture
@@ -95,3 +96,15 @@ def test_wait_for_a_replica(sentinel, settings):
     settings.CHUNKY_REDIS_WAIT_REPLICAS = 1
     reply = api.post_json(f"/upload/{upload_id}/", {"md5": hashlib.md5(data).hexdigest()})
     assert reply.status == 200, reply.body
+
+
+def test_the_bundled_site_and_worker_on_sentinel(sentinel, tmp_path):
+    """REDIS_URL=redis+sentinel://...: upload state on the primary, Celery on the sentinel:// broker."""
+    env = live_env(tmp_path, redis_url=sentinel.url)
+    del env["CELERY_BROKER_URL"]  # derived from REDIS_URL: kombu's Sentinel transport
+    data = os.urandom(300_000)
+    with SiteProcess(env, workers=1) as site, WorkerProcess(env):
+        status = upload_and_wait(LiveApi(site.url), data, chunk=100_000)
+    assert status["status"] == "complete", status
+    stored = (tmp_path / "media" / status["final_name"]).read_bytes()
+    assert stored == data

@@ -148,3 +148,30 @@ def complete(api: Api, upload: CheckedUpload) -> dict:
             return reply.data
         time.sleep(0.05)
     raise AssertionError(f"the upload did not finish: {reply.body!r}")
+
+
+def upload_and_wait(api: Api, data: bytes, chunk: int, timeout: float = 60) -> dict:
+    """Upload ``data`` in chunks, complete it, and return the final status."""
+    total = len(data)
+    reply = api.put(
+        "/upload/", data[:chunk], content_range=f"bytes 0-{min(chunk, total) - 1}/{total}"
+    )
+    assert reply.status == 200, reply.body
+    upload_id = reply.data["upload_id"]
+    for start in range(chunk, total, chunk):
+        end = min(start + chunk, total)
+        reply = api.put(
+            f"/upload/{upload_id}/",
+            data[start:end],
+            content_range=f"bytes {start}-{end - 1}/{total}",
+        )
+        assert reply.status == 200, reply.body
+    reply = api.post_json(f"/upload/{upload_id}/", {"md5": hashlib.md5(data).hexdigest()})
+    assert reply.status == 200, reply.body
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = api.get(f"/upload/{upload_id}/").data
+        if status["status"] in ("complete", "failed"):
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"upload {upload_id} did not finish: {status}")

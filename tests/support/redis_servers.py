@@ -21,7 +21,7 @@ from tests.support.processes import wait_for
 HOST = "127.0.0.1"
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """Distinct free ports (held open together, so that no two are the same)."""
     sockets = []
     try:
@@ -105,7 +105,7 @@ class LocalCluster:
     """Three primaries, each with one replica (so that every slot can fail over)."""
 
     def __init__(self, root: Path, primaries: int = 3):
-        ports = _free_ports(primaries * 4)  # a client port and a cluster bus port per node
+        ports = free_ports(primaries * 4)  # a client port and a cluster bus port per node
         self.nodes = [
             RedisNode(
                 root,
@@ -289,7 +289,7 @@ class LocalSentinel:
     SERVICE = "chunky-primary"
 
     def __init__(self, root: Path):
-        ports = _free_ports(5)
+        ports = free_ports(5)
         self.primary = RedisNode(root, ports[0], [])
         self.replica = RedisNode(root, ports[1], ["--replicaof", HOST, str(ports[0])])
         self.sentinel_ports = ports[2:]

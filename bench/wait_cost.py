@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     text = table(results, rounds)
     print(text)
-    out = work / "results"
+    out = work / "results" if args.quick else BENCH / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "wait_cost.md").write_text(text + "\n")
     (out / "wait_cost.json").write_text(json.dumps(results, indent=1))

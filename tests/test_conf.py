@@ -10,6 +10,8 @@ DEFAULTS = {
     "REDIS_URL": None,
     "REDIS_ALIAS": None,
     "KEY_PREFIX": "chunky",
+    "WAIT_REPLICAS": 0,
+    "WAIT_TIMEOUT": timedelta(seconds=1),
     "FSYNC": True,
     "BLOCK_SIZE": 1 << 20,
     "FINAL_STORAGE": None,

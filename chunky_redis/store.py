@@ -2,16 +2,14 @@
 
 No Django here. Every multi-key script touches only the keys of one upload,
 which share the hash tag ``{<upload_id>}``, so the scripts run on Redis
-Cluster too. The index of expiry times (for the sweeper) is split into
-EXPIRY_BUCKETS sorted sets, each its own key, written with separate commands:
-on a cluster they spread over the shards instead of making one of them hot.
+Cluster too. The index of expiry times (for the sweeper) is a ShardedIndex,
+written with separate commands: on a cluster it spreads over the shards.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,16 +21,13 @@ from redis.exceptions import ClusterError, RedisClusterException
 from . import lua
 from .exceptions import StoreUnavailable
 from .redis_clients import AnyRedis, call_and_wait
+from .sharded_index import ShardedIndex
 
 UPLOADING = "uploading"
 PROCESSING = "processing"
 COMPLETE = "complete"
 FAILED = "failed"
 EXPIRED = "expired"
-
-# An upload's entry in the sweep index lives in bucket crc32(upload_id) % EXPIRY_BUCKETS.
-# Fixed, not a setting: changing it would strand the entries of the old buckets.
-EXPIRY_BUCKETS = 16
 
 
 @dataclass
@@ -126,6 +121,8 @@ class UploadStore:
         self.clock = clock
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
+        # the sweep index: when each uploading upload expires
+        self.expiries = ShardedIndex(redis, f"{prefix}:expiries")
         self._acquire = redis.register_script(lua.ACQUIRE)
         self._commit = redis.register_script(lua.COMMIT)
         self._mark_processing = redis.register_script(lua.MARK_PROCESSING)
@@ -144,18 +141,6 @@ class UploadStore:
 
     def lease_key(self, upload_id: str) -> str:
         return f"{self.prefix}:{{{upload_id}}}:finalize"
-
-    def expiries_key(self, upload_id: str) -> str:
-        """The sweep index bucket that holds this upload's expiry time."""
-        return self._bucket_key(zlib.crc32(upload_id.encode()) % EXPIRY_BUCKETS)
-
-    @property
-    def expiries_keys(self) -> list[str]:
-        return [self._bucket_key(bucket) for bucket in range(EXPIRY_BUCKETS)]
-
-    def _bucket_key(self, bucket: int) -> str:
-        # No hash tag: each bucket is hashed whole, so the buckets land in different slots.
-        return f"{self.prefix}:expiries:{bucket:x}"
 
     def now(self) -> int:
         return now_ms(self.clock)
@@ -193,9 +178,7 @@ class UploadStore:
         with _wrap_errors():
             result = self._recorded(self._create, [self.record_key(upload.upload_id)], flat)
             if result != b"exists" and upload.status == UPLOADING:
-                self.redis.zadd(
-                    self.expiries_key(upload.upload_id), {upload.upload_id: upload.expires}
-                )
+                self.expiries.add(upload.upload_id, upload.expires)
         if result == b"exists":
             raise RuntimeError(f"Upload {upload.upload_id} already exists.")
 
@@ -212,7 +195,7 @@ class UploadStore:
         with _wrap_errors():
             result = self._recorded(self._commit, keys, args).decode()
             if result == "ok" and expires != upload.expires:
-                self.redis.zadd(self.expiries_key(upload.upload_id), {upload.upload_id: expires})
+                self.expiries.add(upload.upload_id, expires)
         return result
 
     def mark_processing(self, upload: Upload, token: str, checksum: str) -> str:
@@ -221,7 +204,7 @@ class UploadStore:
         with _wrap_errors():
             result = self._mark_processing(keys=keys, args=[token, checksum, deadline]).decode()
             if result == "ok":
-                self.redis.zrem(self.expiries_key(upload.upload_id), upload.upload_id)
+                self.expiries.remove(upload.upload_id)
         return result
 
     def release(self, upload_id: str, token: str) -> None:
@@ -283,15 +266,9 @@ class UploadStore:
 
     # -- sweeping ------------------------------------------------------------
     def due_expiries(self, limit: int = 500) -> list[str]:
-        """Ids whose expiry time has passed, oldest first (one round trip per Redis node)."""
-        now = self.now()
+        """Ids whose expiry time has passed, oldest first."""
         with _wrap_errors():
-            pipe = self.redis.pipeline(transaction=False)
-            for key in self.expiries_keys:
-                pipe.zrangebyscore(key, "-inf", now, start=0, num=limit, withscores=True)
-            buckets = pipe.execute()
-        due = sorted((score, i) for bucket in buckets for i, score in bucket)
-        return [i.decode() for _, i in due[:limit]]
+            return self.expiries.up_to(self.now(), limit)
 
     def mark_expired(self, upload_id: str) -> str:
         """ "ok" when the record was live-but-expired and is now marked expired; otherwise why not."""
@@ -304,7 +281,7 @@ class UploadStore:
 
     def forget_expiry(self, upload_id: str) -> None:
         with _wrap_errors():
-            self.redis.zrem(self.expiries_key(upload_id), upload_id)
+            self.expiries.remove(upload_id)
 
     def is_locked(self, upload_id: str) -> bool:
         with _wrap_errors():

@@ -26,7 +26,8 @@ _started: dict = {}  # the session's private Redis deployments, started on first
 
 def local_deployment(kind: str):
     """The session's LocalCluster ("cluster") or LocalSentinel ("sentinel"), started once."""
-    from tests.support.redis_servers import LocalCluster, LocalSentinel
+    from tests.support.redis_cluster import LocalCluster
+    from tests.support.redis_servers import LocalSentinel
 
     if kind not in _started:
         root = Path(tempfile.mkdtemp(prefix=f"chunky-{kind}-"))

@@ -28,6 +28,8 @@ from tests.support.api import ClientApi, LiveApi
 from tests.support.checked_upload import CheckedUpload, complete, run_through, upload_and_wait
 from tests.support.processes import REPO, SiteProcess, WorkerProcess, live_env
 
+pytestmark = pytest.mark.slow  # real Redis processes, failed over and migrated
+
 CHUNK = 16 * 1024
 SIZE = 2 << 20
 
@@ -81,7 +83,7 @@ def test_statuses_of_uploads_on_every_shard_in_one_call(cluster):
 
 def test_the_expiry_index_is_spread_over_the_shards(cluster):
     store = runtime.get_store()
-    owners = {cluster.owner_of(key_slot(key.encode())).port for key in store.expiries_keys}
+    owners = {cluster.owner_of(key_slot(key.encode())).port for key in store.expiries.keys}
     assert len(owners) == 3
     now = store.now()
     ids = [uuid.uuid4().hex for _ in range(40)]

@@ -163,7 +163,7 @@ def test_a_django_redis_sentinel_alias_follows_the_primary(settings, tmp_path):
         assert primary.hget(store.record_key(upload_id), "offset") == b"5"
     finally:
         primary.delete(store.record_key(upload_id))
-        primary.zrem(store.expiries_key(upload_id), upload_id)
+        store.expiries.remove(upload_id)
 
 
 def test_celery_broker_for_each_kind_of_redis():

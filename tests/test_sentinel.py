@@ -19,6 +19,8 @@ from tests.support.api import ClientApi, LiveApi
 from tests.support.checked_upload import CheckedUpload, complete, run_through, upload_and_wait
 from tests.support.processes import SiteProcess, WorkerProcess, live_env
 
+pytestmark = pytest.mark.slow  # real Redis processes, failed over
+
 
 @pytest.fixture
 def sentinel(settings, tmp_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,7 +24,14 @@ from chunky_redis import runtime
 from chunky_redis.store import Upload
 from tests.conftest import cleanup_keys, configure, local_deployment
 from tests.support.api import ClientApi, LiveApi
-from tests.support.checked_upload import CheckedUpload, complete, run_through, upload_and_wait
+from tests.support.checked_upload import (
+    CheckedUpload,
+    assert_completed,
+    run_through,
+    send_while_stalled,
+    start_waiting_for_a_replica,
+    upload_and_wait,
+)
 from tests.support.processes import REPO, SiteProcess, WorkerProcess, live_env
 
 pytestmark = pytest.mark.slow  # real Redis processes, failed over and migrated
@@ -52,13 +58,6 @@ def checked_upload(settings) -> CheckedUpload:
 
 def slot_of(upload_id: str) -> int:
     return key_slot(runtime.get_store().record_key(upload_id).encode())
-
-
-def assert_completed(settings, upload: CheckedUpload) -> None:
-    status = complete(ClientApi(), upload)
-    assert status["status"] == "complete", status
-    stored = (Path(settings.MEDIA_ROOT) / status["final_name"]).read_bytes()
-    assert hashlib.md5(stored).hexdigest() == hashlib.md5(upload.data).hexdigest()
 
 
 def test_the_url_gives_a_cluster_client(cluster):
@@ -123,7 +122,7 @@ def test_a_slot_migrating_mid_upload_loses_nothing(cluster, settings, wait_repli
     assert all(answers for _, answers in moments), moments
     assert 200 in moments[-1][1], moments  # once handed over, chunks are taken again
     print("answers while migrating:", moments)
-    assert_completed(settings, upload)
+    assert_completed(ClientApi(), upload, Path(settings.MEDIA_ROOT))
 
 
 @pytest.mark.parametrize("how", ["CLUSTER FAILOVER", "SIGKILL"])
@@ -147,26 +146,14 @@ def test_a_primary_failing_over_mid_upload_loses_nothing(cluster, settings, how)
         f"answers during the failover: {upload.answers_between(begun, ended)}, "
         f"offsets taken back: {upload.rollbacks()}"
     )
-    assert_completed(settings, upload)
+    assert_completed(ClientApi(), upload, Path(settings.MEDIA_ROOT))
 
 
 def test_wait_refuses_to_acknowledge_what_no_replica_has(cluster, settings):
     """WAIT goes down the connection that wrote: a stalled replica makes the chunk a 503."""
-    settings.CHUNKY_REDIS_WAIT_REPLICAS = 1
-    settings.CHUNKY_REDIS_WAIT_TIMEOUT = 0.2
-    api = ClientApi()
-    data = os.urandom(3000)
-    reply = api.put("/upload/", data[:1000], content_range="bytes 0-999/3000")
-    assert reply.status == 200, reply.body
-    upload_id = reply.data["upload_id"]
+    api, data, upload_id = start_waiting_for_a_replica(settings, 3000)
     replica = cluster.replica_of(cluster.owner_of(slot_of(upload_id)))
-    replica.proc.send_signal(signal.SIGSTOP)
-    try:
-        reply = api.put(
-            f"/upload/{upload_id}/", data[1000:2000], content_range="bytes 1000-1999/3000"
-        )
-    finally:
-        replica.proc.send_signal(signal.SIGCONT)
+    reply = send_while_stalled(replica.proc, api, upload_id, data, 1000, 2000)
     assert reply.status == 503, reply.body
     assert reply.data["code"] == "store_unavailable"
     assert "replica" in reply.data["detail"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,14 @@ import pytest
 from chunky_redis import runtime
 from tests.conftest import cleanup_keys, local_deployment
 from tests.support.api import ClientApi, LiveApi
-from tests.support.checked_upload import CheckedUpload, complete, run_through, upload_and_wait
+from tests.support.checked_upload import (
+    CheckedUpload,
+    assert_completed,
+    run_through,
+    send_while_stalled,
+    start_waiting_for_a_replica,
+    upload_and_wait,
+)
 from tests.support.processes import SiteProcess, WorkerProcess, live_env
 
 pytestmark = pytest.mark.slow  # real Redis processes, failed over
@@ -57,23 +63,14 @@ def test_sentinel_failover_mid_upload(sentinel, settings, wait_replicas):
         f"answers during the failover: {upload.answers_between(begun, ended)}, "
         f"offsets taken back: {upload.rollbacks()}"
     )
-    status = complete(ClientApi(), upload)
-    assert status["status"] == "complete", status
-    stored = (Path(settings.MEDIA_ROOT) / status["final_name"]).read_bytes()
-    assert hashlib.md5(stored).hexdigest() == hashlib.md5(upload.data).hexdigest()
+    assert_completed(ClientApi(), upload, Path(settings.MEDIA_ROOT))
     # the record is on the new primary
     assert runtime.get_redis().connection_pool.get_master_address()[1] != old_primary
 
 
 def test_wait_for_a_replica(sentinel, settings):
     """With WAIT, a chunk is acknowledged only once the replica has it; a stalled replica: 503."""
-    settings.CHUNKY_REDIS_WAIT_REPLICAS = 1
-    settings.CHUNKY_REDIS_WAIT_TIMEOUT = 0.2
-    api = ClientApi()
-    data = os.urandom(4000)
-    reply = api.put("/upload/", data[:1000], content_range="bytes 0-999/4000")
-    assert reply.status == 200, reply.body
-    upload_id = reply.data["upload_id"]
+    api, data, upload_id = start_waiting_for_a_replica(settings, 4000)
     record = runtime.get_store().record_key(upload_id)
     assert sentinel.replica.client().hget(record, "offset") == b"1000"  # acknowledged = replicated
 
@@ -81,20 +78,13 @@ def test_wait_for_a_replica(sentinel, settings):
     assert reply.status == 200, reply.body
     assert sentinel.replica.client().hget(record, "offset") == b"2000"
 
-    sentinel.replica.proc.send_signal(signal.SIGSTOP)
-    try:
-        reply = api.put(
-            f"/upload/{upload_id}/", data[2000:3000], content_range="bytes 2000-2999/4000"
-        )
-        assert reply.status == 503, reply.body
-        assert reply.data["code"] == "store_unavailable"
-        settings.CHUNKY_REDIS_WAIT_REPLICAS = 2  # more replicas than there are: never acknowledged
-        sentinel.replica.proc.send_signal(signal.SIGCONT)
-        assert api.get(f"/upload/{upload_id}/").data["offset"] == 3000  # the primary has it
-        reply = api.put(f"/upload/{upload_id}/", data[3000:], content_range="bytes 3000-3999/4000")
-        assert reply.status == 503, reply.body
-    finally:
-        sentinel.replica.proc.send_signal(signal.SIGCONT)
+    reply = send_while_stalled(sentinel.replica.proc, api, upload_id, data, 2000, 3000)
+    assert reply.status == 503, reply.body
+    assert reply.data["code"] == "store_unavailable"
+    assert api.get(f"/upload/{upload_id}/").data["offset"] == 3000  # the primary has it
+    settings.CHUNKY_REDIS_WAIT_REPLICAS = 2  # more replicas than there are: never acknowledged
+    reply = api.put(f"/upload/{upload_id}/", data[3000:], content_range="bytes 3000-3999/4000")
+    assert reply.status == 503, reply.body
     settings.CHUNKY_REDIS_WAIT_REPLICAS = 1
     reply = api.post_json(f"/upload/{upload_id}/", {"md5": hashlib.md5(data).hexdigest()})
     assert reply.status == 200, reply.body

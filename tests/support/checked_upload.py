@@ -9,6 +9,8 @@ digest of exactly the bytes before the recorded offset.
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ from pathlib import Path
 from chunky_redis import runtime
 from chunky_redis.checksums import ResumableHash
 from chunky_redis.exceptions import StoreUnavailable
-from tests.support.api import Api
+from tests.support.api import Api, ClientApi
 
 
 @dataclass
@@ -148,6 +150,37 @@ def complete(api: Api, upload: CheckedUpload) -> dict:
             return reply.data
         time.sleep(0.05)
     raise AssertionError(f"the upload did not finish: {reply.body!r}")
+
+
+def assert_completed(api: Api, upload: CheckedUpload, media_root: Path) -> None:
+    """Complete it; the final file has the data's md5."""
+    status = complete(api, upload)
+    assert status["status"] == "complete", status
+    stored = (media_root / status["final_name"]).read_bytes()
+    assert hashlib.md5(stored).hexdigest() == hashlib.md5(upload.data).hexdigest()
+
+
+def start_waiting_for_a_replica(settings, size: int) -> tuple[ClientApi, bytes, str]:
+    """WAIT for 1 replica (at most 200 ms); a new upload of ``size`` bytes, its first 1000 sent."""
+    settings.CHUNKY_REDIS_WAIT_REPLICAS = 1
+    settings.CHUNKY_REDIS_WAIT_TIMEOUT = 0.2
+    api, data = ClientApi(), os.urandom(size)
+    reply = api.put("/upload/", data[:1000], content_range=f"bytes 0-999/{size}")
+    assert reply.status == 200, reply.body
+    return api, data, reply.data["upload_id"]
+
+
+def send_while_stalled(process, api: Api, upload_id: str, data: bytes, start: int, end: int):
+    """PUT bytes [start, end) while ``process`` (a replica's Popen) is stopped, then resume it."""
+    process.send_signal(signal.SIGSTOP)
+    try:
+        return api.put(
+            f"/upload/{upload_id}/",
+            data[start:end],
+            content_range=f"bytes {start}-{end - 1}/{len(data)}",
+        )
+    finally:
+        process.send_signal(signal.SIGCONT)
 
 
 def upload_and_wait(api: Api, data: bytes, chunk: int, timeout: float = 60) -> dict:

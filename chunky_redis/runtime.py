@@ -10,6 +10,7 @@ from redis.exceptions import RedisClusterException
 
 from .conf import conf, milliseconds
 from .exceptions import StoreUnavailable
+from .quotas import QuotaTracker
 from .redis_clients import AnyRedis, client_from_url
 from .storage import ChunkStorage
 from .store import Upload, UploadStore
@@ -76,8 +77,9 @@ def get_storage() -> ChunkStorage:
 
 
 def get_service() -> UploadService:
+    store = get_store()
     return UploadService(
-        store=get_store(),
+        store=store,
         storage=get_storage(),
         policy=Policy(
             algorithm=conf.CHECKSUM_ALGORITHM,
@@ -85,6 +87,7 @@ def get_service() -> UploadService:
             sliding_expiration=conf.SLIDING_EXPIRATION,
         ),
         on_complete=_enqueue,
+        quotas=QuotaTracker(store.redis, prefix=conf.KEY_PREFIX, clock=store.clock),
     )
 
 

@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             server.wait_healthy()
         results: dict[str, dict[str, list]] = {}
         for round_no in range(rounds):
+            for name, row in _commits(url, round_no).items():
+                results.setdefault("store.commit() alone", {}).setdefault(name, []).extend(row)
             for name, size, chunk in workloads:
                 for server in servers:
                     result = upload(server.protocol(), str(source), size, chunk)
@@ -99,6 +101,37 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _commits(url: str, round_no: int, count: int = 1000) -> dict[str, list]:
+    """The Redis side alone: chunk commits per second through the store, without and with WAIT."""
+    import time
+
+    import redis
+
+    from chunky_redis.store import Upload, UploadStore
+
+    client, out = redis.Redis.from_url(url), {}
+    for replicas in (0, 1):
+        prefix = f"chunky-bench-wait{replicas}-{round_no}"
+        store = UploadStore(client, prefix=prefix, wait_replicas=replicas)
+        now = store.now()
+        upload = Upload(upload_id="b" * 32, size=1 << 40, created=now, expires=now + 3_600_000)
+        store.create(upload)
+        started = time.perf_counter()
+        for _ in range(count):
+            store.acquire(upload.upload_id, "", "token")
+            store.commit(
+                upload,
+                "token",
+                new_offset=upload.offset + 1,
+                hash_state=b"s" * 100,
+                expires=upload.expires,
+            )
+            upload.offset += 1
+        seconds = time.perf_counter() - started
+        out[f"wait-{replicas}"] = [(count / seconds, seconds / count * 1000)]
+    return out
+
+
 def table(results: dict[str, dict[str, list]], rounds: int) -> str:
     lines = [
         f"WAIT 1 replica vs none (gunicorn gthread, loopback replica, median of {rounds} round(s))",
@@ -111,8 +144,9 @@ def table(results: dict[str, dict[str, list]], rounds: int) -> str:
         wait_mb = statistics.median(mb for mb, _ in by_server["wait-1"])
         base_ms = statistics.median(ms for _, ms in by_server["wait-0"])
         wait_ms = statistics.median(ms for _, ms in by_server["wait-1"])
+        unit = "chunks/s" if name.startswith("store.") else "MB/s"
         lines.append(
-            f"| {name} | {base_mb:.1f} MB/s | {wait_mb:.1f} MB/s | {wait_mb / base_mb:.2f} "
+            f"| {name} | {base_mb:.1f} {unit} | {wait_mb:.1f} {unit} | {wait_mb / base_mb:.2f} "
             f"| {base_ms:.2f} -> {wait_ms:.2f} ms |"
         )
     return "\n".join(lines)

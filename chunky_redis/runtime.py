@@ -6,7 +6,9 @@ import threading
 from functools import lru_cache
 
 import redis as redis_lib
-from redis.exceptions import RedisClusterException
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError, RedisClusterException
+from redis.retry import Retry
 
 from .conf import conf, milliseconds
 from .exceptions import StoreUnavailable
@@ -21,12 +23,28 @@ _fake_server = None
 
 
 @lru_cache(maxsize=8)
-def _client_for_url(url: str) -> AnyRedis:
+def _client_for_url(url: str, socket_timeout: float, connect_timeout: float) -> AnyRedis:
     # redis-py's pool notices a fork and reconnects in the child, so one
     # client per URL per process is safe under pre-forking servers.
     # A cluster client asks the cluster for its slots as it is built: not cached when that fails.
     try:
-        return client_from_url(url, health_check_interval=30)
+        return client_from_url(
+            url,
+            # A reply that never comes (Redis frozen, a partition) must end the request with a
+            # 503, not hold it: redis-py before 6 waits forever by default.
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            # Connection errors only, twice, within ~0.3 s: that replaces a pooled connection
+            # that a Redis restart closed, and answers 503 quickly while Redis is down. Never
+            # after a timeout (redis-py's default retries those ten times): the command may be
+            # queued in a frozen Redis, and would then run once per attempt when it resumes.
+            retry=Retry(
+                ExponentialBackoff(cap=0.2, base=0.05),
+                retries=2,
+                supported_errors=(ConnectionError,),
+            ),
+            health_check_interval=30,
+        )
     except (redis_lib.RedisError, RedisClusterException) as e:
         raise StoreUnavailable(f"Redis is unavailable: {e}") from e
 
@@ -52,7 +70,11 @@ def get_redis() -> AnyRedis:
 
         return get_redis_connection(conf.REDIS_ALIAS)
     if conf.REDIS_URL:
-        return _client_for_url(conf.REDIS_URL)
+        return _client_for_url(
+            conf.REDIS_URL,
+            conf.REDIS_SOCKET_TIMEOUT.total_seconds(),
+            conf.REDIS_CONNECT_TIMEOUT.total_seconds(),
+        )
     return _fake_client()
 
 
@@ -67,6 +89,7 @@ def get_store() -> UploadStore:
         lock_timeout_ms=milliseconds(conf.LOCK_TIMEOUT),
         expired_retention_ms=milliseconds(conf.EXPIRED_RETENTION),
         completed_retention_ms=milliseconds(conf.COMPLETED_RETENTION),
+        lock_request_timeout_ms=milliseconds(conf.LOCK_REQUEST_TIMEOUT),
         wait_replicas=conf.WAIT_REPLICAS,
         wait_timeout_ms=milliseconds(conf.WAIT_TIMEOUT),
     )
@@ -85,6 +108,7 @@ def get_service() -> UploadService:
             algorithm=conf.CHECKSUM_ALGORITHM,
             expiration_ms=milliseconds(conf.EXPIRATION),
             sliding_expiration=conf.SLIDING_EXPIRATION,
+            requeue_after_ms=milliseconds(conf.REQUEUE_AFTER),
         ),
         on_complete=_enqueue,
         quotas=QuotaTracker(store.redis, prefix=conf.KEY_PREFIX, clock=store.clock),

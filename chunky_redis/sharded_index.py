@@ -32,11 +32,12 @@ class ShardedIndex:
     def _key(self, bucket: int) -> str:
         return f"{self.name}:{bucket:x}"
 
-    def add(self, member: str, score: int) -> None:
-        self.redis.zadd(self.key_for(member), {member: score})
+    def add(self, member: str, score: int, client: Any = None) -> None:
+        """``client``: a pipeline to queue the command in instead of running it."""
+        (client or self.redis).zadd(self.key_for(member), {member: score})
 
-    def remove(self, member: str) -> None:
-        self.redis.zrem(self.key_for(member), member)
+    def remove(self, member: str, client: Any = None) -> None:
+        (client or self.redis).zrem(self.key_for(member), member)
 
     def score(self, member: str) -> float | None:
         return self.redis.zscore(self.key_for(member), member)

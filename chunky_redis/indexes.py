@@ -93,17 +93,17 @@ class SweepIndexes:
 
     def presence(self, upload_ids: list[str]) -> dict[str, str]:
         """For each upload: "locked" while a request holds its lock or creation
-        marker, else its status ("missing" without a record). One round trip."""
+        marker, else its status ("missing" without a record). One round trip
+        (on Redis Cluster one per upload: its pipelines refuse scripts)."""
+        keys = [[self.record_key(i), self.lock_key(i)] for i in upload_ids]
         with _wrap_errors():
-            if is_cluster(self.redis):
-                # A cluster pipeline sends EVALSHA as it is, without loading the script
-                # first as Redis' own pipeline does; SCRIPT LOAD goes to every primary.
-                self.redis.script_load(lua.PRESENCE)
-            pipe = self.redis.pipeline(transaction=False)
-            for upload_id in upload_ids:
-                keys = [self.record_key(upload_id), self.lock_key(upload_id)]
-                self._presence(keys=keys, client=pipe)
-            values = pipe.execute()
+            if is_cluster(self.redis):  # the sweeper's rare path: orphan files only
+                values = [self._presence(keys=k) for k in keys]
+            else:
+                pipe = self.redis.pipeline(transaction=False)
+                for k in keys:
+                    self._presence(keys=k, client=pipe)
+                values = pipe.execute()
         return {i: v.decode() for i, v in zip(upload_ids, values, strict=True)}
 
     # -- processing and failed uploads ---------------------------------------

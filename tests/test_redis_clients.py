@@ -70,7 +70,7 @@ def test_clients_built_from_urls():
     assert sentinel.connection_pool.connection_kwargs["db"] == 4
     # a cluster client asks the seeds for the slots at once: nobody at port 1 is a 503
     with pytest.raises(StoreUnavailable):
-        runtime._client_for_url("redis+cluster://127.0.0.1:1")
+        runtime._client_for_url("redis+cluster://127.0.0.1:1", 1.0, 1.0)
 
 
 def test_a_cluster_url_builds_a_cluster_client(settings):

@@ -57,7 +57,7 @@ class SweepIndexes:
         return f"{self.prefix}:failed"
 
     # -- expiries --------------------------------------------------------------
-    def due_expiries(self, limit: int = 500) -> list[str]:
+    def due_expiries(self, limit: int = 500) -> list[str]:  # pragma: no mutate (any batch size)
         """Ids whose expiry time has passed, oldest first."""
         with _wrap_errors():
             return self.expiries.up_to(self.now(), limit)

@@ -9,6 +9,7 @@ from django.core.checks import Error, Warning, register
 
 from .checksums import ALGORITHMS, incremental_available
 from .conf import as_timedelta, conf
+from .redis_clients import parse
 from .runtime import using_embedded_redis
 
 _DURATIONS = (
@@ -23,6 +24,7 @@ _DURATIONS = (
     "SWEEP_INTERVAL",
     "REDIS_SOCKET_TIMEOUT",
     "REDIS_CONNECT_TIMEOUT",
+    "WAIT_TIMEOUT",
 )
 
 
@@ -95,6 +97,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                 )
             )
     errors += _check_final_storage()
+    errors += _check_redis()
     errors += _positive_ints(("BLOCK_SIZE", "MAX_JSON_BODY"), "a positive integer", "E007")
     template = conf.FINAL_NAME_TEMPLATE
     try:
@@ -160,3 +163,50 @@ def _check_final_storage() -> list:
             )
         ]
     return []
+
+
+def _check_redis() -> list:
+    """The Redis URL, the key prefix and the replica wait (ids 020 and up)."""
+    errors: list = []
+    url = conf.REDIS_URL
+    if url and not conf.REDIS_ALIAS:
+        try:
+            parse(url)
+        except ValueError as e:
+            errors.append(
+                Error(
+                    f"CHUNKY_REDIS_REDIS_URL cannot be used: {e}.",
+                    hint="e.g. redis://HOST:6379/0, redis+cluster://HOST:7000,HOST:7001 or "
+                    "redis+sentinel://HOST:26379,HOST:26380/mymaster/0",
+                    id="chunky_redis.E020",
+                )
+            )
+    prefix = conf.KEY_PREFIX
+    if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+        errors.append(
+            Error(
+                f"CHUNKY_REDIS_KEY_PREFIX must be a non-empty string without braces, not {prefix!r}.",
+                hint="A brace would make it the Redis Cluster hash tag of every key: all uploads "
+                "in one slot, on one shard.",
+                id="chunky_redis.E021",
+            )
+        )
+    replicas = _raw("WAIT_REPLICAS")
+    if replicas is not None and (
+        not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0
+    ):
+        errors.append(
+            Error(
+                f"CHUNKY_REDIS_WAIT_REPLICAS must be a non-negative integer, not {replicas!r}.",
+                id="chunky_redis.E022",
+            )
+        )
+    elif replicas and using_embedded_redis():
+        errors.append(
+            Error(
+                "CHUNKY_REDIS_WAIT_REPLICAS is set, but the embedded fakeredis has no replicas.",
+                hint="Set CHUNKY_REDIS_REDIS_URL or CHUNKY_REDIS_REDIS_ALIAS, or leave it at 0.",
+                id="chunky_redis.E022",
+            )
+        )
+    return errors

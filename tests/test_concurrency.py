@@ -94,7 +94,7 @@ def race(make_api, send: Send, upload_dir: Path, media_root: Path | None) -> lis
     return rounds
 
 
-@pytest.mark.parametrize("backend", ["fakeredis", "redis"])
+@pytest.mark.parametrize("backend", ["fakeredis", "redis", "cluster"])
 def test_racing_chunks_in_process(backend, settings, tmp_path, monkeypatch):
     """The winner holds its lock until a loser has been answered: that loser is `locked`."""
     configure(settings, backend, tmp_path)

@@ -1,17 +1,26 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    start the bundled service on 127.0.0.1:8000 (PORT overrides it)
-#   make test   run the whole test suite
+#   make test   run the whole test suite (what CI runs)
+# and for working on it:
+#   make test-fast  the unit tests alone: no server, worker, browser or fault injection (seconds)
+#   make dist       build the wheel and the sdist into dist/ and check their metadata
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install bench lint clean
+# Every optional extra (so that every configuration can be tested) and the dev dependency group.
+EXTRAS := all
+# The markers of tests that start processes or take long (pyproject.toml lists them).
+FAST := not live and not browser and not fault and not slow and not packaging
 
+.PHONY: run test test-fast install bench lint dist clean
+
+# Dependency groups (PEP 735) need pip >= 25.1: the venv's own pip is upgraded first.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25.1'
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]' --group dev
 	touch $(STAMP)
 
 node_modules/.installed: package.json package-lock.json
@@ -25,14 +34,23 @@ run: $(STAMP) $(if $(wildcard package.json),node_modules/.installed)
 
 test: $(STAMP) $(if $(wildcard package.json),node_modules/.installed)
 	./deploy/test-setup.sh
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --cov $(PYTEST_ARGS)
+
+# Needs only the Redis at 127.0.0.1:6379 that make test starts; tests that need it are few and cheap.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m '$(FAST)' $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m pip install --quiet --group bench
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check chunky_redis tasks tests deploy bench
 
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m twine check --strict dist/*
+
 clean:
-	rm -rf $(VENV) node_modules var
+	rm -rf $(VENV) node_modules var dist build

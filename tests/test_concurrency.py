@@ -93,6 +93,7 @@ def test_racing_chunks_in_process(backend, settings, tmp_path):
     assert sum(outcomes.values()) == UPLOADS * (CHUNKS - 1) * (THREADS - 1)
 
 
+@pytest.mark.live
 def test_racing_chunks_against_a_server(tmp_path):
     env = live_env(tmp_path)
     with SiteProcess(env, workers=2, threads=4) as site, WorkerProcess(env):

@@ -370,6 +370,7 @@ def nginx_binary() -> str | None:
     )
 
 
+@pytest.mark.live  # runs nginx -t
 @pytest.mark.skipif(nginx_binary() is None, reason="nginx is not installed")
 def test_nginx_accepts_the_sample(tmp_path):
     # "web" only resolves inside Compose; nginx -t resolves upstream names.

@@ -34,7 +34,7 @@ from tests.support.processes import (
     wait_for,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 MiB = 1 << 20
 _PUT_LINE = re.compile(r'"PUT /upload/(?:([0-9a-f]{32})/)? HTTP/1\.1" 200 ')

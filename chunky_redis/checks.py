@@ -6,10 +6,12 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 
 from .checksums import ALGORITHMS, incremental_available
 from .conf import as_timedelta, conf
-from .runtime import using_embedded_redis
+from .extras import EXTRAS, install_command, missing_message
+from .runtime import missing_redis_package, using_embedded_redis
 
 _DURATIONS = (
     "EXPIRATION",
@@ -116,6 +118,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                 id="chunky_redis.E008",
             )
         )
+    missing = missing_redis_package()
+    if missing:
+        module, needed_for = missing
+        errors.append(
+            Error(
+                missing_message(module, needed_for),
+                hint="Install the extra, or configure another Redis (the README's Redis section).",
+                id="chunky_redis.E009" if module == "fakeredis" else "chunky_redis.E010",
+            )
+        )
     if using_embedded_redis() and not settings.DEBUG:
         errors.append(
             Warning(
@@ -142,12 +154,26 @@ def _check_final_storage() -> list:
             from django.core.files.storage import storages
 
             storages[name]
-    except (ImportError, InvalidStorageError) as e:
+    # django-storages reports a missing boto3 as ImproperlyConfigured.
+    except (ImportError, InvalidStorageError, ImproperlyConfigured) as e:
+        hint = "Give a key of settings.STORAGES or a dotted path to a Storage class."
+        module = _missing_module(e)
+        if module in EXTRAS:  # the storage of an extra (S3: storages, boto3) is not installed
+            hint = f"Install it: {install_command(module)}."
         return [
             Error(
                 f"CHUNKY_REDIS_FINAL_STORAGE {name!r} cannot be loaded: {e}",
-                hint="Give a key of settings.STORAGES or a dotted path to a Storage class.",
+                hint=hint,
                 id="chunky_redis.E006",
             )
         ]
     return []
+
+
+def _missing_module(error: BaseException | None) -> str:
+    """The top-level module whose import failed somewhere in the chain of ``error``, or ''."""
+    while error is not None:
+        if isinstance(error, ImportError) and error.name:
+            return error.name.partition(".")[0]
+        error = error.__cause__ or error.__context__
+    return ""

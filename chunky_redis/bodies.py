@@ -147,7 +147,19 @@ class _StreamingHandler(FileUploadHandler):
             return None
         self._active = False
         self.size = file_size
-        return UploadedFile(file=None, name=self.filename, size=file_size)
+        return _StreamedFile(file=None, name=self.filename, size=file_size)
+
+
+class _StreamedFile(UploadedFile):
+    """Stands in request.FILES for the part already written to the chunk session.
+
+    Django closes every file of a request when the parse fails (two file parts,
+    too many fields) and when the request ends; this one has nothing to close,
+    and UploadedFile.close() would fail on its missing file object.
+    """
+
+    def close(self) -> None:
+        pass
 
 
 def _content_length(request: HttpRequest) -> int:
@@ -169,11 +181,10 @@ def _parse_json_chunk(request: HttpRequest, max_json_body: int) -> Body:
             code="json_too_large",
         )
     try:
-        payload = json.loads(request.read(length) or b"null")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadBody(f"The body is not valid JSON: {e}") from e
+        raw = request.read(length)
     except (OSError, UnreadablePostError) as e:
         raise BadBody(f"The connection broke while reading the chunk: {e}") from e
+    payload = _load_json(raw or b"null")
     if not isinstance(payload, dict) or "file" not in payload:
         raise MissingChunk("The JSON body has no 'file' member.")
     values = payload["file"]
@@ -188,6 +199,17 @@ def _parse_json_chunk(request: HttpRequest, max_json_body: int) -> Body:
     return Body("json", len(values), clean_filename(filename), bytes(values), fields)
 
 
+def _load_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadBody(f"The body is not valid JSON: {e}") from e
+    except RecursionError as e:
+        # json's scanner recurses once per nesting level: "[[[[...]]]]" a few
+        # thousand deep exhausts the stack. The interpreter is fine afterwards.
+        raise BadBody("The JSON body is nested too deeply.") from e
+
+
 def form_fields(request: HttpRequest) -> dict[str, str]:
     """Small form or JSON fields of a completion request (never a file)."""
     if (request.content_type or "") == JSON:
@@ -195,9 +217,10 @@ def form_fields(request: HttpRequest) -> dict[str, str]:
         if length > 64 * 1024:
             raise BadBody("A completion body may have at most 64 KiB.")
         try:
-            payload = json.loads(request.read(length) or b"{}")
-        except (ValueError, UnicodeDecodeError) as e:
-            raise BadBody(f"The body is not valid JSON: {e}") from e
+            raw = request.read(length)
+        except (OSError, UnreadablePostError) as e:
+            raise BadBody(f"The connection broke while reading the body: {e}") from e
+        payload = _load_json(raw or b"{}")
         if not isinstance(payload, dict):
             raise BadBody("The JSON body must be an object.")
         return {k: v for k, v in payload.items() if isinstance(v, str)}

@@ -76,14 +76,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                     id="chunky_redis.E003",
                 )
             )
-    max_bytes = _raw("MAX_BYTES")
-    if max_bytes is not None and not _positive_int(max_bytes):
-        errors.append(
-            Error(
-                f"CHUNKY_REDIS_MAX_BYTES must be None or a positive integer, not {max_bytes!r}.",
-                id="chunky_redis.E004",
-            )
-        )
+    errors += _positive_ints(("MAX_BYTES",), "None or a positive integer", "E004")
+    errors += _positive_ints(
+        ("MAX_UPLOADS_IN_FLIGHT", "MAX_BYTES_IN_FLIGHT"),
+        "None (no limit) or a positive integer",
+        "E009",
+    )
     alias = conf.REDIS_ALIAS
     if alias:
         backend = getattr(settings, "CACHES", {}).get(alias, {}).get("BACKEND", "")
@@ -95,15 +93,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                 )
             )
     errors += _check_final_storage()
-    for name in ("BLOCK_SIZE", "MAX_JSON_BODY"):
-        value = _raw(name)
-        if value is not None and not _positive_int(value):
-            errors.append(
-                Error(
-                    f"CHUNKY_REDIS_{name} must be a positive integer, not {value!r}.",
-                    id="chunky_redis.E007",
-                )
-            )
+    errors += _positive_ints(("BLOCK_SIZE", "MAX_JSON_BODY"), "a positive integer", "E007")
     template = conf.FINAL_NAME_TEMPLATE
     try:
         rendered = template.format(upload_id="0" * 32, filename="f")
@@ -125,7 +115,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
             Error(
                 missing_message(module, needed_for),
                 hint="Install the extra, or configure another Redis (the README's Redis section).",
-                id="chunky_redis.E009" if module == "fakeredis" else "chunky_redis.E010",
+                id="chunky_redis.E010" if module == "fakeredis" else "chunky_redis.E011",
             )
         )
     if using_embedded_redis() and not settings.DEBUG:
@@ -137,6 +127,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                 id="chunky_redis.W002",
             )
         )
+    return errors
+
+
+def _positive_ints(names: tuple[str, ...], expected: str, check_id: str) -> list:
+    """Settings that, when set, must be positive integers (unset means the default)."""
+    errors = []
+    for name in names:
+        value = _raw(name)
+        if value is not None and not _positive_int(value):
+            errors.append(
+                Error(
+                    f"CHUNKY_REDIS_{name} must be {expected}, not {value!r}.",
+                    id=f"chunky_redis.{check_id}",
+                )
+            )
     return errors
 
 

@@ -119,6 +119,16 @@ class Settings:
         return self._get("MAX_BYTES", None)
 
     @property
+    def MAX_UPLOADS_IN_FLIGHT(self) -> int | None:
+        """Per owner: uploads begun and neither completed nor expired (429 beyond)."""
+        return self._get("MAX_UPLOADS_IN_FLIGHT", None)
+
+    @property
+    def MAX_BYTES_IN_FLIGHT(self) -> int | None:
+        """Per owner: the sum of the sizes of those uploads (413 beyond)."""
+        return self._get("MAX_BYTES_IN_FLIGHT", None)
+
+    @property
     def MAX_JSON_BODY(self) -> int:
         return self._get("MAX_JSON_BODY", 32 << 20)
 

@@ -25,6 +25,12 @@ class ChunkyError(Exception):
     def as_dict(self) -> dict[str, Any]:
         return {"detail": self.detail, "code": self.code, **self.extra}
 
+    def headers(self) -> dict[str, str]:
+        """Response headers that go with the error."""
+        if self.status_code in (HTTPStatus.CONFLICT, HTTPStatus.SERVICE_UNAVAILABLE):
+            return {"Retry-After": "1"}
+        return {}
+
 
 class NotAuthenticated(ChunkyError):
     status_code = HTTPStatus.FORBIDDEN
@@ -64,6 +70,19 @@ class BadContentRange(ChunkyError):
 class TooLarge(ChunkyError):
     default_detail = "The file exceeds the size limit."
     default_code = "too_large"
+
+
+class TooManyUploads(ChunkyError):
+    # A quota, not a rate limit: the count drops when an upload completes or expires.
+    status_code = HTTPStatus.TOO_MANY_REQUESTS
+    default_detail = "Too many uploads in progress."
+    default_code = "too_many_uploads"
+
+
+class QuotaExceeded(ChunkyError):
+    status_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The upload would pass the limit of bytes in progress."
+    default_code = "quota_exceeded"
 
 
 class LengthRequired(ChunkyError):
@@ -128,6 +147,21 @@ class MethodNotAllowed(ChunkyError):
     status_code = HTTPStatus.METHOD_NOT_ALLOWED
     default_detail = "Method not allowed."
     default_code = "method_not_allowed"
+
+    def __init__(self, detail: str | None = None, *, allow: list[str]):
+        super().__init__(detail, allowed=allow)
+
+    def headers(self) -> dict[str, str]:
+        # RFC 9110 section 15.5.6: a 405 MUST list the methods the resource supports.
+        return {"Allow": ", ".join(self.extra["allowed"])}
+
+
+class ServerError(ChunkyError):
+    """A bug, not the client's doing: answered as JSON, logged with its traceback."""
+
+    status_code = HTTPStatus.INTERNAL_SERVER_ERROR
+    default_detail = "The server failed to handle the request; it has been logged."
+    default_code = "server_error"
 
 
 class StoreUnavailable(ChunkyError):

@@ -10,6 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .conf import conf, milliseconds
 from .extras import installed, missing_message
+from .quotas import QuotaTracker
 from .storage import ChunkStorage
 from .store import Upload, UploadStore
 from .uploads import Policy, UploadService
@@ -38,7 +39,7 @@ def _fake_client() -> redis_lib.Redis:
     global _fake_server
     try:
         import fakeredis
-    except ImportError as e:  # system check E009 reports it at start-up
+    except ImportError as e:  # system check E010 reports it at start-up
         raise ImproperlyConfigured(missing_message("fakeredis", EMBEDDED)) from e
 
     with _lock:
@@ -51,7 +52,7 @@ def get_redis() -> redis_lib.Redis:
     if conf.REDIS_ALIAS:
         try:
             from django_redis import get_redis_connection
-        except ImportError as e:  # system check E010 reports it at start-up
+        except ImportError as e:  # system check E011 reports it at start-up
             raise ImproperlyConfigured(missing_message("django_redis", ALIAS)) from e
 
         return get_redis_connection(conf.REDIS_ALIAS)
@@ -90,8 +91,9 @@ def get_storage() -> ChunkStorage:
 
 
 def get_service() -> UploadService:
+    store = get_store()
     return UploadService(
-        store=get_store(),
+        store=store,
         storage=get_storage(),
         policy=Policy(
             algorithm=conf.CHECKSUM_ALGORITHM,
@@ -99,6 +101,7 @@ def get_service() -> UploadService:
             sliding_expiration=conf.SLIDING_EXPIRATION,
         ),
         on_complete=_enqueue,
+        quotas=QuotaTracker(store.redis, prefix=conf.KEY_PREFIX, clock=store.clock),
     )
 
 

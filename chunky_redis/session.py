@@ -11,6 +11,7 @@ from .http import ByteRange
 from .store import PROCESSING, Upload
 
 if TYPE_CHECKING:
+    from .quotas import Quota
     from .uploads import UploadService
 
 
@@ -32,6 +33,7 @@ class ChunkSession:
         self.byte_range = byte_range
         self.is_new = token is None
         self.allow_empty = False  # an empty body is "no chunk", unless it is an empty file
+        self.quota: Quota | None = None  # a new upload counted against its owner's quota
         if upload.hash_state or (upload.offset == 0 and incremental_available(upload.algorithm)):
             self.hasher: ResumableHash | None = ResumableHash(
                 upload.algorithm, upload.hash_state or None
@@ -96,6 +98,7 @@ class ChunkSession:
         received = self._check_received()
         if self.is_new:
             upload = self._fill_new(received, filename, extra)
+            self.service.admit(upload, self.quota)  # again: a multipart body's size is known now
             self.service.store.create(upload)
             return upload
         upload = self.upload
@@ -120,6 +123,8 @@ class ChunkSession:
             raise exc.UploadLocked(
                 "The upload moved while this chunk was written; the chunk was not recorded."
             )
+        if expires != upload.expires:
+            self.service.touch_quota(upload, expires)
         upload.offset, upload.hash_state, upload.expires = new_offset, hash_state, expires
         return upload
 
@@ -130,11 +135,13 @@ class ChunkSession:
         assert self.is_new
         received = self._check_received()
         upload = self._fill_new(received, filename, extra)
+        self.service.admit(upload, self.quota)  # its size is known now
         checksum = clean_checksum(checksum, upload.algorithm)
         self.service.verify(upload, checksum)
         upload.status, upload.checksum = PROCESSING, checksum
         self.service.store.create(upload)
         self.is_new = False  # recorded: from here on an error must not delete the file
+        self.service.release_quota(upload)
         self.service.hand_off(upload)
         return upload
 
@@ -152,6 +159,8 @@ class ChunkSession:
         self._close_writer(sync=False)
         if self.is_new:
             self.service.storage.delete(self.upload_id)
+            if self.quota is not None:
+                self.service.release_quota(self.upload)
         elif self.token is not None:
             token, self.token = self.token, None
             self.service.store.release(self.upload_id, token)

@@ -9,17 +9,22 @@ moves once the bytes are in storage.
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from . import exceptions as exc
 from .checksums import ResumableHash
 from .http import ByteRange
+from .quotas import Quota, QuotaTracker
 from .session import ChunkSession, clean_checksum
 from .storage import ChunkStorage
 from .store import FAILED, PROCESSING, UPLOADING, Upload, UploadStore
+
+logger = logging.getLogger("chunky_redis")
 
 
 @dataclass
@@ -37,11 +42,13 @@ class UploadService:
         storage: ChunkStorage,
         policy: Policy,
         on_complete: Callable[[Upload], None],
+        quotas: QuotaTracker | None = None,
     ):
         self.store = store
         self.storage = storage
         self.policy = policy
         self.on_complete = on_complete
+        self.quotas = quotas
 
     # -- reads ---------------------------------------------------------------
     def status(self, *, owner: str, upload_id: str) -> Upload:
@@ -60,6 +67,7 @@ class UploadService:
         length: int | None,
         max_bytes: int | None,
         empty_file_ok: bool = False,
+        quota: Quota | None = None,
     ) -> ChunkSession:
         """Validate a chunk's headers and prepare to write it.
 
@@ -86,6 +94,13 @@ class UploadService:
         if upload_id is None:
             session = self._start_new(owner, byte_range, max_bytes)
             session.allow_empty = empty_file_ok
+            if quota is not None and not quota.unlimited and self.quotas is not None:
+                try:
+                    self.admit(session.upload, quota)  # with its size when known, else 0 for now
+                except BaseException:
+                    session.abort()  # nothing was written: the new file goes
+                    raise
+                session.quota = quota
             return session
         return self._start_existing(owner, upload_id, byte_range, max_bytes)
 
@@ -168,8 +183,42 @@ class UploadService:
         if result != "ok":
             raise exc.AlreadyComplete()
         upload.status, upload.checksum = PROCESSING, checksum
+        self.release_quota(upload)
         self.hand_off(upload)
         return upload
+
+    # -- quotas (quotas.py) --------------------------------------------------
+    def admit(self, upload: Upload, quota: Quota | None) -> None:
+        """Count a new upload against its owner's quota, or refuse it (429 / 413)."""
+        if quota is None or self.quotas is None:
+            return
+        self.quotas.admit(
+            upload.owner,
+            upload.upload_id,
+            size=upload.size,
+            expires=upload.expires,
+            quota=quota,
+            statuses=self.store.statuses,
+        )
+
+    def release_quota(self, upload: Upload) -> None:
+        """The upload is no longer in flight (completed, or never created)."""
+        if self.quotas is not None:
+            self._best_effort(self.quotas.release, upload.owner, upload.upload_id)
+
+    def touch_quota(self, upload: Upload, expires: int) -> None:
+        """A sliding expiration moved: the upload stays counted until its new expiry."""
+        if self.quotas is not None:
+            self._best_effort(self.quotas.touch, upload.owner, upload.upload_id, expires)
+
+    @staticmethod
+    def _best_effort(update: Callable[..., None], *args: Any) -> None:
+        # The upload's own change is already recorded; a missed index update heals at the
+        # upload's expiry (or at the next refusal), so it must not fail the request.
+        try:
+            update(*args)
+        except exc.StoreUnavailable as e:
+            logger.warning("chunky_redis: quota index not updated for %s: %s", args[1], e)
 
     def hand_off(self, upload: Upload) -> None:
         """Queue post-processing; if that fails, the upload can be completed again."""

@@ -9,10 +9,10 @@ GET  upload/<id>/   the upload's state, never cached
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.decorators import method_decorator
@@ -22,52 +22,12 @@ from django.views.decorators.csrf import csrf_exempt
 from . import bodies
 from . import exceptions as exc
 from .conf import conf
-from .http import CACHE_CONTROL, CONTENT_RANGE, is_upload_id, parse_content_range
+from .http import CONTENT_RANGE, is_upload_id, parse_content_range
+from .quotas import Quota
+from .responses import drain, error_response, iso, json_response, logger, server_error
 from .runtime import get_service
 from .store import Upload
 from .uploads import ChunkSession, UploadService
-
-
-def iso(ms: int) -> str | None:
-    if not ms:
-        return None
-    stamp = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def json_response(data: dict[str, Any], status: int = 200) -> JsonResponse:
-    response = JsonResponse(data, status=status)
-    response[CACHE_CONTROL] = "no-store"
-    # Without it, servers fall back to a chunked response (or, uWSGI, wait for a timeout).
-    response["Content-Length"] = str(len(response.content))
-    return response
-
-
-# Most refusals happen before the body is read. gunicorn, like most servers, drains
-# only a little of an unread body (64 KiB) and then resets the connection, and the
-# client, still sending, may never see the answer. Reading the rest of a refused
-# chunk keeps the answer deliverable and the keep-alive connection usable.
-DRAIN_LIMIT = 64 << 20
-
-
-def drain(request: HttpRequest, limit: int = DRAIN_LIMIT) -> None:
-    """Read and discard what is left of the request body, up to ``limit`` bytes."""
-    drained = 0
-    try:
-        while drained < limit:
-            data = request.read(min(1 << 20, limit - drained))
-            if not data:
-                return
-            drained += len(data)
-    except Exception:  # a broken connection: there is nobody left to answer
-        return
-
-
-def error_response(error: exc.ChunkyError) -> JsonResponse:
-    response = json_response(error.as_dict(), status=error.status_code)
-    if error.status_code in (409, 503):
-        response["Retry-After"] = "1"
-    return response
 
 
 @method_decorator(csrf_exempt, name="dispatch")  # enforced in enforce_csrf() for session users
@@ -76,7 +36,7 @@ class ChunkedUploadView(View):
 
     field_name = "file"
     fail_if_no_header = False
-    http_method_names = ["get", "put", "post", "options"]
+    http_method_names = ["get", "head", "put", "post", "options"]
 
     # -- hooks ---------------------------------------------------------------
     def check_permissions(self, request: HttpRequest) -> None:
@@ -89,6 +49,10 @@ class ChunkedUploadView(View):
 
     def get_max_bytes(self, request: HttpRequest) -> int | None:
         return conf.MAX_BYTES
+
+    def get_quota(self, request: HttpRequest) -> Quota:
+        """What one owner may have in flight; anonymous users share one owner, so one quota."""
+        return Quota(max_uploads=conf.MAX_UPLOADS_IN_FLIGHT, max_bytes=conf.MAX_BYTES_IN_FLIGHT)
 
     def get_extra_attrs(self, request: HttpRequest) -> dict[str, Any]:
         """Attributes stored with a new upload and passed to the upload_completed signal."""
@@ -114,22 +78,47 @@ class ChunkedUploadView(View):
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         upload_id = kwargs.get("upload_id")
         try:
-            if request.method.lower() not in self.http_method_names:
-                raise exc.MethodNotAllowed(f"{request.method} is not allowed here.")
-            if upload_id is not None and not is_upload_id(upload_id):
-                raise exc.UploadNotFound()
-            self.check_permissions(request)
-            if not (request.method == "POST" and upload_id is None):
-                self.enforce_csrf(request)  # the one-shot upload checks once its handler is set
-            return super().dispatch(request, *args, **kwargs)
+            try:
+                request.get_host()  # a Host outside ALLOWED_HOSTS: refuse before any work
+                if request.method.lower() not in self.http_method_names:
+                    raise self._not_allowed(request, upload_id)
+                if upload_id is not None and not is_upload_id(upload_id):
+                    raise exc.UploadNotFound()
+                self.check_permissions(request)
+                if not (request.method == "POST" and upload_id is None):
+                    self.enforce_csrf(request)  # the one-shot upload checks once its handler is set
+                return super().dispatch(request, *args, **kwargs)
+            except SuspiciousOperation as e:
+                # Django answers these with an HTML 400 page; here they are JSON like any refusal.
+                logger.warning("chunky_redis: suspicious request refused: %s", e)
+                raise exc.ChunkyError(str(e), code="suspicious_request") from e
         except exc.ChunkyError as e:
             drain(request)
             return error_response(e)
+        except Exception:
+            return server_error(request, type(self))
+
+    def allowed_methods(self, upload_id: str | None) -> list[str]:
+        """What the URL answers: an upload's URL reads and writes, the collection only writes."""
+        methods = [m.upper() for m in self.http_method_names if hasattr(self, m)]
+        if upload_id is None:
+            methods = [m for m in methods if m not in ("GET", "HEAD")]
+        return methods
+
+    def _not_allowed(self, request: HttpRequest, upload_id: str | None) -> exc.MethodNotAllowed:
+        return exc.MethodNotAllowed(
+            f"{request.method} is not allowed here.", allow=self.allowed_methods(upload_id)
+        )
 
     def http_method_not_allowed(
         self, request: HttpRequest, *args: Any, **kwargs: Any
     ) -> HttpResponse:
-        raise exc.MethodNotAllowed(f"{request.method} is not allowed here.")
+        raise self._not_allowed(request, kwargs.get("upload_id"))
+
+    def options(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = HttpResponse(status=204)
+        response["Allow"] = ", ".join(self.allowed_methods(kwargs.get("upload_id")))
+        return response
 
     def enforce_csrf(self, request: HttpRequest) -> None:
         """CSRF protection for browsers that authenticate with a session cookie, as Django does.
@@ -152,7 +141,10 @@ class ChunkedUploadView(View):
     # -- handlers --------------------------------------------------------------
     def get(self, request: HttpRequest, upload_id: str | None = None) -> HttpResponse:
         if upload_id is None:
-            raise exc.MethodNotAllowed("GET needs an upload id: GET upload/<upload_id>/.")
+            raise exc.MethodNotAllowed(
+                "GET needs an upload id: GET upload/<upload_id>/.",
+                allow=self.allowed_methods(None),
+            )
         upload = self.get_service().status(owner=self.get_owner(request), upload_id=upload_id)
         return json_response(self.status_data(upload, request))
 
@@ -212,6 +204,7 @@ class ChunkedUploadView(View):
             max_bytes=self.get_max_bytes(request),
             # An empty file: a multipart file part, or a body that names its file, with no byte.
             empty_file_ok=body.kind == "multipart" or bool(body.filename),
+            quota=self.get_quota(request),
         )
         return session, body
 
@@ -269,5 +262,7 @@ class _aborting:
             self.session.abort()
 
 
+@csrf_exempt  # a JSON 404 for every method; CSRF would answer unsafe ones with an HTML 403
 def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    drain(request)
     return error_response(exc.UploadNotFound("No such endpoint."))

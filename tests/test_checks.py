@@ -90,24 +90,24 @@ def test_w002_embedded_redis_in_production(settings):
     assert "chunky_redis.W002" not in ids()
 
 
-def test_e009_embedded_redis_without_fakeredis(settings, monkeypatch):
+def test_e010_embedded_redis_without_fakeredis(settings, monkeypatch):
     settings.CHUNKY_REDIS_REDIS_URL = None
-    assert "chunky_redis.E009" not in ids()
+    assert "chunky_redis.E010" not in ids()
     monkeypatch.setitem(sys.modules, "fakeredis", None)  # as if not installed
-    [error] = [m for m in checks.check_settings() if m.id == "chunky_redis.E009"]
+    [error] = [m for m in checks.check_settings() if m.id == "chunky_redis.E010"]
     assert "pip install 'chunky_redis[embedded]'" in error.msg
     settings.CHUNKY_REDIS_REDIS_URL = "redis://127.0.0.1:6379/15"  # a real Redis needs no fakeredis
-    assert "chunky_redis.E009" not in ids()
+    assert "chunky_redis.E010" not in ids()
 
 
-def test_e010_alias_without_django_redis(settings, monkeypatch):
+def test_e011_alias_without_django_redis(settings, monkeypatch):
     settings.CHUNKY_REDIS_REDIS_ALIAS = "default"
     settings.CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache"}}
-    assert "chunky_redis.E010" not in ids()
+    assert "chunky_redis.E011" not in ids()
     monkeypatch.setitem(sys.modules, "django_redis", None)
-    [error] = [m for m in checks.check_settings() if m.id == "chunky_redis.E010"]
+    [error] = [m for m in checks.check_settings() if m.id == "chunky_redis.E011"]
     assert "pip install 'chunky_redis[django-redis]'" in error.msg
-    assert "chunky_redis.E009" not in ids()  # fakeredis is not needed with an alias
+    assert "chunky_redis.E010" not in ids()  # fakeredis is not needed with an alias
 
 
 @pytest.mark.parametrize("missing", ["storages", "boto3"])

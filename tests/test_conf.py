@@ -24,6 +24,8 @@ DEFAULTS = {
     "SWEEP_INTERVAL": timedelta(minutes=5),
     "ORPHAN_GRACE": timedelta(hours=1),
     "MAX_BYTES": None,
+    "MAX_UPLOADS_IN_FLIGHT": None,
+    "MAX_BYTES_IN_FLIGHT": None,
     "MAX_JSON_BODY": 32 << 20,
     "CHECKSUM_ALGORITHM": "md5",
     "ALLOW_ANONYMOUS": False,

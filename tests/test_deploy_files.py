@@ -209,6 +209,27 @@ def test_compose_nginx_uses_the_sample_config(compose):
     assert re.search(r"server\s+web:8000;", NGINX_CONF.read_text())
 
 
+def enabled(value: str) -> bool:
+    """How deploy/chunky_site/settings.py's env_bool reads a variable."""
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def test_compose_refuses_anonymous_uploads_unless_told(compose):
+    assert "CHUNKY_ALLOW_ANONYMOUS" in SETTINGS_ENV, "a variable turns anonymous uploads on"
+    for role in ROLES:
+        env = compose_env(compose["services"][role])
+        assert not enabled(env["CHUNKY_ALLOW_ANONYMOUS"]), f"{role}: anonymous uploads are on"
+    raw = compose["x-environment"]["CHUNKY_ALLOW_ANONYMOUS"]
+    assert "${CHUNKY_ALLOW_ANONYMOUS" in raw, "the environment (deploy/.env) can turn them on"
+
+
+def test_compose_trusts_the_forwarded_headers_of_its_nginx(compose):
+    assert "ports" not in compose["services"]["web"], "web is reached only through nginx"
+    env = compose_env(compose["services"]["web"])
+    for name in ("USE_X_FORWARDED_HOST", "USE_X_FORWARDED_PORT", "SECURE_PROXY_SSL_HEADER"):
+        assert name in SETTINGS_ENV and enabled(env[name]), name
+
+
 # -- Kubernetes -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def k8s() -> dict[tuple[str, str], dict]:
@@ -328,6 +349,15 @@ def test_k8s_service_and_ingress_reach_web(k8s):
     )
 
 
+def test_k8s_refuses_anonymous_uploads_and_trusts_the_ingress(k8s):
+    for role in ROLES:
+        env = container_env(k8s, role)
+        assert not enabled(env["CHUNKY_ALLOW_ANONYMOUS"]), f"{role}: anonymous uploads are on"
+    env = container_env(k8s, "web")
+    for name in ("USE_X_FORWARDED_HOST", "USE_X_FORWARDED_PORT", "SECURE_PROXY_SSL_HEADER"):
+        assert enabled(env[name]), name
+
+
 # -- nginx ----------------------------------------------------------------------------------------
 def directive(conf: str, name: str) -> str:
     """The value of a directive that the sample sets once (comments ignored)."""
@@ -362,6 +392,43 @@ def test_nginx_timeouts_fit_gunicorn():
     upstream = re.search(r"upstream\s+\w+\s*\{([^}]*)\}", conf).group(1)
     assert seconds(directive(upstream, "keepalive_timeout")) < gunicorn["keepalive"]
     assert re.fullmatch(r"\d+[mg]", directive(conf, "client_max_body_size"))
+
+
+def nginx_block(conf: str, opening: str) -> str:
+    """The body of the block that starts with ``opening`` (e.g. "location /media/")."""
+    lines = "\n".join(line.split("#", 1)[0] for line in conf.splitlines())
+    start = lines.index(opening)
+    depth, body_start = 0, lines.index("{", start)
+    for i in range(body_start, len(lines)):
+        depth += {"{": 1, "}": -1}.get(lines[i], 0)
+        if depth == 0:
+            return lines[body_start + 1 : i]
+    raise AssertionError(f"unbalanced block {opening}")
+
+
+def test_nginx_serves_media_as_downloads():
+    """Uploads are served on the API's origin: a page.html must never render there."""
+    media = nginx_block(NGINX_CONF.read_text(), "location /media/")
+    headers = dict(
+        (name.lower(), value.strip('"'))
+        for name, value in re.findall(r'add_header\s+(\S+)\s+("[^"]*"|\S+)\s+always;', media)
+    )
+    assert headers["content-disposition"] == "attachment"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["content-security-policy"].startswith("sandbox")
+    # Not the type its name suggests (text/html for page.html): always an unknown type.
+    assert re.search(r"types\s*\{\s*\}", media)
+    assert directive(media, "default_type") == "application/octet-stream"
+
+
+def test_nginx_forwards_the_client_host_port_and_scheme():
+    conf = NGINX_CONF.read_text()
+    server = nginx_block(conf, "server {")
+    assert directive(server, "proxy_set_header Host") == "$http_host", "$host drops the port"
+    assert directive(server, "proxy_set_header X-Forwarded-Host") == "$http_host"
+    assert directive(server, "proxy_set_header X-Forwarded-Proto") == "$scheme"
+    port = directive(server, "proxy_set_header X-Forwarded-Port")
+    assert port.startswith("$") and f"map $http_host {port}" in conf
 
 
 def nginx_binary() -> str | None:

@@ -88,6 +88,19 @@ STATIC_ROOT = os.environ.get("STATIC_ROOT") or None  # for `collectstatic` outpu
 WHITENOISE_USE_FINDERS = True  # serve the app and npm folders as they are, no collectstatic
 MEDIA_ROOT = os.environ.get("MEDIA_ROOT", str(VAR_DIR / "media"))
 MEDIA_URL = os.environ.get("MEDIA_URL", "/media/")
+# The site serves MEDIA_ROOT at MEDIA_URL itself, always as downloads (chunky_site/views.py).
+CHUNKY_SERVE_MEDIA = env_bool("CHUNKY_SERVE_MEDIA", True)
+# /healthz fails when the upload directory has less free space than this.
+CHUNKY_HEALTH_MIN_FREE_BYTES = int(os.environ.get("CHUNKY_HEALTH_MIN_FREE_BYTES") or 1 << 20)
+
+# Behind a proxy (deploy/nginx/chunky_redis.conf, an ingress), status_url and Location are built
+# from the host, port and scheme the client used, which the proxy forwards in X-Forwarded-*.
+# Trust those headers only when every request comes through such a proxy: a client that reaches
+# gunicorn directly could set them to anything.
+USE_X_FORWARDED_HOST = env_bool("USE_X_FORWARDED_HOST", False)
+USE_X_FORWARDED_PORT = env_bool("USE_X_FORWARDED_PORT", False)
+if env_bool("SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # -- chunky_redis -------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -98,6 +111,10 @@ CHUNKY_REDIS_ALLOW_ANONYMOUS = env_bool("CHUNKY_ALLOW_ANONYMOUS", True)
 CHUNKY_REDIS_FSYNC = env_bool("CHUNKY_FSYNC", True)
 if os.environ.get("CHUNKY_MAX_BYTES"):
     CHUNKY_REDIS_MAX_BYTES = int(os.environ["CHUNKY_MAX_BYTES"])
+if os.environ.get("CHUNKY_MAX_UPLOADS_IN_FLIGHT"):
+    CHUNKY_REDIS_MAX_UPLOADS_IN_FLIGHT = int(os.environ["CHUNKY_MAX_UPLOADS_IN_FLIGHT"])
+if os.environ.get("CHUNKY_MAX_BYTES_IN_FLIGHT"):
+    CHUNKY_REDIS_MAX_BYTES_IN_FLIGHT = int(os.environ["CHUNKY_MAX_BYTES_IN_FLIGHT"])
 if os.environ.get("CHUNKY_EXPIRATION_SECONDS"):
     CHUNKY_REDIS_EXPIRATION = float(os.environ["CHUNKY_EXPIRATION_SECONDS"])
 CHUNKY_REDIS_CHECKSUM_ALGORITHM = os.environ.get("CHUNKY_CHECKSUM_ALGORITHM", "md5")

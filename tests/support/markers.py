@@ -3,7 +3,7 @@
 `make test-fast` deselects the tests marked `live`, `browser`, `fault`, `slow` and `packaging`
 (pyproject.toml describes each). A marker is easy to forget, and one unmarked test that starts a
 gunicorn makes the fast suite slow for everyone, so any process started from the test code
-(tests/, tests/support/ included) by a test without `live` or `browser` fails that test and says
+(tests/, tests/support/ included) by a test without one of those markers fails that test and says
 which marker to add. Processes that libraries start on their own (ctypes looking for libcrypto,
 for example) are not the tests' doing and are let through.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 TESTS = str(Path(__file__).resolve().parents[1])
-# The markers that allow a test to start processes.
-ALLOWED = ("live", "browser", "packaging")
+# The markers that allow a test to start processes: all that make test-fast deselects.
+ALLOWED = ("live", "browser", "fault", "slow", "packaging")
 
 _current: pytest.Item | None = None
 _original_init = subprocess.Popen.__init__

@@ -98,28 +98,35 @@ def test_the_sdist_holds_the_package_its_metadata_and_documents(dist):
     assert names == expected
 
 
-def test_a_clean_virtualenv_installs_it_and_manage_py_check_names_missing_extras(dist, tmp_path):
-    venv = tmp_path / "venv"
-    run(sys.executable, "-m", "venv", venv)
-    python = venv / "bin" / "python"
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "site_settings.py").write_text(SETTINGS)
-    (site / "site_urls.py").write_text(URLS)
-    env = {
+def new_virtualenv(path: Path, **env: str) -> tuple[Path, dict]:
+    """A virtualenv of its own, and an environment that sees nothing of this checkout."""
+    run(sys.executable, "-m", "venv", path)
+    clean = {
         key: value
         for key, value in os.environ.items()
         if key not in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
     }
-    env.update(DJANGO_SETTINGS_MODULE="site_settings", PYTHONPATH=str(site))
+    return path / "bin" / "python", {**clean, **env}
+
+
+def assert_installed_in(python: Path, venv: Path, cwd: Path, env: dict) -> None:
+    script = "import chunky_redis; print(chunky_redis.__file__)"
+    located = run(python, "-c", script, cwd=cwd, env=env)
+    assert Path(located.stdout.strip()).is_relative_to(venv)  # not this checkout
+
+
+def test_a_clean_virtualenv_installs_it_and_manage_py_check_names_missing_extras(dist, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "site_settings.py").write_text(SETTINGS)
+    (site / "site_urls.py").write_text(URLS)
+    venv = tmp_path / "venv"
+    python, env = new_virtualenv(venv, DJANGO_SETTINGS_MODULE="site_settings", PYTHONPATH=str(site))
     check = [python, "-m", "django", "check"]
 
     # The core alone: the app loads, and the embedded Redis's missing package is named.
     run(python, "-m", "pip", "install", "--quiet", wheel(dist), env=env)
-    located = run(
-        python, "-c", "import chunky_redis; print(chunky_redis.__file__)", cwd=site, env=env
-    )
-    assert Path(located.stdout.strip()).is_relative_to(venv)  # not this checkout
+    assert_installed_in(python, venv, site, env)
     without = run(*check, cwd=site, env=env, check=False)
     assert without.returncode != 0
     assert "chunky_redis.E010" in without.stderr
@@ -132,3 +139,24 @@ def test_a_clean_virtualenv_installs_it_and_manage_py_check_names_missing_extras
     result = run(*check, cwd=site, env=env)
     assert "no issues" in result.stdout
     assert run(python, "-m", "chunky_redis", "--help", cwd=site, env=env).stdout.startswith("usage")
+
+
+def test_the_server_extra_is_all_the_bundled_service_needs(dist, tmp_path):
+    # The bundled site and its Celery app from this checkout, the package from the wheel only.
+    path = tmp_path / "path"
+    path.mkdir()
+    (path / "tasks").symlink_to(REPO / "tasks")
+    (path / "chunky_site").symlink_to(REPO / "deploy" / "chunky_site")
+    venv = tmp_path / "venv"
+    python, env = new_virtualenv(
+        venv,
+        DJANGO_SETTINGS_MODULE="chunky_site.settings",
+        PYTHONPATH=str(path),
+        CHUNKY_VAR_DIR=str(tmp_path / "var"),
+        SQLITE_PATH=str(tmp_path / "db.sqlite3"),
+        DEBUG="1",  # the embedded Redis, without production's warning
+    )
+    run(python, "-m", "pip", "install", "--quiet", f"{wheel(dist)}[server]", env=env)
+    assert_installed_in(python, venv, tmp_path, env)
+    assert "no issues" in run(python, "-m", "django", "check", cwd=tmp_path, env=env).stdout
+    run(python, "-c", "import chunky_site.wsgi, gunicorn, whitenoise", cwd=tmp_path, env=env)

@@ -114,7 +114,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
         errors.append(
             Error(
                 missing_message(module, needed_for),
-                hint="Install the extra, or configure another Redis (the README's Redis section).",
+                hint="Install the extra, or set CHUNKY_REDIS_REDIS_URL instead.",
                 id="chunky_redis.E010" if module == "fakeredis" else "chunky_redis.E011",
             )
         )

@@ -96,9 +96,21 @@ class Settings:
         return as_timedelta(self._get("LOCK_TIMEOUT", timedelta(seconds=30)))
 
     @property
+    def LOCK_REQUEST_TIMEOUT(self) -> timedelta:
+        """A lock request reaching Redis later than this after it was sent takes no lock."""
+        return as_timedelta(self._get("LOCK_REQUEST_TIMEOUT", timedelta(seconds=5)))
+
+    @property
     def FINALIZE_LEASE(self) -> timedelta:
-        """How long one worker may finalize an upload before another may take over."""
-        return as_timedelta(self._get("FINALIZE_LEASE", timedelta(minutes=10)))
+        """How long a dead worker keeps an upload's finalization from others (renewed
+        every third of it while the worker lives)."""
+        return as_timedelta(self._get("FINALIZE_LEASE", timedelta(seconds=30)))
+
+    @property
+    def REQUEUE_AFTER(self) -> timedelta:
+        """An upload in processing that no worker is finalizing is queued again this long
+        after it was last queued (by a retried completion, or by the sweeper)."""
+        return as_timedelta(self._get("REQUEUE_AFTER", timedelta(minutes=1)))
 
     @property
     def FINALIZE_MAX_RETRIES(self) -> int:

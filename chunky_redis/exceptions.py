@@ -172,6 +172,17 @@ class StoreUnavailable(ChunkyError):
     default_code = "store_unavailable"
 
 
+class ChunkFileMissing(ChunkyError):
+    """The bytes an upload has received are gone from the upload directory.
+
+    Nothing is recorded; the upload cannot go on (410: start a new one).
+    """
+
+    status_code = HTTPStatus.GONE
+    default_detail = "The bytes received so far are missing from the server; start a new upload."
+    default_code = "upload_lost"
+
+
 class StorageError(ChunkyError):
     """The chunk directory could not be written."""
 

@@ -9,67 +9,43 @@ the signals.
 
 from __future__ import annotations
 
-import errno
 import hmac
 import logging
 import os
+import re
 import secrets
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from django.core.exceptions import SuspiciousFileOperation
-from django.core.files import File
-from django.core.files.storage import FileSystemStorage, Storage, storages
-from django.core.files.utils import validate_file_name
-from django.utils.module_loading import import_string
+from django.core.files.storage import Storage
 
 from . import signals
 from .checksums import ResumableHash, file_hexdigest
 from .conf import conf, milliseconds
+from .handoff import final_name_for, get_final_storage, is_name_refused
+from .handoff import hand_off as _hand_off
 from .runtime import get_storage, get_store
 from .storage import ChunkStorage
 from .store import COMPLETE, FAILED, PROCESSING, Upload, UploadStore
 
 logger = logging.getLogger("chunky_redis")
 
+__all__ = ["FinalizeBusy", "Outcome", "fail_upload", "final_name_for", "finalize", "retry_failed"]
+
 
 class FinalizeBusy(Exception):
-    """Another worker holds the finalization lease; try again later."""
+    """Another worker holds the finalization lease; try again in ``retry_in`` seconds."""
+
+    def __init__(self, upload_id: str, retry_in: float):
+        super().__init__(upload_id)
+        self.retry_in = retry_in
 
 
 @dataclass
 class Outcome:
     status: str  # "complete", "failed", or "skipped" (nothing to do)
     reason: str = ""
-
-
-def get_final_storage() -> Storage:
-    name = conf.FINAL_STORAGE
-    if not name:
-        return storages["default"]
-    if "." in name:
-        return import_string(name)()
-    return storages[name]
-
-
-def final_name_for(upload: Upload, storage: Storage) -> str:
-    """The upload's name in the final storage: the same for every attempt.
-
-    The client's filename is cleaned the way the storage cleans FileField names,
-    so that names like ".." can never leave the upload's own folder.
-    """
-    try:
-        filename = (
-            storage.get_valid_name(os.path.basename(upload.filename))
-            if upload.filename
-            else "upload"
-        )
-    except SuspiciousFileOperation:
-        filename = "upload"
-    name = conf.FINAL_NAME_TEMPLATE.format(upload_id=upload.upload_id, filename=filename)
-    validate_file_name(name, allow_relative_path=True)
-    return name
 
 
 def finalize(
@@ -83,7 +59,8 @@ def finalize(
 
     lease = _Lease(store, upload_id, milliseconds(conf.FINALIZE_LEASE))
     if not lease.take():
-        raise FinalizeBusy(upload_id)
+        # Look again once the holder's lease would have lapsed, had it died.
+        raise FinalizeBusy(upload_id, max(0.5, store.lease_ttl_ms(upload_id) / 1000 + 0.25))
     try:
         return _finalize_under_lease(upload, store, chunks)
     finally:
@@ -137,19 +114,20 @@ class _Lease:
 
 def _finalize_under_lease(upload: Upload, store: UploadStore, chunks: ChunkStorage) -> Outcome:
     final = get_final_storage()
-    name = final_name_for(upload, final)
     path = chunks.path(upload.upload_id)
     if os.path.exists(path):
         reason = _verify(upload, path)
         if reason:
-            return _fail(upload, store, chunks, reason)
+            return _fail(upload, store, reason)
         chunks.truncate(upload.upload_id, upload.size)
-        name = _hand_off(path, final, name)
-    elif not final.exists(name):
-        return _fail(
-            upload, store, chunks, "The uploaded bytes are missing from the upload directory."
-        )
-    # else: a previous attempt already handed the file off and died before recording it.
+        name = _hand_off_named(upload, path, final)
+    else:
+        # A previous attempt handed the file off and died before recording it?
+        names = [final_name_for(upload, final), final_name_for(upload, final, safe=True)]
+        found = [n for n in names if final.exists(n)]
+        if not found:
+            return _fail(upload, store, "The uploaded bytes are missing from the upload directory.")
+        name = found[0]
 
     try:
         url = final.url(name)
@@ -168,6 +146,7 @@ def _finalize_under_lease(upload: Upload, store: UploadStore, chunks: ChunkStora
     )
     if won != "ok":
         return Outcome("skipped", won)
+    store.index_status(upload.upload_id, COMPLETE)
     completed_on = datetime.fromtimestamp(completed / 1000, tz=timezone.utc)
     signals.send(
         signals.upload_completed,
@@ -206,44 +185,29 @@ def _verify(upload: Upload, path: str) -> str:
     return ""
 
 
-def _hand_off(path: str, final: Storage, name: str) -> str:
-    """Move the chunk file into the final storage; returns the stored name.
-
-    The name contains the upload id, so it is ours alone: a partial file left
-    there by a dead attempt is replaced, never kept beside a renamed copy.
-    """
-    if _can_rename(final, path):
-        target = final.path(name)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        try:
-            os.replace(path, target)  # atomic on one volume: no copy, no window
-        except OSError as e:
-            # Two mounts of one filesystem (Docker volumes, Kubernetes subPath) share
-            # st_dev yet refuse a rename between them: save through the storage instead.
-            if e.errno != errno.EXDEV:
-                raise
-        else:
-            if final.file_permissions_mode is not None:
-                os.chmod(target, final.file_permissions_mode)
-            return name
-    if final.exists(name):
-        final.delete(name)
-    with open(path, "rb") as f:
-        # Storage.save streams File objects chunk by chunk; nothing is loaded whole.
-        stored = final.save(name, File(f, name=os.path.basename(name)))
-    os.unlink(path)
-    return stored
+def _hand_off_named(upload: Upload, path: str, final: Storage) -> str:
+    """Hand off under the client's name; should the storage refuse that name
+    (too long, characters it cannot store), under a safe one: no filename
+    can fail an upload."""
+    name = final_name_for(upload, final)
+    try:
+        return _hand_off(path, final, name)
+    except Exception as e:
+        safe = final_name_for(upload, final, safe=True)
+        if not is_name_refused(e) or safe == name:
+            raise
+        logger.warning(
+            "chunky_redis: the final storage refused the name of upload %s (%s); storing it as %s",
+            upload.upload_id,
+            public_reason(e),
+            safe,
+        )
+        return _hand_off(path, final, safe)
 
 
-def _can_rename(final: Storage, path: str) -> bool:
-    if not isinstance(final, FileSystemStorage) or type(final)._save is not FileSystemStorage._save:
-        return False  # a storage that customises saving must be saved through
-    location = final.location
-    os.makedirs(location, exist_ok=True)
-    return os.stat(location).st_dev == os.stat(path).st_dev
-
-
-def _fail(upload: Upload, store: UploadStore, chunks: ChunkStorage, reason: str) -> Outcome:
+def _fail(upload: Upload, store: UploadStore, reason: str) -> Outcome:
+    """processing -> failed, once. The bytes stay in the upload directory until the
+    record's retention ends, so that ``manage.py chunky_retry`` can try again."""
     won = store.transition(
         upload.upload_id,
         PROCESSING,
@@ -254,10 +218,22 @@ def _fail(upload: Upload, store: UploadStore, chunks: ChunkStorage, reason: str)
     )
     if won != "ok":
         return Outcome("skipped", won)
-    chunks.delete(upload.upload_id)
+    store.index_status(upload.upload_id, FAILED)
     logger.warning("chunky_redis: upload %s failed: %s", upload.upload_id, reason)
     signals.send(signals.upload_failed, upload_id=upload.upload_id, reason=reason)
     return Outcome(FAILED, reason)
+
+
+# An absolute path in an error message: the server's layout is nobody else's business.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/[^\s'\"]*")
+
+
+def public_reason(error: BaseException) -> str:
+    """What to tell the client about ``error``: never a path of the server."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    text = _ABSOLUTE_PATH.sub("<path>", str(error))
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def fail_upload(upload_id: str, reason: str) -> Outcome:
@@ -266,4 +242,34 @@ def fail_upload(upload_id: str, reason: str) -> Outcome:
     upload = store.get(upload_id)
     if upload is None or upload.status != PROCESSING:
         return Outcome("skipped")
-    return _fail(upload, store, get_storage(), reason)
+    return _fail(upload, store, reason)
+
+
+def retry_failed(upload_id: str, *, store: UploadStore | None = None) -> str:
+    """failed -> processing, and queue the finalization again.
+
+    Returns "queued", or why not: "missing" (the record's retention is over),
+    "no_bytes" (the chunk file is gone), or the upload's status.
+    """
+    from .completion import enqueue_finalize
+
+    store = store or get_store()
+    upload = store.get(upload_id)
+    if upload is None:
+        return "missing"
+    if upload.status != FAILED:
+        return upload.status
+    final = get_final_storage()
+    handed_off = any(
+        final.exists(final_name_for(upload, final, safe=safe)) for safe in (False, True)
+    )
+    if not os.path.exists(get_storage().path(upload_id)) and not handed_off:
+        return "no_bytes"
+    store.index_status(upload_id, PROCESSING)  # first: a lost reply leaves it findable
+    won = store.transition(
+        upload_id, FAILED, PROCESSING, reason="", completed=0, queued=store.now()
+    )
+    if won != "ok":
+        return won  # (the sweeper drops the index entry)
+    enqueue_finalize(upload_id)
+    return "queued"

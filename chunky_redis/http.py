@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from email.message import Message
@@ -71,13 +72,30 @@ def filename_from_content_disposition(value: str) -> str:
     return clean_filename(msg.get_filename() or "")
 
 
+# Filesystems limit a name to 255 bytes, not characters: "é" takes two in UTF-8.
+MAX_FILENAME_BYTES = 255
+_MAX_EXTENSION_BYTES = 24
+
+
+def fit_bytes(filename: str, limit: int = MAX_FILENAME_BYTES) -> str:
+    """``filename`` cut to ``limit`` UTF-8 bytes at a character boundary, keeping its extension."""
+    encoded = filename.encode("utf-8", "surrogatepass")
+    if len(encoded) <= limit:
+        return filename
+    stem, ext = os.path.splitext(filename)
+    if len(ext.encode("utf-8", "surrogatepass")) > _MAX_EXTENSION_BYTES:
+        stem, ext = filename, ""
+    room = limit - len(ext.encode("utf-8", "surrogatepass"))
+    return stem.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore") + ext
+
+
 def clean_filename(name: str) -> str:
-    """Keep the last path component and drop control characters.
+    """Keep the last path component, drop control characters, cut to 255 UTF-8 bytes.
 
     The client's name is only ever metadata: files on disk are named after the upload id.
     """
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if ch.isprintable()).strip()[:255]
+    name = fit_bytes("".join(ch for ch in name if ch.isprintable()).strip())
     return "" if name in (".", "..") else name
 
 

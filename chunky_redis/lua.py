@@ -1,20 +1,27 @@
 """The Lua scripts of the upload store. Each touches only the keys of one upload
 (which share the hash tag ``{<upload_id>}``), so they run on Redis Cluster too."""
 
+# ARGV[6], when not empty, is the request's deadline on Redis's own clock (ms): a
+# lock request that runs later than that (it waited behind a frozen Redis, and
+# its sender has given up) must not take the lock. The reply carries Redis's
+# time, from which callers learn the offset between their clock and Redis's.
 ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[6] ~= '' and ARGV[5] == '1' and now > tonumber(ARGV[6]) then return {'late', now} end
 local fields = redis.call('HGETALL', KEYS[1])
-if #fields == 0 then return {'missing'} end
+if #fields == 0 then return {'missing', now} end
 local rec = {}
 for i = 1, #fields, 2 do rec[fields[i]] = fields[i + 1] end
-if rec['owner'] ~= ARGV[1] then return {'missing'} end
+if rec['owner'] ~= ARGV[1] then return {'missing', now} end
 if rec['status'] == 'expired' or
    (rec['status'] == 'uploading' and tonumber(rec['expires']) <= tonumber(ARGV[4])) then
-  return {'expired'}
+  return {'expired', now}
 end
 if ARGV[5] == '1' then
-  if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'locked'} end
+  if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'locked', now} end
 end
-return {'ok', fields}
+return {'ok', now, fields}
 """
 
 # Offset and checksum state advance together, only while we still hold the lock,
@@ -36,15 +43,48 @@ MARK_PROCESSING = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'lost' end
 redis.call('DEL', KEYS[2])
 if redis.call('HGET', KEYS[1], 'status') ~= 'uploading' then return 'conflict' end
-redis.call('HSET', KEYS[1], 'status', 'processing', 'checksum', ARGV[2], 'expires', ARGV[3])
+redis.call('HSET', KEYS[1], 'status', 'processing', 'checksum', ARGV[2], 'expires', ARGV[3],
+           'queued', ARGV[4])
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 return 'ok'
 """
 
+# A new upload's file exists only while its record or its creation marker (the
+# lock key, renewed while the first chunk streams) does: the record is only
+# created while the marker the request set before creating the file still lives,
+# and the marker goes in the same step. ARGV[2] is the marker's token ('' for none).
 CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+if ARGV[2] ~= '' then
+  if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 'lost' end
+  redis.call('DEL', KEYS[2])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+return 'ok'
+"""
+
+# What the sweeper needs to know before deleting an upload's file: 'locked'
+# while any request holds the lock or creation marker, else the status
+# ('missing' without a record). Lock first and in one step, so that a record
+# created in between cannot be missed.
+PRESENCE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'locked' end
+return redis.call('HGET', KEYS[1], 'status') or 'missing'
+"""
+
+# Queue an upload's post-processing again when its first hand-off is in doubt:
+# still processing, no worker holds the finalization lease, and queued more
+# than ARGV[2] ms ago (ARGV[1] is now). Stamping 'queued' makes a second
+# requeue within the grace a no-op.
+REQUEUE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if status ~= 'processing' then return status end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'leased' end
+local queued = tonumber(redis.call('HGET', KEYS[1], 'queued') or '0') or 0
+if queued > tonumber(ARGV[1]) - tonumber(ARGV[2]) then return 'fresh' end
+redis.call('HSET', KEYS[1], 'queued', ARGV[1])
 return 'ok'
 """
 

@@ -83,6 +83,7 @@ def get_store() -> UploadStore:
         lock_timeout_ms=milliseconds(conf.LOCK_TIMEOUT),
         expired_retention_ms=milliseconds(conf.EXPIRED_RETENTION),
         completed_retention_ms=milliseconds(conf.COMPLETED_RETENTION),
+        lock_request_timeout_ms=milliseconds(conf.LOCK_REQUEST_TIMEOUT),
     )
 
 
@@ -99,6 +100,7 @@ def get_service() -> UploadService:
             algorithm=conf.CHECKSUM_ALGORITHM,
             expiration_ms=milliseconds(conf.EXPIRATION),
             sliding_expiration=conf.SLIDING_EXPIRATION,
+            requeue_after_ms=milliseconds(conf.REQUEUE_AFTER),
         ),
         on_complete=_enqueue,
         quotas=QuotaTracker(store.redis, prefix=conf.KEY_PREFIX, clock=store.clock),

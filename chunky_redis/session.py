@@ -23,15 +23,17 @@ class ChunkSession:
         service: UploadService,
         upload: Upload,
         *,
-        token: str | None,
+        token: str,
         byte_range: ByteRange | None,
         max_bytes: int | None,
+        is_new: bool = False,
     ):
+        """``token`` holds the upload's lock or, for a new upload, its creation marker."""
         self.service = service
         self.upload = upload
-        self.token = token
+        self.token: str | None = token
         self.byte_range = byte_range
-        self.is_new = token is None
+        self.is_new = is_new
         self.allow_empty = False  # an empty body is "no chunk", unless it is an empty file
         self.quota: Quota | None = None  # a new upload counted against its owner's quota
         if upload.hash_state or (upload.offset == 0 and incremental_available(upload.algorithm)):
@@ -44,10 +46,11 @@ class ChunkSession:
         self._lock_checked = time.monotonic()
         self.writer = service.storage.writer(
             upload.upload_id,
+            create=is_new,  # appending never creates: a missing file is an error, not a hole
             start=upload.offset,
             limit=limit,
             on_block=self.hasher.update if self.hasher else _ignore,
-            heartbeat=None if self.is_new else self._heartbeat,
+            heartbeat=self._heartbeat,
             overflow=self._overflow,
         )
         self._open = True
@@ -67,8 +70,9 @@ class ChunkSession:
         return exc.TooLarge("The file exceeds the size limit.")
 
     def _heartbeat(self) -> None:
-        # Renew the lock well before it can lapse; a writer that lost it must
-        # not write another byte (another request may own the upload now).
+        # Renew the lock (or a new upload's creation marker) well before it can
+        # lapse; a writer that lost it must not write another byte (another
+        # request may own the upload now, or the sweeper may have taken the file).
         store = self.service.store
         if time.monotonic() - self._lock_checked < store.lock_timeout_ms / 3000:
             return
@@ -99,7 +103,7 @@ class ChunkSession:
         if self.is_new:
             upload = self._fill_new(received, filename, extra)
             self.service.admit(upload, self.quota)  # again: a multipart body's size is known now
-            self.service.store.create(upload)
+            self._create(upload)
             return upload
         upload = self.upload
         hash_state = self.hasher.serialize() if self.hasher else b""
@@ -139,11 +143,27 @@ class ChunkSession:
         checksum = clean_checksum(checksum, upload.algorithm)
         self.service.verify(upload, checksum)
         upload.status, upload.checksum = PROCESSING, checksum
-        self.service.store.create(upload)
-        self.is_new = False  # recorded: from here on an error must not delete the file
+        upload.queued = self.service.store.now()
+        self._create(upload)
         self.service.release_quota(upload)
         self.service.hand_off(upload)
         return upload
+
+    def _create(self, upload: Upload) -> None:
+        """Turn the creation marker into the record; refused if the marker lapsed
+        (the writer stalled), since the sweeper may then have taken the file."""
+        assert self.token is not None
+        try:
+            result = self.service.store.create(upload, self.token)
+        except exc.StoreUnavailable:
+            # The record may exist (only the reply was lost): keep the file. If it
+            # does not, the marker lapses and the sweeper removes the orphan.
+            self.is_new = False
+            raise
+        if result != "ok":
+            raise exc.LockLost()
+        self.token = None  # the marker is gone with the record's creation
+        self.is_new = False  # recorded: from here on an error must not delete the file
 
     def _fill_new(self, received: int, filename: str, extra: dict[str, Any] | None) -> Upload:
         """A new upload's record, once its first chunk is in storage."""
@@ -155,13 +175,17 @@ class ChunkSession:
         return upload
 
     def abort(self) -> None:
-        """Forget the chunk: nothing recorded changes; a new upload leaves no file behind."""
+        """Forget the chunk: nothing recorded changes; a new upload leaves no file behind.
+
+        A new upload's file goes before its creation marker, so that the file
+        never outlives both marker and record.
+        """
         self._close_writer(sync=False)
         if self.is_new:
             self.service.storage.delete(self.upload_id)
             if self.quota is not None:
                 self.service.release_quota(self.upload)
-        elif self.token is not None:
+        if self.token is not None:
             token, self.token = self.token, None
             self.service.store.release(self.upload_id, token)
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from .exceptions import ChunkyError, StorageError
+from .exceptions import ChunkFileMissing, ChunkyError, StorageError
 
 SUFFIX = ".part"
 
@@ -41,6 +42,7 @@ def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
 
 
 _sync_file_range = _load_sync_file_range()
+logger = logging.getLogger("chunky_redis")
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = 0
 _pool_lock = threading.Lock()
@@ -73,17 +75,44 @@ class ChunkStorage:
         self,
         upload_id: str,
         *,
+        create: bool,
         start: int,
         limit: int | None,
         on_block: Callable[[bytes], None],
         heartbeat: Callable[[], None] | None = None,
         overflow: Callable[[], ChunkyError],
     ) -> ChunkWriter:
+        """Open the upload's file for one chunk.
+
+        Only ``create`` (a new upload, whose creation marker is set) makes the
+        file, and never over an existing one. Appending never creates it: had
+        the file gone, a new one would be a hole where the first bytes were,
+        and the digest, computed on the stream, would not notice.
+        """
+        flags = os.O_WRONLY | (os.O_CREAT | os.O_EXCL if create else 0)
         try:
-            os.makedirs(self.directory, exist_ok=True)
-            fd = os.open(self.path(upload_id), os.O_WRONLY | os.O_CREAT, 0o640)
+            if create:
+                os.makedirs(self.directory, exist_ok=True)
+            fd = os.open(self.path(upload_id), flags, 0o640)
+        except FileNotFoundError as e:
+            logger.error("chunky_redis: the chunk file of upload %s is missing", upload_id)
+            raise ChunkFileMissing() from e
         except OSError as e:
             raise StorageError(f"Cannot open the chunk file: {e.strerror}.") from e
+        try:
+            stored = os.fstat(fd).st_size
+        except OSError as e:
+            os.close(fd)
+            raise StorageError(f"Cannot open the chunk file: {e.strerror}.") from e
+        if stored < start:  # bytes the store counts as received are gone
+            os.close(fd)
+            logger.error(
+                "chunky_redis: the chunk file of upload %s holds %s of %s bytes received",
+                upload_id,
+                stored,
+                start,
+            )
+            raise ChunkFileMissing()
         return ChunkWriter(
             fd,
             start=start,

@@ -2,97 +2,44 @@
 
 No Django here. Every multi-key script touches only the keys of one upload,
 which share the hash tag ``{<upload_id>}``, so the scripts run on Redis
-Cluster too. The sorted set of expiries (for the sweeper) lives in its own
-slot and is written with separate commands.
+Cluster too. The indexes the sweeper reads are in indexes.py.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import redis as redis_lib
 
-from . import lua
-from .exceptions import StoreUnavailable
+from . import lua, redis_clock
+from .indexes import SweepIndexes
+from .records import (
+    COMPLETE,
+    EXPIRED,
+    FAILED,
+    PROCESSING,
+    UPLOADING,
+    Upload,
+    now_ms,
+)
+from .records import wrap_errors as _wrap_errors
 
-UPLOADING = "uploading"
-PROCESSING = "processing"
-COMPLETE = "complete"
-FAILED = "failed"
-EXPIRED = "expired"
-
-
-@dataclass
-class Upload:
-    upload_id: str
-    owner: str = ""
-    filename: str = ""
-    size: int = 0
-    offset: int = 0
-    status: str = UPLOADING
-    created: int = 0  # ms since the epoch
-    expires: int = 0  # ms since the epoch
-    algorithm: str = "md5"
-    hash_state: bytes = b""
-    checksum: str = ""  # the digest the client gave at completion
-    reason: str = ""
-    final_name: str = ""
-    final_url: str = ""
-    completed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    _INT_FIELDS = ("size", "offset", "created", "expires", "completed")
-
-    @classmethod
-    def from_redis(cls, upload_id: str, raw: dict[bytes, bytes] | list[bytes]) -> Upload:
-        if isinstance(raw, list):
-            raw = dict(zip(raw[::2], raw[1::2], strict=True))
-        values: dict[str, Any] = {}
-        for key, value in raw.items():
-            name = key.decode()
-            if name == "hash_state":
-                values[name] = value
-            elif name in cls._INT_FIELDS:
-                values[name] = int(value or 0)
-            elif name == "extra":
-                values[name] = json.loads(value) if value else {}
-            elif name in cls.__dataclass_fields__:
-                values[name] = value.decode()
-        return cls(upload_id=upload_id, **values)
-
-    def to_redis(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name in self.__dataclass_fields__:
-            if name == "upload_id":
-                continue
-            value = getattr(self, name)
-            out[name] = json.dumps(value) if name == "extra" else value
-        return out
-
-    def is_expired(self, now_ms: int) -> bool:
-        return self.status == EXPIRED or (self.status == UPLOADING and self.expires <= now_ms)
+__all__ = [
+    "COMPLETE",
+    "EXPIRED",
+    "FAILED",
+    "PROCESSING",
+    "UPLOADING",
+    "Upload",
+    "UploadStore",
+    "now_ms",
+]
 
 
-@contextmanager
-def _wrap_errors() -> Iterator[None]:
-    try:
-        yield
-    except (redis_lib.ConnectionError, redis_lib.TimeoutError) as e:
-        raise StoreUnavailable(f"Redis is unavailable: {e}") from e
-    except redis_lib.ResponseError as e:
-        raise StoreUnavailable(f"Redis refused a command: {e}") from e
-
-
-def now_ms(clock: Callable[[], float] = time.time) -> int:
-    return int(clock() * 1000)
-
-
-class UploadStore:
+class UploadStore(SweepIndexes):
     """Reads and changes upload records. All times are milliseconds since the epoch."""
 
     def __init__(
@@ -103,6 +50,7 @@ class UploadStore:
         lock_timeout_ms: int = 30_000,
         expired_retention_ms: int = 86_400_000,
         completed_retention_ms: int = 7 * 86_400_000,
+        lock_request_timeout_ms: int | None = 5_000,
         clock: Callable[[], float] = time.time,
     ):
         self.redis = redis
@@ -110,6 +58,7 @@ class UploadStore:
         self.lock_timeout_ms = lock_timeout_ms
         self.expired_retention_ms = expired_retention_ms
         self.completed_retention_ms = completed_retention_ms
+        self.lock_request_timeout_ms = redis_clock.lock_budget(redis, lock_request_timeout_ms)
         self.clock = clock
         self._acquire = redis.register_script(lua.ACQUIRE)
         self._commit = redis.register_script(lua.COMMIT)
@@ -118,7 +67,7 @@ class UploadStore:
         self._release = redis.register_script(lua.RELEASE)
         self._extend = redis.register_script(lua.EXTEND)
         self._transition = redis.register_script(lua.TRANSITION)
-        self._mark_expired = redis.register_script(lua.MARK_EXPIRED)
+        self._register_index_scripts()
 
     # -- keys ----------------------------------------------------------------
     def record_key(self, upload_id: str) -> str:
@@ -129,10 +78,6 @@ class UploadStore:
 
     def lease_key(self, upload_id: str) -> str:
         return f"{self.prefix}:{{{upload_id}}}:finalize"
-
-    @property
-    def expiries_key(self) -> str:
-        return f"{self.prefix}:expiries"
 
     def now(self) -> int:
         return now_ms(self.clock)
@@ -149,30 +94,68 @@ class UploadStore:
         """Check owner and expiry and take the lock, in one round trip.
 
         Returns ("ok", upload) or (reason, None) with reason one of
-        "missing" (or not the owner's), "expired", "locked".
+        "missing" (or not the owner's), "expired", "locked", or "late": the
+        request reached Redis after its deadline (``lock_request_timeout_ms``
+        after it was sent, on Redis's clock), when its sender has given up, so
+        it took no lock.
         """
+        code, fields, clock_was_off = self._acquire_once(upload_id, owner, token, lock)
+        if code == "late" and clock_was_off:
+            # Refused although the reply came back at once: our clock was behind
+            # Redis's. The reply taught us the offset; ask once more with it.
+            code, fields, _ = self._acquire_once(upload_id, owner, token, lock)
+        if code != "ok":
+            return code, None
+        return code, Upload.from_redis(upload_id, fields)
+
+    def _acquire_once(
+        self, upload_id: str, owner: str, token: str, lock: bool
+    ) -> tuple[str, Any, bool]:
         keys = [self.record_key(upload_id), self.lock_key(upload_id)]
-        args = [owner, token, self.lock_timeout_ms, self.now(), "1" if lock else "0"]
+        offset = redis_clock.offset(self.redis)
+        budget = self.lock_request_timeout_ms
+        sent = self.now()
+        deadline = sent + offset + budget if budget is not None and lock else ""
+        args = [owner, token, self.lock_timeout_ms, sent, "1" if lock else "0", deadline]
         with _wrap_errors():
             result = self._acquire(keys=keys, args=args)
         code = result[0].decode()
-        if code != "ok":
-            return code, None
-        return code, Upload.from_redis(upload_id, result[1])
+        clock_was_off = redis_clock.learn(self.redis, sent, self.now(), int(result[1]))
+        return code, (result[2] if code == "ok" else None), clock_was_off
 
     # -- writes --------------------------------------------------------------
-    def create(self, upload: Upload) -> None:
-        """Store a new record; its Redis TTL runs to ``expires`` plus the expired retention."""
+    def claim_new(self, upload_id: str, token: str) -> bool:
+        """Set a new upload's creation marker (its lock key): before its file is created.
+
+        Renew it with ``extend_lock()`` while the first chunk streams; ``create()``
+        with the same token turns it into the record. The sweeper leaves the file
+        of an upload alone while either lives.
+        """
+        with _wrap_errors():
+            return bool(
+                self.redis.set(self.lock_key(upload_id), token, nx=True, px=self.lock_timeout_ms)
+            )
+
+    def create(self, upload: Upload, token: str = "") -> str:
+        """Store a new record; its Redis TTL runs to ``expires`` plus the expired retention.
+
+        With ``token``, only while the creation marker ``claim_new()`` set still
+        holds it (the marker is removed in the same step); returns "ok" or "lost".
+        """
         fields = upload.to_redis()
-        flat: list[Any] = [self._record_deadline(upload)]
+        flat: list[Any] = [self._record_deadline(upload), token]
         for key, value in fields.items():
             flat += [key, value]
+        keys = [self.record_key(upload.upload_id), self.lock_key(upload.upload_id)]
         with _wrap_errors():
-            result = self._create(keys=[self.record_key(upload.upload_id)], args=flat)
-            if result != b"exists" and upload.status == UPLOADING:
+            if upload.status == PROCESSING:  # indexed first: a lost reply leaves it findable
+                self.redis.zadd(self.processing_key, {upload.upload_id: upload.queued})
+            result = self._create(keys=keys, args=flat).decode()
+            if result == "ok" and upload.status == UPLOADING:
                 self.redis.zadd(self.expiries_key, {upload.upload_id: upload.expires})
-        if result == b"exists":
+        if result == "exists":
             raise RuntimeError(f"Upload {upload.upload_id} already exists.")
+        return result
 
     def commit(
         self, upload: Upload, token: str, *, new_offset: int, hash_state: bytes, expires: int
@@ -191,13 +174,31 @@ class UploadStore:
         return result
 
     def mark_processing(self, upload: Upload, token: str, checksum: str) -> str:
+        """uploading -> processing under the lock; "ok", "lost" or "conflict".
+
+        The upload enters the processing index *before* the status moves, so
+        that if the reply (or the process) is lost after the move, the sweeper
+        still finds it; entries of uploads that did not move are dropped by the
+        sweeper.
+        """
         keys = [self.record_key(upload.upload_id), self.lock_key(upload.upload_id)]
-        deadline = self.now() + self.completed_retention_ms
+        now = self.now()
+        deadline = now + self.completed_retention_ms
         with _wrap_errors():
-            result = self._mark_processing(keys=keys, args=[token, checksum, deadline]).decode()
+            self.redis.zadd(self.processing_key, {upload.upload_id: now})
+            result = self._mark_processing(
+                keys=keys, args=[token, checksum, deadline, now]
+            ).decode()
             if result == "ok":
                 self.redis.zrem(self.expiries_key, upload.upload_id)
+        if result == "ok":
+            upload.queued = now
         return result
+
+    def lease_ttl_ms(self, upload_id: str) -> int:
+        """How long the finalization lease has left (0 when nobody holds it)."""
+        with _wrap_errors():
+            return max(0, int(self.redis.pttl(self.lease_key(upload_id))))
 
     def release(self, upload_id: str, token: str) -> None:
         with _wrap_errors():
@@ -223,18 +224,6 @@ class UploadStore:
         with _wrap_errors():
             return bool(self._extend(keys=[self.lease_key(upload_id)], args=[token, ttl_ms]))
 
-    def statuses(self, upload_ids: list[str]) -> dict[str, str | None]:
-        """The status of each upload (None when it has no record), in one round trip."""
-        with _wrap_errors():
-            pipe = self.redis.pipeline(transaction=False)
-            for upload_id in upload_ids:
-                pipe.hget(self.record_key(upload_id), "status")
-            values = pipe.execute()
-        return {
-            i: (v.decode() if v is not None else None)
-            for i, v in zip(upload_ids, values, strict=True)
-        }
-
     def transition(
         self,
         upload_id: str,
@@ -255,32 +244,6 @@ class UploadStore:
             flat += [key, json.dumps(value) if key == "extra" else value]
         with _wrap_errors():
             return self._transition(keys=[self.record_key(upload_id)], args=flat).decode()
-
-    # -- sweeping ------------------------------------------------------------
-    def due_expiries(self, limit: int = 500) -> list[str]:
-        """Ids whose expiry time has passed, oldest first."""
-        with _wrap_errors():
-            ids = self.redis.zrangebyscore(
-                self.expiries_key, "-inf", self.now(), start=0, num=limit
-            )
-        return [i.decode() for i in ids]
-
-    def mark_expired(self, upload_id: str) -> str:
-        """ "ok" when the record was live-but-expired and is now marked expired; otherwise why not."""
-        now = self.now()
-        keys = [self.record_key(upload_id), self.lock_key(upload_id)]
-        with _wrap_errors():
-            return self._mark_expired(
-                keys=keys, args=[now, now + self.expired_retention_ms]
-            ).decode()
-
-    def forget_expiry(self, upload_id: str) -> None:
-        with _wrap_errors():
-            self.redis.zrem(self.expiries_key, upload_id)
-
-    def is_locked(self, upload_id: str) -> bool:
-        with _wrap_errors():
-            return bool(self.redis.exists(self.lock_key(upload_id)))
 
     def _record_deadline(self, upload: Upload) -> int:
         if upload.status == UPLOADING:

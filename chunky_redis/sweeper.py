@@ -1,9 +1,13 @@
-"""Removing what abandoned uploads leave behind, in proportion to the work.
+"""Removing what abandoned uploads leave behind, and recovering stuck ones,
+in proportion to the work.
 
-Expired uploads are found through a sorted set of expiry times (no scan of
-Redis); files that have no record at all are found by listing the upload
-directory. Neither path ever touches the file of an upload that is still
-uploading or being processed.
+Expired uploads are found through a sorted set of expiry times, uploads whose
+post-processing may have been lost through a sorted set of uploads in
+processing (no scan of Redis); files that have no record at all are found by
+listing the upload directory. No path ever touches the file of an upload
+that is uploading, processing or failed (a failed one keeps its bytes for
+``chunky_retry`` until its record's retention ends), nor the file of one whose
+lock or creation marker lives: a request may be writing it, whatever its age.
 """
 
 from __future__ import annotations
@@ -12,10 +16,10 @@ import logging
 from dataclasses import dataclass
 
 from . import signals
-from .conf import conf
+from .conf import conf, milliseconds
 from .runtime import get_storage, get_store
 from .storage import ChunkStorage
-from .store import COMPLETE, EXPIRED, FAILED, UploadStore
+from .store import COMPLETE, EXPIRED, UploadStore
 
 logger = logging.getLogger("chunky_redis")
 
@@ -26,9 +30,11 @@ _BATCH = 500
 class SweepResult:
     expired: int = 0
     orphans: int = 0
+    requeued: int = 0
 
     def __str__(self) -> str:
-        return f"{self.expired} expired upload(s) and {self.orphans} orphan file(s) removed"
+        text = f"{self.expired} expired upload(s) and {self.orphans} orphan file(s) removed"
+        return text + (f"; {self.requeued} upload(s) queued again" if self.requeued else "")
 
 
 def purge_expired_uploads(
@@ -52,6 +58,8 @@ def purge_expired_uploads(
                 chunks.delete(upload_id)
                 result.expired += 1
                 signals.send(signals.upload_expired, upload_id=upload_id)
+    _requeue_lost(store, result)
+    store.prune_failed()
     grace = conf.ORPHAN_GRACE.total_seconds()
     batch: list[str] = []
     for upload_id in chunks.iter_ids(older_than_s=grace):
@@ -66,16 +74,35 @@ def purge_expired_uploads(
     return result
 
 
+def _requeue_lost(store: UploadStore, result: SweepResult) -> None:
+    """Queue again the uploads in processing that no worker finalizes, long after
+    they were queued: their hand-off was lost. A duplicate is harmless (the
+    finalization is idempotent and only the status winner sends signals)."""
+    from .completion import enqueue_finalize
+
+    after_ms = milliseconds(conf.REQUEUE_AFTER)
+    cutoff = store.now() - after_ms
+    while due := store.due_processing(cutoff, limit=_BATCH):
+        # Each id is either stamped with a later time or dropped, so this ends.
+        for upload_id in due:
+            if store.requeue(upload_id, after_ms) != "ok":
+                continue
+            logger.warning("chunky_redis: queueing upload %s again (lost hand-off)", upload_id)
+            enqueue_finalize(upload_id)
+            result.requeued += 1
+
+
 def _sweep_orphans(
     upload_ids: list[str], store: UploadStore, chunks: ChunkStorage, result: SweepResult
 ) -> None:
-    """Delete the chunk files, among ``upload_ids``, that no live or processing upload owns."""
-    for upload_id, status in store.statuses(upload_ids).items():
-        # Complete and failed uploads no longer need their chunk file; a file
-        # survives there only when a worker died between two steps.
-        if status not in (None, EXPIRED, COMPLETE, FAILED):
+    """Delete the chunk files, among ``upload_ids``, that no upload needs any more."""
+    for upload_id, presence in store.presence(upload_ids).items():
+        # Complete uploads no longer need their chunk file; one survives there only
+        # when a worker died between two steps. "locked": a request holds the lock
+        # or the creation marker of a new upload, and may be writing the file.
+        if presence not in ("missing", EXPIRED, COMPLETE):
             continue
         if chunks.delete(upload_id):
             result.orphans += 1
-            if status in (None, EXPIRED):
+            if presence in ("missing", EXPIRED):
                 signals.send(signals.upload_expired, upload_id=upload_id)

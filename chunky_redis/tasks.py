@@ -10,7 +10,7 @@ import logging
 from celery import shared_task
 
 from .conf import conf
-from .finalize import FinalizeBusy, fail_upload, finalize
+from .finalize import FinalizeBusy, fail_upload, finalize, public_reason
 from .sweeper import purge_expired_uploads as sweep
 
 logger = logging.getLogger("chunky_redis")
@@ -33,16 +33,19 @@ def finalize_upload(self, upload_id: str) -> str:
     try:
         return finalize(upload_id).status
     except FinalizeBusy as e:
-        # Another worker is finalizing it, or died doing so and its lease will
-        # lapse: wait and look again, without ever giving up on the upload.
-        raise self.retry(exc=e, countdown=_busy_countdown()) from e
+        # Another worker is finalizing it, or died doing so: look again just
+        # after its lease would lapse (it is renewed while its holder lives),
+        # without ever giving up on the upload.
+        raise self.retry(exc=e, countdown=e.retry_in) from e
     except Exception as e:
         # Redis, the storage or the network hiccuped (or a bug): every step is
         # safe to repeat, so try again with backoff, then fail the upload
         # visibly rather than leave it in "processing" forever.
         if self.request.retries >= conf.FINALIZE_MAX_RETRIES:
             logger.exception("chunky_redis: giving up on upload %s", upload_id)
-            return fail_upload(upload_id, f"Post-processing kept failing: {e}").status
+            return fail_upload(
+                upload_id, f"Post-processing kept failing: {public_reason(e)}"
+            ).status
         countdown = min(2**self.request.retries, 300)
         logger.warning(
             "chunky_redis: finalizing upload %s failed (%s); retrying in %ss",
@@ -63,7 +66,9 @@ def _finalize_inline(upload_id: str) -> str:
         except Exception as e:
             if attempt == conf.FINALIZE_MAX_RETRIES:
                 logger.exception("chunky_redis: giving up on upload %s", upload_id)
-                return fail_upload(upload_id, f"Post-processing kept failing: {e}").status
+                return fail_upload(
+                    upload_id, f"Post-processing kept failing: {public_reason(e)}"
+                ).status
             logger.warning(
                 "chunky_redis: finalizing upload %s failed (%s); trying again", upload_id, e
             )
@@ -74,7 +79,3 @@ def _finalize_inline(upload_id: str) -> str:
 def purge_expired_uploads() -> str:
     """The expiry sweeper; the bundled beat schedule runs it every CHUNKY_REDIS_SWEEP_INTERVAL."""
     return str(sweep())
-
-
-def _busy_countdown() -> float:
-    return max(1.0, min(conf.FINALIZE_LEASE.total_seconds() / 4, 30.0))

@@ -32,6 +32,7 @@ class Policy:
     algorithm: str = "md5"
     expiration_ms: int = 86_400_000
     sliding_expiration: bool = False
+    requeue_after_ms: int = 60_000  # see UploadService.complete()
 
 
 class UploadService:
@@ -110,15 +111,24 @@ class UploadService:
         if byte_range is not None and byte_range.start != 0:
             raise exc.OffsetMismatch(0, byte_range.start, "A new upload must start at byte 0.")
         now = self.store.now()
+        upload_id, token = uuid.uuid4().hex, secrets.token_hex(16)
+        if not self.store.claim_new(upload_id, token):  # a fresh uuid4: never taken
+            raise exc.StoreUnavailable("Could not mark the new upload; try again.")
         upload = Upload(
-            upload_id=uuid.uuid4().hex,
+            upload_id=upload_id,
             owner=owner,
             size=byte_range.total if byte_range else 0,
             created=now,
             expires=now + self.policy.expiration_ms,
             algorithm=self.policy.algorithm,
         )
-        return ChunkSession(self, upload, token=None, byte_range=byte_range, max_bytes=max_bytes)
+        try:
+            return ChunkSession(
+                self, upload, token=token, byte_range=byte_range, max_bytes=max_bytes, is_new=True
+            )
+        except BaseException:
+            self.store.release(upload_id, token)
+            raise
 
     def _start_existing(
         self, owner: str, upload_id: str, byte_range: ByteRange | None, max_bytes: int | None
@@ -161,9 +171,17 @@ class UploadService:
         """Check the client's digest against ours and hand the upload to post-processing.
 
         Completing twice never runs the completion twice: the status moves
-        uploading -> processing under the lock, exactly once.
+        uploading -> processing under the lock, exactly once. A retried
+        completion (same checksum) of an upload still in processing, that no
+        worker is finalizing and that was queued more than ``requeue_after_ms``
+        ago, queues it again and answers as the first did: the first hand-off
+        may have been lost (a reply lost, a process killed between marking and
+        queueing). Sooner, it answers already_complete.
         """
         token, upload = self._lock(owner, upload_id)
+        if upload.status == PROCESSING:
+            self.store.release(upload_id, token)
+            return self._complete_again(upload, checksum)
         try:
             _require_uploading(upload)
             if upload.offset < upload.size:
@@ -184,6 +202,15 @@ class UploadService:
             raise exc.AlreadyComplete()
         upload.status, upload.checksum = PROCESSING, checksum
         self.release_quota(upload)
+        self.hand_off(upload)
+        return upload
+
+    def _complete_again(self, upload: Upload, checksum: str) -> Upload:
+        checksum = clean_checksum(checksum, upload.algorithm)
+        if not hmac.compare_digest(checksum, upload.checksum):
+            raise exc.AlreadyComplete(status=upload.status)
+        if self.store.requeue(upload.upload_id, self.policy.requeue_after_ms) != "ok":
+            raise exc.AlreadyComplete(status=upload.status)  # being finalized, or just queued
         self.hand_off(upload)
         return upload
 
@@ -248,6 +275,8 @@ def _raise_for(code: str) -> None:
         raise exc.UploadExpired()
     if code == "locked":
         raise exc.UploadLocked()
+    if code == "late":
+        raise exc.StoreUnavailable("Redis answered too late; try again.")
     raise exc.StoreUnavailable(f"Unexpected answer from the store: {code}.")
 
 

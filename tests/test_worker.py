@@ -219,7 +219,9 @@ def test_worker_killed_during_hand_off(redis_env, tmp_path):
             wait_for(marker.exists, timeout=30, message="the worker to pause in the hand-off")
             pid = int(marker.read_text().split()[0])
             final = media(env, f"chunky_redis/{upload_id}/scan.tiff")
-            assert 0 < final.stat().st_size < len(data)  # half written
+            assert not final.exists()  # half written, but under a temporary name
+            [partial] = list(final.parent.iterdir())
+            assert 0 < partial.stat().st_size < len(data)
             assert status(site, upload_id)["status"] == "processing"
             doomed.kill(signal.SIGKILL)  # the whole worker: main process and pool child
         wait_for(lambda: dead(pid), timeout=10, message="the paused pool process to die")
@@ -237,7 +239,8 @@ def test_worker_killed_during_hand_off(redis_env, tmp_path):
             log = rescuer.log_text()
 
         assert "chunky_redis.finalize_upload" in log
-        assert final.read_bytes() == data  # the half-written file was replaced
+        assert final.read_bytes() == data
+        assert [p.name for p in final.parent.iterdir()] == ["scan.tiff"]  # the half file is gone
         assert seen["final_name"] == f"chunky_redis/{upload_id}/scan.tiff"
     assert [s["upload_id"] for s in signals_named(env, "upload_completed")] == [upload_id]
     assert len(signals_named(env, "chunky_upload_complete")) == 1
@@ -295,7 +298,7 @@ def test_corrupted_stored_bytes_fail_the_upload(redis_env):
     assert hashlib.md5(data).hexdigest() in seen["reason"]
     assert failed == [{"signal": "upload_failed", "upload_id": upload_id, "reason": seen["reason"]}]
     assert signals_named(env, "upload_completed") == []
-    assert not chunk_path(env, upload_id).exists()
+    assert chunk_path(env, upload_id).exists()  # kept for `manage.py chunky_retry`
     assert not media(env, f"chunky_redis/{upload_id}").exists()
 
 

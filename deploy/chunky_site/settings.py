@@ -125,6 +125,12 @@ if os.environ.get("CHUNKY_SWEEP_INTERVAL_SECONDS"):
     CHUNKY_REDIS_SWEEP_INTERVAL = float(os.environ["CHUNKY_SWEEP_INTERVAL_SECONDS"])
 if os.environ.get("CHUNKY_ORPHAN_GRACE_SECONDS"):
     CHUNKY_REDIS_ORPHAN_GRACE = float(os.environ["CHUNKY_ORPHAN_GRACE_SECONDS"])
+if os.environ.get("CHUNKY_FINALIZE_LEASE_SECONDS"):
+    CHUNKY_REDIS_FINALIZE_LEASE = float(os.environ["CHUNKY_FINALIZE_LEASE_SECONDS"])
+if os.environ.get("CHUNKY_REQUEUE_AFTER_SECONDS"):
+    CHUNKY_REDIS_REQUEUE_AFTER = float(os.environ["CHUNKY_REQUEUE_AFTER_SECONDS"])
+if os.environ.get("CHUNKY_LOCK_REQUEST_TIMEOUT_SECONDS"):
+    CHUNKY_REDIS_LOCK_REQUEST_TIMEOUT = float(os.environ["CHUNKY_LOCK_REQUEST_TIMEOUT_SECONDS"])
 
 # -- Celery (tasks/) ----------------------------------------------------------
 # The broker is the same Redis by default; with no Redis at all, tasks run eagerly in the web process.

@@ -1,0 +1,152 @@
+"""Putting a verified chunk file into the final storage, under its final name.
+
+The final name shows a file only when it is whole: on the upload directory's
+own volume the chunk file is renamed there; into another directory that the
+storage keeps on disk it is saved under a temporary name beside the final one
+and renamed; into a remote storage (S3 and the like) it is saved through the
+storage, whose objects appear only once written whole.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import posixpath
+
+from django.core.exceptions import SuspiciousFileOperation
+from django.core.files import File
+from django.core.files.storage import FileSystemStorage, Storage, storages
+from django.core.files.utils import validate_file_name
+from django.utils.module_loading import import_string
+
+from .conf import conf
+from .http import fit_bytes
+from .store import Upload
+
+# NAME_MAX is 255 bytes on common filesystems (ext4, xfs, APFS counts UTF-8 bytes
+# too); this leaves room for the "_<7 characters>" a storage appends to make a
+# name unique, and for object stores that count the whole key.
+MAX_NAME_BYTES = 200
+SAFE_STEM = "upload"
+# What a refused name looks like: too long, or characters the storage rejects.
+_NAME_ERRNOS = {errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ}
+TEMP_SUFFIX = ".chunky-partial"
+
+
+def get_final_storage() -> Storage:
+    name = conf.FINAL_STORAGE
+    if not name:
+        return storages["default"]
+    if "." in name:
+        return import_string(name)()
+    return storages[name]
+
+
+def final_name_for(upload: Upload, storage: Storage, *, safe: bool = False) -> str:
+    """The upload's name in the final storage: the same for every attempt.
+
+    The client's filename is cleaned the way the storage cleans FileField
+    names, so that names like ".." can never leave the upload's own folder,
+    and cut by bytes. ``safe`` gives the name used when the storage refuses
+    that one: "upload" plus the extension when it is plain ASCII.
+    """
+    filename = SAFE_STEM
+    try:
+        if upload.filename:
+            cleaned = storage.get_valid_name(os.path.basename(upload.filename))
+            filename = fit_bytes(cleaned, MAX_NAME_BYTES) if not safe else _safe_name(cleaned)
+    except (SuspiciousFileOperation, UnicodeError):
+        filename = SAFE_STEM
+    name = conf.FINAL_NAME_TEMPLATE.format(upload_id=upload.upload_id, filename=filename)
+    validate_file_name(name, allow_relative_path=True)
+    return name
+
+
+def _safe_name(filename: str) -> str:
+    ext = os.path.splitext(filename)[1]
+    plain = ext[1:].isascii() and ext[1:].isalnum() and len(ext) <= 9
+    return SAFE_STEM + ext if plain else SAFE_STEM
+
+
+def is_name_refused(error: BaseException) -> bool:
+    """Did the storage refuse the name itself (rather than fail for another reason)?"""
+    if isinstance(error, (SuspiciousFileOperation, UnicodeError)):
+        return True
+    return isinstance(error, OSError) and error.errno in _NAME_ERRNOS
+
+
+def temp_name_for(name: str) -> str:
+    """The temporary name a save goes to before it is renamed to ``name``.
+
+    Beside the final name (so the rename stays on one volume), hidden, short
+    whatever ``name``'s length, and the same for every attempt, so that the
+    next attempt finds and removes what a dead one left.
+    """
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return posixpath.join(posixpath.dirname(name), f".{digest}{TEMP_SUFFIX}")
+
+
+def hand_off(path: str, final: Storage, name: str) -> str:
+    """Move the chunk file into the final storage; returns the stored name.
+
+    The name contains the upload id, so it is ours alone: a file left at it
+    by an attempt that died before recording it is replaced, never kept
+    beside a renamed copy.
+    """
+    if _can_rename(final, path):
+        target = final.path(name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        try:
+            os.replace(path, target)  # atomic on one volume: no copy, no window
+        except OSError as e:
+            # Two mounts of one filesystem (Docker volumes, Kubernetes subPath) share
+            # st_dev yet refuse a rename between them: save through the storage instead.
+            if e.errno != errno.EXDEV:
+                raise
+        else:
+            if final.file_permissions_mode is not None:
+                os.chmod(target, final.file_permissions_mode)
+            return name
+    if _local_path(final, name) is None:
+        stored = _save(final, path, name)  # a remote object appears only when whole
+    else:
+        stored = _save_then_rename(final, path, name)
+    os.unlink(path)
+    return stored
+
+
+def _save(final: Storage, path: str, name: str) -> str:
+    if final.exists(name):
+        final.delete(name)
+    with open(path, "rb") as f:
+        # Storage.save streams File objects chunk by chunk; nothing is loaded whole.
+        return final.save(name, File(f, name=os.path.basename(name)))
+
+
+def _save_then_rename(final: Storage, path: str, name: str) -> str:
+    """Save through the storage under the temporary name, then rename it into place."""
+    temp = _save(final, path, temp_name_for(name))  # removes a dead attempt's leftover first
+    try:
+        # Within one directory, so within one mount. POSIX rename(2) replaces the
+        # target atomically, as os.replace does (this code is POSIX-only already).
+        os.rename(final.path(temp), final.path(name))
+    except BaseException:
+        final.delete(temp)
+        raise
+    return name
+
+
+def _local_path(final: Storage, name: str) -> str | None:
+    try:
+        return final.path(name)
+    except NotImplementedError:
+        return None
+
+
+def _can_rename(final: Storage, path: str) -> bool:
+    if not isinstance(final, FileSystemStorage) or type(final)._save is not FileSystemStorage._save:
+        return False  # a storage that customises saving must be saved through
+    location = final.location
+    os.makedirs(location, exist_ok=True)
+    return os.stat(location).st_dev == os.stat(path).st_dev

@@ -1,0 +1,152 @@
+"""The sorted sets that let the sweeper and ``chunky_retry`` find uploads without
+scanning Redis, and the sweeper's reads and moves. No Django here.
+
+Each index lives in its own slot and is written with separate commands, never
+inside an upload's script: an entry is added *before* the status it tracks
+can change, so that a lost reply cannot hide an upload, and entries that
+outlived their reason are dropped lazily by whoever reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import redis as redis_lib
+
+from . import lua
+from .records import FAILED, PROCESSING
+from .records import wrap_errors as _wrap_errors
+
+
+class SweepIndexes:
+    """Mixed into ``UploadStore``, which provides the keys, the clock and the client."""
+
+    redis: redis_lib.Redis
+    prefix: str
+    completed_retention_ms: int
+    expired_retention_ms: int
+    now: Callable[[], int]
+    record_key: Callable[[str], str]
+    lock_key: Callable[[str], str]
+    lease_key: Callable[[str], str]
+
+    def _register_index_scripts(self) -> None:
+        self._mark_expired: Any = self.redis.register_script(lua.MARK_EXPIRED)
+        self._presence: Any = self.redis.register_script(lua.PRESENCE)
+        self._requeue: Any = self.redis.register_script(lua.REQUEUE)
+
+    @property
+    def expiries_key(self) -> str:
+        return f"{self.prefix}:expiries"
+
+    @property
+    def processing_key(self) -> str:
+        """Uploads handed to post-processing, scored by when (ms): the sweeper's to-do list."""
+        return f"{self.prefix}:processing"
+
+    @property
+    def failed_key(self) -> str:
+        """Failed uploads, scored by when they failed (ms): what ``chunky_retry --all-failed`` retries."""
+        return f"{self.prefix}:failed"
+
+    # -- expiries --------------------------------------------------------------
+    def due_expiries(self, limit: int = 500) -> list[str]:
+        """Ids whose expiry time has passed, oldest first."""
+        with _wrap_errors():
+            ids = self.redis.zrangebyscore(
+                self.expiries_key, "-inf", self.now(), start=0, num=limit
+            )
+        return [i.decode() for i in ids]
+
+    def mark_expired(self, upload_id: str) -> str:
+        """ "ok" when the record was live-but-expired and is now marked expired; otherwise why not."""
+        now = self.now()
+        keys = [self.record_key(upload_id), self.lock_key(upload_id)]
+        with _wrap_errors():
+            return self._mark_expired(
+                keys=keys, args=[now, now + self.expired_retention_ms]
+            ).decode()
+
+    def forget_expiry(self, upload_id: str) -> None:
+        with _wrap_errors():
+            self.redis.zrem(self.expiries_key, upload_id)
+
+    def is_locked(self, upload_id: str) -> bool:
+        with _wrap_errors():
+            return bool(self.redis.exists(self.lock_key(upload_id)))
+
+    def statuses(self, upload_ids: list[str]) -> dict[str, str | None]:
+        """The status of each upload (None when it has no record), in one round trip."""
+        with _wrap_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for upload_id in upload_ids:
+                pipe.hget(self.record_key(upload_id), "status")
+            values = pipe.execute()
+        return {
+            i: (v.decode() if v is not None else None)
+            for i, v in zip(upload_ids, values, strict=True)
+        }
+
+    def presence(self, upload_ids: list[str]) -> dict[str, str]:
+        """For each upload: "locked" while a request holds its lock or creation
+        marker, else its status ("missing" without a record). One round trip."""
+        with _wrap_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for upload_id in upload_ids:
+                keys = [self.record_key(upload_id), self.lock_key(upload_id)]
+                self._presence(keys=keys, client=pipe)
+            values = pipe.execute()
+        return {i: v.decode() for i, v in zip(upload_ids, values, strict=True)}
+
+    # -- processing and failed uploads ---------------------------------------
+    def requeue(self, upload_id: str, grace_ms: int) -> str:
+        """May post-processing be queued again? "ok" (stamped as queued now) when the
+        upload is processing, no worker holds its lease and it was queued more than
+        ``grace_ms`` ago; otherwise "leased", "fresh", "missing" or its status."""
+        keys = [self.record_key(upload_id), self.lease_key(upload_id)]
+        with _wrap_errors():
+            result = self._requeue(keys=keys, args=[self.now(), grace_ms]).decode()
+            if result in ("ok", "leased", "fresh"):  # looked at again after another grace
+                self.redis.zadd(self.processing_key, {upload_id: self.now()})
+            else:  # finished, or never got to processing: nothing to watch
+                self.redis.zrem(self.processing_key, upload_id)
+        return result
+
+    def due_processing(self, queued_before_ms: int, limit: int = 500) -> list[str]:
+        """Ids in the processing index queued before ``queued_before_ms``, oldest first."""
+        with _wrap_errors():
+            ids = self.redis.zrangebyscore(
+                self.processing_key, "-inf", queued_before_ms, start=0, num=limit
+            )
+        return [i.decode() for i in ids]
+
+    def index_status(self, upload_id: str, status: str) -> None:
+        """Keep the indexes in step with a status post-processing gave the upload:
+        processing ones in the processing index, failed ones in the failed one."""
+        with _wrap_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            if status == PROCESSING:
+                pipe.zadd(self.processing_key, {upload_id: self.now()})
+            else:
+                pipe.zrem(self.processing_key, upload_id)
+            if status == FAILED:
+                pipe.zadd(self.failed_key, {upload_id: self.now()})
+            else:
+                pipe.zrem(self.failed_key, upload_id)
+            pipe.execute()
+
+    def failed_ids(self) -> list[str]:
+        """Failed uploads whose record may still exist (the sweeper prunes the rest)."""
+        with _wrap_errors():
+            ids = self.redis.zrangebyscore(
+                self.failed_key, self.now() - self.completed_retention_ms, "+inf"
+            )
+        return [i.decode() for i in ids]
+
+    def prune_failed(self) -> None:
+        """Forget failed uploads whose retention is over."""
+        with _wrap_errors():
+            self.redis.zremrangebyscore(
+                self.failed_key, "-inf", f"({self.now() - self.completed_retention_ms}"
+            )

@@ -1,0 +1,86 @@
+"""An upload's record as it lives in Redis, and the store's error wrapping. No Django here."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis as redis_lib
+
+from .exceptions import StoreUnavailable
+
+UPLOADING = "uploading"
+PROCESSING = "processing"
+COMPLETE = "complete"
+FAILED = "failed"
+EXPIRED = "expired"
+
+
+@dataclass
+class Upload:
+    upload_id: str
+    owner: str = ""
+    filename: str = ""
+    size: int = 0
+    offset: int = 0
+    status: str = UPLOADING
+    created: int = 0  # ms since the epoch
+    expires: int = 0  # ms since the epoch
+    algorithm: str = "md5"
+    hash_state: bytes = b""
+    checksum: str = ""  # the digest the client gave at completion
+    reason: str = ""
+    final_name: str = ""
+    final_url: str = ""
+    completed: int = 0
+    queued: int = 0  # ms since the epoch: when post-processing was last queued
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _INT_FIELDS = ("size", "offset", "created", "expires", "completed", "queued")
+
+    @classmethod
+    def from_redis(cls, upload_id: str, raw: dict[bytes, bytes] | list[bytes]) -> Upload:
+        if isinstance(raw, list):
+            raw = dict(zip(raw[::2], raw[1::2], strict=True))
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            name = key.decode()
+            if name == "hash_state":
+                values[name] = value
+            elif name in cls._INT_FIELDS:
+                values[name] = int(value or 0)
+            elif name == "extra":
+                values[name] = json.loads(value) if value else {}
+            elif name in cls.__dataclass_fields__:
+                values[name] = value.decode()
+        return cls(upload_id=upload_id, **values)
+
+    def to_redis(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            if name == "upload_id":
+                continue
+            value = getattr(self, name)
+            out[name] = json.dumps(value) if name == "extra" else value
+        return out
+
+    def is_expired(self, now_ms: int) -> bool:
+        return self.status == EXPIRED or (self.status == UPLOADING and self.expires <= now_ms)
+
+
+@contextmanager
+def wrap_errors() -> Iterator[None]:
+    try:
+        yield
+    except (redis_lib.ConnectionError, redis_lib.TimeoutError) as e:
+        raise StoreUnavailable(f"Redis is unavailable: {e}") from e
+    except redis_lib.ResponseError as e:
+        raise StoreUnavailable(f"Redis refused a command: {e}") from e
+
+
+def now_ms(clock: Callable[[], float] = time.time) -> int:
+    return int(clock() * 1000)

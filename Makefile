@@ -2,7 +2,7 @@
 #   make run    start the bundled service on 127.0.0.1:8000 (PORT overrides it)
 #   make test   run the whole test suite (what CI runs)
 # and for working on it:
-#   make test-fast  the unit tests alone: no server, worker, browser or fault injection (seconds)
+#   make test-fast  the unit tests alone: no server, worker, browser or fault injection (~30 s of CPU)
 #   make dist       build the wheel and the sdist into dist/ and check their metadata
 PYTHON ?= python3
 VENV := .venv
@@ -38,7 +38,8 @@ test: $(STAMP) $(if $(wildcard package.json),node_modules/.installed)
 	./deploy/test-setup.sh
 	$(BIN)/python -m pytest $(if $(PYTEST_ARGS),,--cov) $(PYTEST_ARGS)
 
-# Needs only the Redis at 127.0.0.1:6379 that make test starts; tests that need it are few and cheap.
+# Starts nothing but uses the Redis at 127.0.0.1:6379 (the backend fixture's second run; make test
+# starts one when none answers).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m '$(FAST)' $(PYTEST_ARGS)
 

@@ -23,6 +23,8 @@ _DURATIONS = (
     "REQUEUE_AFTER",
     "LOCK_REQUEST_TIMEOUT",
     "SWEEP_INTERVAL",
+    "REDIS_SOCKET_TIMEOUT",
+    "REDIS_CONNECT_TIMEOUT",
 )
 
 
@@ -166,7 +168,7 @@ def _check_final_storage() -> list:
         hint = "Give a key of settings.STORAGES or a dotted path to a Storage class."
         module = _missing_module(e)
         if module in EXTRAS:  # the storage of an extra (S3: storages, boto3) is not installed
-            hint = f"Install it: {install_command(module)}."
+            hint = f"It is not installed: {install_command(module)}."
         return [
             Error(
                 f"CHUNKY_REDIS_FINAL_STORAGE {name!r} cannot be loaded: {e}",

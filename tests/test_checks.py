@@ -38,6 +38,12 @@ def test_e003_bad_duration(settings, value):
     assert "chunky_redis.E003" in ids()
 
 
+@pytest.mark.parametrize("name", ["REDIS_SOCKET_TIMEOUT", "REDIS_CONNECT_TIMEOUT"])
+def test_e003_bad_redis_timeout(settings, name):
+    setattr(settings, "CHUNKY_REDIS_" + name, 0)
+    assert "chunky_redis.E003" in ids()
+
+
 @pytest.mark.parametrize("value", [0, -1, 1.5, "10"])
 def test_e004_bad_max_bytes(settings, value):
     settings.CHUNKY_REDIS_MAX_BYTES = value
@@ -95,7 +101,7 @@ def test_e010_embedded_redis_without_fakeredis(settings, monkeypatch):
     assert "chunky_redis.E010" not in ids()
     monkeypatch.setitem(sys.modules, "fakeredis", None)  # as if not installed
     [error] = [m for m in checks.check_settings() if m.id == "chunky_redis.E010"]
-    assert "pip install 'chunky_redis[embedded]'" in error.msg
+    assert "install the extra chunky_redis[embedded]" in error.msg
     settings.CHUNKY_REDIS_REDIS_URL = "redis://127.0.0.1:6379/15"  # a real Redis needs no fakeredis
     assert "chunky_redis.E010" not in ids()
 
@@ -106,7 +112,7 @@ def test_e011_alias_without_django_redis(settings, monkeypatch):
     assert "chunky_redis.E011" not in ids()
     monkeypatch.setitem(sys.modules, "django_redis", None)
     [error] = [m for m in checks.check_settings() if m.id == "chunky_redis.E011"]
-    assert "pip install 'chunky_redis[django-redis]'" in error.msg
+    assert "install the extra chunky_redis[django-redis]" in error.msg
     assert "chunky_redis.E010" not in ids()  # fakeredis is not needed with an alias
 
 
@@ -117,4 +123,4 @@ def test_e006_names_the_s3_extra_when_its_packages_are_missing(settings, monkeyp
     monkeypatch.setitem(sys.modules, missing, None)
     settings.CHUNKY_REDIS_FINAL_STORAGE = "storages.backends.s3.S3Storage"
     [error] = [m for m in checks.check_settings() if m.id == "chunky_redis.E006"]
-    assert "pip install 'chunky_redis[s3]'" in error.hint
+    assert "install the extra chunky_redis[s3]" in error.hint

@@ -130,7 +130,7 @@ def test_a_clean_virtualenv_installs_it_and_manage_py_check_names_missing_extras
     without = run(*check, cwd=site, env=env, check=False)
     assert without.returncode != 0
     assert "chunky_redis.E010" in without.stderr
-    assert "pip install 'chunky_redis[embedded]'" in without.stderr
+    assert "install the extra chunky_redis[embedded]" in without.stderr
     client = run(python, "-m", "chunky_redis", "--help", cwd=site, env=env, check=False)
     assert client.returncode != 0 and "chunky_redis[client]" in client.stderr
 

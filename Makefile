@@ -14,7 +14,7 @@ EXTRAS := all
 # The markers of tests that start processes or take long (pyproject.toml lists them).
 FAST := not live and not browser and not fault and not slow and not packaging
 
-.PHONY: run test test-fast install bench lint dist clean
+.PHONY: run test test-fast install bench lint dist mutate clean
 
 # Dependency groups (PEP 735) need pip >= 25.1: the venv's own pip is upgraded first.
 $(STAMP): pyproject.toml
@@ -43,9 +43,26 @@ test: $(STAMP) $(if $(wildcard package.json),node_modules/.installed)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m '$(FAST)' $(PYTEST_ARGS)
 
+# The fault suite at its full counts (tests/faults; `make test` runs a short version of it). It
+# writes tests/faults/results.json and regenerates RELIABILITY.md from it, pass or fail; the
+# processes' logs stay in var/faults-tmp until the next run.
+.PHONY: faults
+faults: $(STAMP) $(if $(wildcard package.json),node_modules/.installed)
+	mkdir -p var && CHUNKY_FAULTS=full CHUNKY_FAULT_RESULTS=tests/faults/results.json \
+	  $(BIN)/python -m pytest -p no:cacheprovider -rxX --basetemp=var/faults-tmp tests/faults $(PYTEST_ARGS); \
+	  status=$$?; \
+	  $(BIN)/python -m tests.faults.report tests/faults/results.json RELIABILITY.md; exit $$status
+
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --group bench
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Mutation testing ([tool.mutmut] in pyproject.toml): every mutant of the upload rules,
+# the store and finalization must make a fast unit test fail. Results stay in mutants/;
+# `$(BIN)/mutmut show <name>` prints one survivor's diff.
+mutate: $(STAMP)
+	CHUNKY_TEST_FUZZ_EXAMPLES=$${CHUNKY_TEST_FUZZ_EXAMPLES:-20} $(BIN)/mutmut run $(MUTMUT_ARGS)
+	$(BIN)/mutmut results
 
 lint: $(STAMP)
 	$(BIN)/ruff check chunky_redis tasks tests deploy bench
@@ -56,4 +73,4 @@ dist: $(STAMP)
 	$(BIN)/python -m twine check --strict dist/*
 
 clean:
-	rm -rf $(VENV) node_modules var dist build
+	rm -rf $(VENV) node_modules var dist build mutants

@@ -88,9 +88,10 @@ class _Process:
                 pass
             self.proc.wait(timeout=30)
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.kill(signal.SIGTERM) if _graceful(self.proc) else self.kill(signal.SIGKILL)
+    def stop(self, grace: float = 15) -> None:
+        """SIGTERM the process group; SIGKILL it if it has not exited after ``grace`` seconds."""
+        if self.proc and self.proc.poll() is None and not _terminated(self.proc, grace):
+            self.kill(signal.SIGKILL)
         if getattr(self, "log", None):
             self.log.close()
 
@@ -103,13 +104,17 @@ class _Process:
         self.stop()
 
 
-def _graceful(proc: subprocess.Popen) -> bool:
+def _terminated(proc: subprocess.Popen, grace: float) -> bool:
+    """True when the process group's leader exited within ``grace`` seconds of SIGTERM."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-        return False
-    except subprocess.TimeoutExpired:
+    except ProcessLookupError:
         return True
+    try:
+        proc.wait(timeout=grace)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
 
 
 class SiteProcess(_Process):
@@ -194,6 +199,21 @@ class WorkerProcess(_Process):
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"the worker did not become ready:\n{self.log_text()}")
+
+
+class BeatProcess(_Process):
+    """``celery -A tasks beat`` (the bundled schedule runs the sweeper)."""
+
+    def __init__(self, env: dict):
+        self.env = dict(env)
+        var = Path(env["CHUNKY_VAR_DIR"]).parent
+        self.log_path = var / "beat.log"
+        self.schedule = var / "celerybeat-schedule"
+
+    def start(self) -> BeatProcess:
+        args = [str(BIN / "celery"), "-A", "tasks", "beat", "--loglevel=INFO"]
+        self._spawn([*args, f"--schedule={self.schedule}"], self.env)
+        return self
 
 
 def read_signals(env: dict) -> list[dict]:

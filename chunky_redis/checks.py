@@ -6,11 +6,13 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 
 from .checksums import ALGORITHMS, incremental_available
 from .conf import as_timedelta, conf
+from .extras import EXTRAS, install_command, missing_message
 from .redis_clients import parse
-from .runtime import using_embedded_redis
+from .runtime import missing_redis_package, using_embedded_redis
 
 _DURATIONS = (
     "EXPIRATION",
@@ -113,6 +115,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                 id="chunky_redis.E008",
             )
         )
+    missing = missing_redis_package()
+    if missing:
+        module, needed_for = missing
+        errors.append(
+            Error(
+                missing_message(module, needed_for),
+                hint="Install the extra, or set CHUNKY_REDIS_REDIS_URL instead.",
+                id="chunky_redis.E010" if module == "fakeredis" else "chunky_redis.E011",
+            )
+        )
     if using_embedded_redis() and not settings.DEBUG:
         errors.append(
             Warning(
@@ -154,11 +166,16 @@ def _check_final_storage() -> list:
             from django.core.files.storage import storages
 
             storages[name]
-    except (ImportError, InvalidStorageError) as e:
+    # django-storages reports a missing boto3 as ImproperlyConfigured.
+    except (ImportError, InvalidStorageError, ImproperlyConfigured) as e:
+        hint = "Give a key of settings.STORAGES or a dotted path to a Storage class."
+        module = _missing_module(e)
+        if module in EXTRAS:  # the storage of an extra (S3: storages, boto3) is not installed
+            hint = f"It is not installed: {install_command(module)}."
         return [
             Error(
                 f"CHUNKY_REDIS_FINAL_STORAGE {name!r} cannot be loaded: {e}",
-                hint="Give a key of settings.STORAGES or a dotted path to a Storage class.",
+                hint=hint,
                 id="chunky_redis.E006",
             )
         ]
@@ -210,3 +227,12 @@ def _check_redis() -> list:
             )
         )
     return errors
+
+
+def _missing_module(error: BaseException | None) -> str:
+    """The top-level module whose import failed somewhere in the chain of ``error``, or ''."""
+    while error is not None:
+        if isinstance(error, ImportError) and error.name:
+            return error.name.partition(".")[0]
+        error = error.__cause__ or error.__context__
+    return ""

@@ -6,12 +6,14 @@ import threading
 from functools import lru_cache
 
 import redis as redis_lib
+from django.core.exceptions import ImproperlyConfigured
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, RedisClusterException
 from redis.retry import Retry
 
 from .conf import conf, milliseconds
 from .exceptions import StoreUnavailable
+from .extras import installed, missing_message
 from .quotas import QuotaTracker
 from .redis_clients import AnyRedis, client_from_url
 from .storage import ChunkStorage
@@ -20,6 +22,10 @@ from .uploads import Policy, UploadService
 
 _lock = threading.Lock()
 _fake_server = None
+
+# What needs the optional Redis packages, in the words of the errors that report them missing.
+EMBEDDED = "the embedded Redis (neither CHUNKY_REDIS_REDIS_URL nor CHUNKY_REDIS_REDIS_ALIAS is set)"
+ALIAS = "CHUNKY_REDIS_REDIS_ALIAS"
 
 
 @lru_cache(maxsize=8)
@@ -56,7 +62,10 @@ def _fake_client() -> redis_lib.Redis:
     and not shared between processes.
     """
     global _fake_server
-    import fakeredis
+    try:
+        import fakeredis
+    except ImportError as e:  # system check E010 reports it at start-up
+        raise ImproperlyConfigured(missing_message("fakeredis", EMBEDDED)) from e
 
     with _lock:
         if _fake_server is None:
@@ -66,7 +75,10 @@ def _fake_client() -> redis_lib.Redis:
 
 def get_redis() -> AnyRedis:
     if conf.REDIS_ALIAS:
-        from django_redis import get_redis_connection
+        try:
+            from django_redis import get_redis_connection
+        except ImportError as e:  # system check E011 reports it at start-up
+            raise ImproperlyConfigured(missing_message("django_redis", ALIAS)) from e
 
         return get_redis_connection(conf.REDIS_ALIAS)
     if conf.REDIS_URL:
@@ -80,6 +92,17 @@ def get_redis() -> AnyRedis:
 
 def using_embedded_redis() -> bool:
     return not (conf.REDIS_ALIAS or conf.REDIS_URL)
+
+
+def missing_redis_package() -> tuple[str, str] | None:
+    """(module, what needs it) when the configured Redis needs a package that is not installed."""
+    if conf.REDIS_ALIAS:
+        needed = ("django_redis", ALIAS)
+    elif conf.REDIS_URL:
+        return None
+    else:
+        needed = ("fakeredis", EMBEDDED)
+    return None if installed(needed[0]) else needed
 
 
 def get_store() -> UploadStore:

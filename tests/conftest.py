@@ -18,9 +18,13 @@ import redis
 
 import tasks  # noqa: F401  (the bundled Celery app, configured from tests.settings: eager)
 from chunky_redis import runtime
+from tests.support import markers
+from tests.support.markers import pytest_runtest_logfinish, pytest_runtest_setup  # noqa: F401
 from tests.support.processes import LIVE_PREFIXES, REAL_REDIS_URL
 
-BACKENDS = ["fakeredis", "redis", "cluster"]
+markers.install()  # a test that starts a process must be marked live (make test-fast)
+
+BACKENDS = ["fakeredis", "redis", pytest.param("cluster", marks=pytest.mark.live)]
 _started: dict = {}  # the session's private Redis deployments, started on first use
 
 

@@ -20,7 +20,7 @@ import requests
 
 from tests.support.processes import REAL_REDIS_URL, REPO, SiteProcess, WorkerProcess, live_env
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.live, pytest.mark.browser]
 
 CHROMIUM = os.environ.get("CHUNKY_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

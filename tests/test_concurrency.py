@@ -161,6 +161,7 @@ def send_in_two_halves(base_url: str) -> Send:
     return send
 
 
+@pytest.mark.live
 def test_racing_chunks_against_a_server(tmp_path):
     env = live_env(tmp_path)
     with SiteProcess(env, workers=2, threads=4) as site, WorkerProcess(env):

@@ -509,6 +509,7 @@ def test_busy_retry_comes_when_the_lease_would_lapse(chunky, store, queued, clie
     assert 3.0 < caught.value.retry_in <= 4.5  # the holder's lease, not a guess from settings
 
 
+@pytest.mark.live  # imports the site's settings in a process of its own
 def test_the_bundled_site_reads_the_lease_and_friends_from_the_environment():
     import subprocess
     import sys

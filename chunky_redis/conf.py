@@ -35,23 +35,38 @@ class Settings:
     # -- Redis ---------------------------------------------------------------
     @property
     def REDIS_URL(self) -> str | None:
-        """The Redis to keep upload state in, e.g. ``"redis://redis:6379/0"``.
+        """The Redis to keep upload state in.
+
+        One server: ``"redis://redis:6379/0"`` (``rediss://`` for TLS, ``unix://`` for a socket).
+        A Redis Cluster: ``"redis+cluster://[user:password@]node1:6379,node2:6379"`` (any
+        reachable nodes: they are seeds; only database 0; ``rediss+cluster://`` for TLS). A
+        primary managed by Sentinel:
+        ``"redis+sentinel://[user:password@]sentinel1:26379,sentinel2:26379/SERVICE[/DB]"`` (the
+        password is the primary's; ``?sentinel_password=...`` is the Sentinels';
+        ``rediss+sentinel://`` for TLS). Query options are redis-py's (``?socket_timeout=5``). A
+        URL that cannot be used is ``chunky_redis.E020``.
 
         With neither this nor ``CHUNKY_REDIS_REDIS_ALIAS``, the embedded in-process fakeredis is
-        used: for trying out only (``chunky_redis.W002`` warns when ``DEBUG`` is off)."""
+        used: for trying out only (it needs the ``embedded`` extra, ``chunky_redis.E010`` says when
+        it is missing, and ``chunky_redis.W002`` warns when ``DEBUG`` is off)."""
         return self._get("REDIS_URL", None)
 
     @property
     def REDIS_ALIAS(self) -> str | None:
         """A django-redis cache alias whose connection is used instead, e.g. ``"default"``.
 
-        It wins over ``CHUNKY_REDIS_REDIS_URL``. This is how to use Redis Sentinel, or any
-        connection option django-redis supports."""
+        It wins over ``CHUNKY_REDIS_REDIS_URL``. This is how to share a connection with your
+        cache, or use any connection option django-redis supports (its Sentinel client
+        included). Needs the ``django-redis`` extra (``chunky_redis.E011`` says when it is
+        missing)."""
         return self._get("REDIS_ALIAS", None)
 
     @property
     def KEY_PREFIX(self) -> str:
-        """Prefix of every Redis key."""
+        """Prefix of every Redis key.
+
+        No braces: a ``{...}`` in it would become the Redis Cluster hash tag of every key,
+        putting all uploads in one slot (``chunky_redis.E021``)."""
         return self._get("KEY_PREFIX", "chunky")
 
     @property
@@ -69,6 +84,23 @@ class Settings:
     def REDIS_CONNECT_TIMEOUT(self) -> timedelta:
         """How long connecting to Redis may take."""
         return as_timedelta(self._get("REDIS_CONNECT_TIMEOUT", timedelta(seconds=2)))
+
+    @property
+    def WAIT_REPLICAS(self) -> int:
+        """When above 0, a chunk is answered only once this many replicas have its record.
+
+        Redis ``WAIT`` runs after the script that creates the upload or advances its offset, so
+        that a failover cannot take an acknowledged offset back. When fewer acknowledge within
+        ``CHUNKY_REDIS_WAIT_TIMEOUT``, the chunk is answered ``503 store_unavailable``: it is
+        recorded on the primary, and the client asks for the offset and carries on (a first
+        chunk is simply sent again: its upload id was never given out). Costs one replica round
+        trip per chunk. Needs a real Redis (``chunky_redis.E022``)."""
+        return self._get("WAIT_REPLICAS", 0)
+
+    @property
+    def WAIT_TIMEOUT(self) -> timedelta:
+        """How long a chunk waits for ``CHUNKY_REDIS_WAIT_REPLICAS`` replicas."""
+        return as_timedelta(self._get("WAIT_TIMEOUT", timedelta(seconds=1)))
 
     # -- storage -------------------------------------------------------------
     @property

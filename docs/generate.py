@@ -40,11 +40,14 @@ PACKAGE = ROOT / "chunky_redis"
 PREFIX = "CHUNKY_REDIS_"
 
 # An example of a bad configuration for each check id: settings to override (without the
-# prefix), and patches of names in chunky_redis.checks. The checks run under them and the page
-# shows what they say.
+# prefix), patches (target: replacement) with what they stand for (when). The checks run under
+# them and the page shows what they say.
 CHECK_EXAMPLES: dict[str, dict[str, Any]] = {
     "chunky_redis.E001": {"settings": {"CHECKSUM_ALGORITHM": "crc32"}},
-    "chunky_redis.W001": {"patch": {"incremental_available": lambda algorithm: False}},
+    "chunky_redis.W001": {
+        "patch": {"chunky_redis.checks.incremental_available": lambda algorithm: False},
+        "when": "libcrypto without the low-level digest functions",
+    },
     "chunky_redis.E002": {"settings": {"UPLOAD_DIR": "", "MEDIA_ROOT": ""}},
     "chunky_redis.E003": {"settings": {"EXPIRATION": 0}},
     "chunky_redis.E004": {"settings": {"MAX_BYTES": 0}},
@@ -53,7 +56,20 @@ CHECK_EXAMPLES: dict[str, dict[str, Any]] = {
     "chunky_redis.E007": {"settings": {"BLOCK_SIZE": 0}},
     "chunky_redis.E008": {"settings": {"FINAL_NAME_TEMPLATE": "uploads/{filename}"}},
     "chunky_redis.E009": {"settings": {"MAX_UPLOADS_IN_FLIGHT": -1}},
+    "chunky_redis.E010": {
+        "settings": {"REDIS_URL": None, "REDIS_ALIAS": None},
+        "patch": {"chunky_redis.runtime.installed": lambda module: module != "fakeredis"},
+        "when": "fakeredis not installed",
+    },
+    "chunky_redis.E011": {
+        "settings": {"REDIS_ALIAS": "default"},
+        "patch": {"chunky_redis.runtime.installed": lambda module: module != "django_redis"},
+        "when": "django-redis not installed",
+    },
     "chunky_redis.W002": {"settings": {"REDIS_URL": None, "REDIS_ALIAS": None, "DEBUG": False}},
+    "chunky_redis.E020": {"settings": {"REDIS_URL": "redis+cluster://node1:6379/1"}},
+    "chunky_redis.E021": {"settings": {"KEY_PREFIX": "{chunky}"}},
+    "chunky_redis.E022": {"settings": {"WAIT_REPLICAS": -1}},
 }
 
 # Django's own settings an example needs set to itself (not CHUNKY_REDIS_-prefixed).
@@ -235,10 +251,7 @@ def _example(example: dict[str, Any]) -> Iterator[None]:
         overrides[name if name in _DJANGO_SETTINGS else PREFIX + name] = value
     # A baseline with nothing wrong, so that each example shows its own message only.
     base = {PREFIX + "REDIS_URL": "redis://127.0.0.1:6379/0", PREFIX + "REDIS_ALIAS": None}
-    patches = [
-        mock.patch(f"chunky_redis.checks.{name}", fn)
-        for name, fn in example.get("patch", {}).items()
-    ]
+    patches = [mock.patch(target, fn) for target, fn in example.get("patch", {}).items()]
     with override_settings(**{**base, **overrides}), contextlib.ExitStack() as stack:
         for patch in patches:
             stack.enter_context(patch)
@@ -253,9 +266,10 @@ def _example_settings(example: dict[str, Any]) -> str:
     shown = []
     for name, value in example.get("settings", {}).items():
         shown.append(f"{name if name in _DJANGO_SETTINGS else PREFIX + name} = {value!r}")
-    if example.get("patch"):
-        shown.append("libcrypto without the low-level digest functions")
-    return "; ".join(f"`{s}`" if not s.startswith("libcrypto") else s for s in shown)
+    shown = [f"`{s}`" for s in shown]
+    if example.get("when"):
+        shown.append(example["when"])
+    return "; ".join(shown)
 
 
 def render_checks() -> str:

@@ -73,6 +73,7 @@ def test_clients_built_from_urls():
         runtime._client_for_url("redis+cluster://127.0.0.1:1", 1.0, 1.0)
 
 
+@pytest.mark.live
 def test_a_cluster_url_builds_a_cluster_client(settings):
     from tests.conftest import local_deployment
 

@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -178,12 +179,13 @@ def redis_cpu_per_chunk(client, server: redis.Redis, uploads: int, chunks: int, 
         time.perf_counter() - t_idle
     )
     before = server_counters(server)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for _ in range(uploads):
         upload_id = put_chunk(client, None, data, 0, total)
         for i in range(1, chunks):
             put_chunk(client, upload_id, data, i * size, total)
     seconds = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
     after = server_counters(server)
     n = uploads * chunks
     busy = after["cpu_s"] - before["cpu_s"] - idle_cpu_per_s * seconds
@@ -198,7 +200,20 @@ def redis_cpu_per_chunk(client, server: redis.Redis, uploads: int, chunks: int, 
         "redis_exec_us_per_chunk": executed / n,
         "redis_idle_cpu_ms_per_s": idle_cpu_per_s * 1000,
         "django_test_client_chunks_per_s": n / seconds,
+        # this process's CPU (views, redis-py, md5, write; the test client's own share is small):
+        # the fixed part of a chunk request's web CPU, as a 64 KiB chunk's bytes cost little
+        "web_cpu_ms_per_small_chunk": cpu * 1000 / n,
     }
+
+
+def md5_rate(size: int = 64 << 20) -> float:
+    """MB/s of md5 on one core: what re-reading a file for verification costs at best."""
+    import hashlib
+
+    data = os.urandom(size)
+    t0 = time.perf_counter()
+    hashlib.md5(data).hexdigest()
+    return size / (time.perf_counter() - t0) / 1e6
 
 
 # -- a private redis-server --------------------------------------------------------------------
@@ -279,12 +294,17 @@ def main(argv: list[str] | None = None) -> int:
             client = Client()
             phases(client, server, 2, 65536)  # warm-up: loads the scripts (NOSCRIPT + LOAD once)
             steps = phases(client, server, args.chunks, 65536)
-            cpu = redis_cpu_per_chunk(client, server, args.uploads, 10, 65536)
+            # three samples, the median of each figure: the host is shared and noisy
+            samples = [
+                redis_cpu_per_chunk(client, server, args.uploads, 10, 65536) for _ in range(3)
+            ]
+            cpu = {key: statistics.median(s[key] for s in samples) for key in samples[0]}
             info = server.info("server")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     data = {
         "redis_version": info["redis_version"],
+        "md5_mb_s": md5_rate(),
         "summary": summary(steps),
         **cpu,
         "steps": steps,

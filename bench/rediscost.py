@@ -38,6 +38,7 @@ from pathlib import Path
 
 import redis
 from redis.client import Pipeline
+from redis.cluster import ClusterPipeline, RedisCluster
 
 # what the application sends (the rest of commandstats are scripts' inner calls)
 TOP_LEVEL = {"evalsha", "eval", "set", "zadd", "zrem", "hgetall", "get", "del", "exists", "pttl"}
@@ -61,31 +62,63 @@ class Calls:
 
 @contextmanager
 def counting() -> Iterator[Calls]:
-    """Count every round trip any redis-py client in this process makes until the block ends."""
+    """Count every round trip any redis-py client in this process makes until the block ends.
+
+    Redis Cluster clients too (``RedisCluster`` is not a ``Redis``): a pipeline counts as one
+    round trip there as well, though it takes one per node its keys live on."""
     calls = Calls()
-    plain, pipelined = redis.Redis.execute_command, Pipeline.execute
 
-    def execute_command(self, *args, **options):
-        # a Pipeline only queues here (outside of MULTI/WATCH immediate mode): counted in execute()
-        if not isinstance(self, Pipeline) or self.watching:
-            calls.round_trips += 1
-            calls.commands[str(args[0]).upper()] += 1
-        return plain(self, *args, **options)
+    def count(names: list) -> None:
+        calls.round_trips += 1
+        for name in names:
+            calls.commands[str(name).upper()] += 1
 
-    def execute(self, raise_on_error: bool = True):
-        if self.command_stack:
-            calls.round_trips += 1
-            for args, _ in self.command_stack:
-                calls.commands[str(args[0]).upper()] += 1
-        return pipelined(self, raise_on_error)
+    def wrap_single(cls: type, pipeline_cls: type):
+        original = cls.execute_command
 
-    redis.Redis.execute_command = execute_command  # type: ignore[method-assign]
-    Pipeline.execute = execute  # type: ignore[method-assign]
+        def execute_command(self, *args, **options):
+            # a pipeline only queues here (outside of immediate WATCH mode): counted when it runs
+            if not isinstance(self, pipeline_cls) or getattr(self, "watching", False):
+                count([args[0]])
+            return original(self, *args, **options)
+
+        return original, execute_command
+
+    def plain_pipeline(original):
+        def execute(self, raise_on_error: bool = True):
+            if self.command_stack:
+                count([args[0] for args, _ in self.command_stack])
+            return original(self, raise_on_error)
+
+        return execute
+
+    def cluster_pipeline(original):
+        def execute(self, raise_on_error: bool = True):
+            queue = getattr(self._execution_strategy, "_command_queue", [])
+            if queue:
+                count([command.args[0] for command in queue])
+            return original(self, raise_on_error)
+
+        return execute
+
+    saved = [
+        (redis.Redis, "execute_command", *wrap_single(redis.Redis, Pipeline)),
+        (RedisCluster, "execute_command", *wrap_single(RedisCluster, ClusterPipeline)),
+        (Pipeline, "execute", Pipeline.execute, plain_pipeline(Pipeline.execute)),
+        (
+            ClusterPipeline,
+            "execute",
+            ClusterPipeline.execute,
+            cluster_pipeline(ClusterPipeline.execute),
+        ),
+    ]
+    for cls, name, _, wrapper in saved:
+        setattr(cls, name, wrapper)
     try:
         yield calls
     finally:
-        redis.Redis.execute_command = plain  # type: ignore[method-assign]
-        Pipeline.execute = pipelined  # type: ignore[method-assign]
+        for cls, name, original, _ in saved:
+            setattr(cls, name, original)
 
 
 def server_counters(client: redis.Redis) -> dict:

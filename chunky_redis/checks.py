@@ -7,8 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Error, Warning, register
 
-from .checksums import ALGORITHMS, incremental_available
 from .conf import as_timedelta, conf
+from .core.checksums import ALGORITHMS, incremental_available
 from .runtime import using_embedded_redis
 
 _DURATIONS = (

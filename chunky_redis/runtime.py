@@ -8,10 +8,10 @@ from functools import lru_cache
 import redis as redis_lib
 
 from .conf import conf, milliseconds
-from .quotas import QuotaTracker
-from .storage import ChunkStorage
-from .store import Upload, UploadStore
-from .uploads import Policy, UploadService
+from .core.quotas import QuotaTracker
+from .core.storage import ChunkStorage
+from .core.store import Upload, UploadStore
+from .core.uploads import Policy, UploadService
 
 _lock = threading.Lock()
 _fake_server = None
@@ -85,6 +85,6 @@ def get_service() -> UploadService:
 
 
 def _enqueue(upload: Upload) -> None:
-    from .completion import enqueue_finalize
+    from .processing.completion import enqueue_finalize
 
     enqueue_finalize(upload.upload_id)

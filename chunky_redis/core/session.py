@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import exceptions as exc
+from . import errors as exc
 from .checksums import ResumableHash, incremental_available
 from .http import ByteRange
 from .store import PROCESSING, Upload

@@ -20,9 +20,9 @@ from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.core.files.utils import validate_file_name
 from django.utils.module_loading import import_string
 
-from .conf import conf
-from .http import fit_bytes
-from .store import Upload
+from ..conf import conf
+from ..core.http import fit_bytes
+from ..core.store import Upload
 
 # NAME_MAX is 255 bytes on common filesystems (ext4, xfs, APFS counts UTF-8 bytes
 # too); this leaves room for the "_<7 characters>" a storage appends to make a

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .conf import conf
+from ..conf import conf
 
 
 def enqueue_finalize(upload_id: str) -> None:

@@ -20,14 +20,14 @@ from datetime import datetime, timezone
 
 from django.core.files.storage import Storage
 
+from ..conf import conf, milliseconds
+from ..core.checksums import ResumableHash, file_hexdigest
+from ..core.storage import ChunkStorage
+from ..core.store import COMPLETE, FAILED, PROCESSING, Upload, UploadStore
+from ..runtime import get_storage, get_store
 from . import signals
-from .checksums import ResumableHash, file_hexdigest
-from .conf import conf, milliseconds
 from .handoff import final_name_for, get_final_storage, is_name_refused
 from .handoff import hand_off as _hand_off
-from .runtime import get_storage, get_store
-from .storage import ChunkStorage
-from .store import COMPLETE, FAILED, PROCESSING, Upload, UploadStore
 
 logger = logging.getLogger("chunky_redis")
 

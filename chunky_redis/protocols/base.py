@@ -9,8 +9,8 @@ from typing import Any
 from django.core.signals import got_request_exception
 from django.http import HttpRequest, JsonResponse
 
-from . import exceptions as exc
-from .http import CACHE_CONTROL
+from ..core import errors as exc
+from ..core.http import CACHE_CONTROL
 
 logger = logging.getLogger("chunky_redis")
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import exceptions as exc
+from . import errors as exc
 from .checksums import ResumableHash
 from .http import ByteRange
 from .quotas import Quota, QuotaTracker

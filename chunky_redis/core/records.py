@@ -11,7 +11,7 @@ from typing import Any
 
 import redis as redis_lib
 
-from .exceptions import StoreUnavailable
+from .errors import StoreUnavailable
 
 UPLOADING = "uploading"
 PROCESSING = "processing"

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from .exceptions import ChunkFileMissing, ChunkyError, StorageError
+from .errors import ChunkFileMissing, ChunkyError, StorageError
 
 SUFFIX = ".part"
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from ..conf import conf, milliseconds
+from ..core.storage import ChunkStorage
+from ..core.store import COMPLETE, EXPIRED, UploadStore
+from ..runtime import get_storage, get_store
 from . import signals
-from .conf import conf, milliseconds
-from .runtime import get_storage, get_store
-from .storage import ChunkStorage
-from .store import COMPLETE, EXPIRED, UploadStore
 
 logger = logging.getLogger("chunky_redis")
 

@@ -1,0 +1,268 @@
+"""The django-chunky-upload dialect over HTTP.
+
+PUT  upload/        create an upload with its first chunk
+PUT  upload/<id>/   append a chunk (Content-Range: bytes START-END/TOTAL)
+POST upload/<id>/   complete, with the checksum ({"md5": ...} or a form field)
+POST upload/        the whole file and its checksum in one request
+GET  upload/<id>/   the upload's state, never cached
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import SuspiciousOperation
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt
+
+from ..conf import conf
+from ..core import errors as exc
+from ..core.http import CONTENT_RANGE, is_upload_id, parse_content_range
+from ..core.quotas import Quota
+from ..core.store import Upload
+from ..core.uploads import ChunkSession, UploadService
+from ..runtime import get_service
+from . import bodies
+from .base import drain, error_response, iso, json_response, logger, server_error
+
+
+@method_decorator(csrf_exempt, name="dispatch")  # enforced in enforce_csrf() for session users
+class ChunkedUploadView(View):
+    """Override the hooks below to adapt the protocol to a host app."""
+
+    field_name = "file"
+    fail_if_no_header = False
+    http_method_names = ["get", "head", "put", "post", "options"]
+
+    # -- hooks ---------------------------------------------------------------
+    def check_permissions(self, request: HttpRequest) -> None:
+        """Raise a ChunkyError to refuse the request (403 for anonymous by default)."""
+        if not request.user.is_authenticated and not conf.ALLOW_ANONYMOUS:
+            raise exc.NotAuthenticated()
+
+    def validate(self, request: HttpRequest) -> None:
+        """Raise a ChunkyError to refuse a chunk; runs before any byte is written."""
+
+    def get_max_bytes(self, request: HttpRequest) -> int | None:
+        return conf.MAX_BYTES
+
+    def get_quota(self, request: HttpRequest) -> Quota:
+        """What one owner may have in flight; anonymous users share one owner, so one quota."""
+        return Quota(max_uploads=conf.MAX_UPLOADS_IN_FLIGHT, max_bytes=conf.MAX_BYTES_IN_FLIGHT)
+
+    def get_extra_attrs(self, request: HttpRequest) -> dict[str, Any]:
+        """Attributes stored with a new upload and passed to the upload_completed signal."""
+        return {}
+
+    def get_owner(self, request: HttpRequest) -> str:
+        return str(request.user.pk) if request.user.is_authenticated else ""
+
+    def get_response_data(self, upload: Upload, request: HttpRequest) -> dict[str, Any]:
+        """The body of a successful completion."""
+        return {
+            "upload_id": upload.upload_id,
+            "filename": upload.filename,
+            "size": upload.size,
+            "status": upload.status,
+            "status_url": self.status_url(request, upload.upload_id),
+        }
+
+    def get_service(self) -> UploadService:
+        return get_service()
+
+    # -- plumbing --------------------------------------------------------------
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        upload_id = kwargs.get("upload_id")
+        try:
+            try:
+                request.get_host()  # a Host outside ALLOWED_HOSTS: refuse before any work
+                if request.method.lower() not in self.http_method_names:
+                    raise self._not_allowed(request, upload_id)
+                if upload_id is not None and not is_upload_id(upload_id):
+                    raise exc.UploadNotFound()
+                self.check_permissions(request)
+                if not (request.method == "POST" and upload_id is None):
+                    self.enforce_csrf(request)  # the one-shot upload checks once its handler is set
+                return super().dispatch(request, *args, **kwargs)
+            except SuspiciousOperation as e:
+                # Django answers these with an HTML 400 page; here they are JSON like any refusal.
+                logger.warning("chunky_redis: suspicious request refused: %s", e)
+                raise exc.ChunkyError(str(e), code="suspicious_request") from e
+        except exc.ChunkyError as e:
+            drain(request)
+            return error_response(e)
+        except Exception:
+            return server_error(request, type(self))
+
+    def allowed_methods(self, upload_id: str | None) -> list[str]:
+        """What the URL answers: an upload's URL reads and writes, the collection only writes."""
+        methods = [m.upper() for m in self.http_method_names if hasattr(self, m)]
+        if upload_id is None:
+            methods = [m for m in methods if m not in ("GET", "HEAD")]
+        return methods
+
+    def _not_allowed(self, request: HttpRequest, upload_id: str | None) -> exc.MethodNotAllowed:
+        return exc.MethodNotAllowed(
+            f"{request.method} is not allowed here.", allow=self.allowed_methods(upload_id)
+        )
+
+    def http_method_not_allowed(
+        self, request: HttpRequest, *args: Any, **kwargs: Any
+    ) -> HttpResponse:
+        raise self._not_allowed(request, kwargs.get("upload_id"))
+
+    def options(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = HttpResponse(status=204)
+        response["Allow"] = ", ".join(self.allowed_methods(kwargs.get("upload_id")))
+        return response
+
+    def enforce_csrf(self, request: HttpRequest) -> None:
+        """CSRF protection for browsers that authenticate with a session cookie, as Django does.
+
+        Anonymous and token-authenticated clients carry no ambient credential,
+        so there is nothing to forge; for them the upload id is the capability.
+        """
+        if not (request.user.is_authenticated and settings.SESSION_COOKIE_NAME in request.COOKIES):
+            return
+        reason = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})
+        if reason is not None:
+            raise exc.PermissionDenied("CSRF verification failed.", code="csrf_failed")
+
+    def status_url(self, request: HttpRequest, upload_id: str) -> str:
+        path = request.path
+        if not path.rstrip("/").endswith(upload_id):
+            path = path.rstrip("/") + f"/{upload_id}/"
+        return request.build_absolute_uri(path)
+
+    # -- handlers --------------------------------------------------------------
+    def get(self, request: HttpRequest, upload_id: str | None = None) -> HttpResponse:
+        if upload_id is None:
+            raise exc.MethodNotAllowed(
+                "GET needs an upload id: GET upload/<upload_id>/.",
+                allow=self.allowed_methods(None),
+            )
+        upload = self.get_service().status(owner=self.get_owner(request), upload_id=upload_id)
+        return json_response(self.status_data(upload, request))
+
+    def put(self, request: HttpRequest, upload_id: str | None = None) -> HttpResponse:
+        session, body = self._start(request, upload_id)
+        with _aborting(session):
+            body = bodies.stream(
+                request, body, session, field_name=self.field_name, block_size=conf.BLOCK_SIZE
+            )
+            # Only a new upload records extra attributes: don't run the hook for every chunk.
+            extra = self.get_extra_attrs(request) if session.is_new else None
+            upload = session.finish(filename=body.filename, extra=extra)
+        return json_response(self.chunk_data(upload))
+
+    def post(self, request: HttpRequest, upload_id: str | None = None) -> HttpResponse:
+        if upload_id is None:
+            return self._upload_whole(request)
+        fields = bodies.form_fields(request)
+        checksum = self._checksum_from(request, fields)
+        upload = self.get_service().complete(
+            owner=self.get_owner(request), upload_id=upload_id, checksum=checksum
+        )
+        return json_response(self.get_response_data(upload, request))
+
+    def _upload_whole(self, request: HttpRequest) -> HttpResponse:
+        session, body = self._start(request, None)
+        with _aborting(session):
+            bodies.install_streaming_handler(
+                request, session, field_name=self.field_name, block_size=conf.BLOCK_SIZE
+            )
+            self.enforce_csrf(request)
+            body = bodies.stream(
+                request, body, session, field_name=self.field_name, block_size=conf.BLOCK_SIZE
+            )
+            checksum = self._checksum_from(request, {**body.fields})
+            upload = session.finish_and_complete(
+                checksum, filename=body.filename, extra=self.get_extra_attrs(request)
+            )
+        return json_response(self.get_response_data(upload, request))
+
+    def _start(
+        self, request: HttpRequest, upload_id: str | None
+    ) -> tuple[ChunkSession, bodies.Body]:
+        if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+            raise exc.LengthRequired()
+        header = request.headers.get(CONTENT_RANGE)
+        if header is None and self.fail_if_no_header:
+            raise exc.BadContentRange("This endpoint requires a Content-Range header.")
+        byte_range = parse_content_range(header) if header is not None else None
+        body = bodies.inspect(request, max_json_body=conf.MAX_JSON_BODY)
+        self.validate(request)
+        session = self.get_service().start_chunk(
+            owner=self.get_owner(request),
+            upload_id=upload_id,
+            byte_range=byte_range,
+            length=body.length,
+            max_bytes=self.get_max_bytes(request),
+            # An empty file: a multipart file part, or a body that names its file, with no byte.
+            empty_file_ok=body.kind == "multipart" or bool(body.filename),
+            quota=self.get_quota(request),
+        )
+        return session, body
+
+    def _checksum_from(self, request: HttpRequest, fields: dict[str, str]) -> str:
+        algorithm = conf.CHECKSUM_ALGORITHM
+        for name in (algorithm, "checksum"):
+            value = fields.get(name) or request.GET.get(name)
+            if value:
+                return value
+        raise exc.MissingChecksum(
+            f"Completion needs the file's {algorithm} (hex) in the field '{algorithm}'."
+        )
+
+    # -- representations ---------------------------------------------------------
+    def chunk_data(self, upload: Upload) -> dict[str, Any]:
+        return {
+            "upload_id": upload.upload_id,
+            "offset": upload.offset,
+            "expires": iso(upload.expires),
+        }
+
+    def status_data(self, upload: Upload, request: HttpRequest) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "upload_id": upload.upload_id,
+            "status": upload.status,
+            "filename": upload.filename,
+            "offset": upload.offset,
+            "size": upload.size,
+            "expires": iso(upload.expires),
+            "created": iso(upload.created),
+            "checksum_algorithm": upload.algorithm,
+        }
+        if upload.status == "complete":
+            data.update(
+                final_name=upload.final_name,
+                final_url=upload.final_url,
+                completed=iso(upload.completed),
+            )
+        if upload.reason:
+            data["reason"] = upload.reason
+        return data
+
+
+class _aborting:
+    """Abort the chunk session (release the lock, drop a new file) on any error."""
+
+    def __init__(self, session: ChunkSession):
+        self.session = session
+
+    def __enter__(self) -> ChunkSession:
+        return self.session
+
+    def __exit__(self, exc_type: Any, exc_value: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self.session.abort()
+
+
+@csrf_exempt  # a JSON 404 for every method; CSRF would answer unsafe ones with an HTML 403
+def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    drain(request)
+    return error_response(exc.UploadNotFound("No such endpoint."))

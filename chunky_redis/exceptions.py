@@ -1,6 +1,68 @@
-"""Moved: the upload errors to ``chunky_redis.core.errors``; this import path keeps working."""
+"""Moved: the upload errors to ``chunky_redis.core.errors`` (facts, no HTTP status),
+the HTTP-only refusals to ``chunky_redis.protocols.errors``. This import path keeps working."""
 
-from .core.errors import *  # noqa: F403
-from .core.errors import ChunkyError
+from .core.errors import (
+    AlreadyComplete,
+    BadContentRange,
+    ChecksumMismatch,
+    ChunkFileMissing,
+    ChunkyError,
+    InvalidChecksum,
+    LengthMismatch,
+    LockLost,
+    MissingChecksum,
+    MissingChunk,
+    OffsetMismatch,
+    QueueUnavailable,
+    QuotaExceeded,
+    StorageError,
+    StoreUnavailable,
+    TooLarge,
+    TooManyUploads,
+    TotalChanged,
+    UploadExpired,
+    UploadFailed,
+    UploadIncomplete,
+    UploadLocked,
+    UploadNotFound,
+)
+from .protocols.errors import (
+    HttpError,
+    LengthRequired,
+    MethodNotAllowed,
+    NotAuthenticated,
+    PermissionDenied,
+    ServerError,
+)
 
-__all__ = ["ChunkyError"]
+__all__ = [
+    "AlreadyComplete",
+    "BadContentRange",
+    "ChecksumMismatch",
+    "ChunkFileMissing",
+    "ChunkyError",
+    "HttpError",
+    "InvalidChecksum",
+    "LengthMismatch",
+    "LengthRequired",
+    "LockLost",
+    "MethodNotAllowed",
+    "MissingChecksum",
+    "MissingChunk",
+    "NotAuthenticated",
+    "OffsetMismatch",
+    "PermissionDenied",
+    "QueueUnavailable",
+    "QuotaExceeded",
+    "ServerError",
+    "StorageError",
+    "StoreUnavailable",
+    "TooLarge",
+    "TooManyUploads",
+    "TotalChanged",
+    "UploadExpired",
+    "UploadFailed",
+    "UploadIncomplete",
+    "UploadLocked",
+    "UploadNotFound",
+]

@@ -1,20 +1,30 @@
-"""Builds the Django-free core (store, storage, service) from settings."""
+"""Builds the Django-free core (store, chunk storage, service) from settings.
+
+It imports no dialect and no post-processing: the completion hand-off is
+injected by the app's ready() (set_completion_handler), so that the processing
+layer can build its parts here without an import cycle.
+"""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from functools import lru_cache
 
 import redis as redis_lib
 
 from .conf import conf, milliseconds
+from .core.filesystem import FileSystemChunkStorage
 from .core.quotas import QuotaTracker
 from .core.storage import ChunkStorage
 from .core.store import Upload, UploadStore
 from .core.uploads import Policy, UploadService
 
+CompletionHandler = Callable[[Upload], None]
+
 _lock = threading.Lock()
 _fake_server = None
+_completion_handler: CompletionHandler | None = None
 
 
 @lru_cache(maxsize=8)
@@ -65,10 +75,10 @@ def get_store() -> UploadStore:
 
 
 def get_storage() -> ChunkStorage:
-    return ChunkStorage(conf.UPLOAD_DIR, fsync=conf.FSYNC)
+    return FileSystemChunkStorage(conf.UPLOAD_DIR, fsync=conf.FSYNC)
 
 
-def get_service() -> UploadService:
+def get_service(on_complete: CompletionHandler | None = None) -> UploadService:
     store = get_store()
     return UploadService(
         store=store,
@@ -79,12 +89,18 @@ def get_service() -> UploadService:
             sliding_expiration=conf.SLIDING_EXPIRATION,
             requeue_after_ms=milliseconds(conf.REQUEUE_AFTER),
         ),
-        on_complete=_enqueue,
+        on_complete=on_complete or _hand_off,
         quotas=QuotaTracker(store.redis, prefix=conf.KEY_PREFIX, clock=store.clock),
     )
 
 
-def _enqueue(upload: Upload) -> None:
-    from .processing.completion import enqueue_finalize
+def set_completion_handler(handler: CompletionHandler) -> None:
+    """Where completed uploads go (the app's ready() sets the Celery hand-off)."""
+    global _completion_handler
+    _completion_handler = handler
 
-    enqueue_finalize(upload.upload_id)
+
+def _hand_off(upload: Upload) -> None:
+    if _completion_handler is None:
+        raise RuntimeError("No completion handler: is chunky_redis in INSTALLED_APPS?")
+    _completion_handler(upload)

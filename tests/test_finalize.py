@@ -20,7 +20,8 @@ import tasks  # noqa: F401  (the bundled Celery app: eager, configured from test
 from chunky_redis import signals
 from chunky_redis.core.store import PROCESSING, Upload
 from chunky_redis.processing import finalize as finalize_module
-from chunky_redis.processing.finalize import FinalizeBusy, finalize
+from chunky_redis.processing.completion import finalize
+from chunky_redis.processing.finalize import FinalizeBusy
 from chunky_redis.tasks import finalize_upload
 
 CHUNK = 64 * 1024
@@ -214,7 +215,7 @@ def test_a_rename_refused_across_mounts_falls_back_to_a_save(chunky, queued, cli
     def cross_device(src, dst):
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
-    monkeypatch.setattr("chunky_redis.processing.finalize.os.replace", cross_device)
+    monkeypatch.setattr("chunky_redis.processing.handoff.os.replace", cross_device)
     assert finalize_upload.delay(upload_id).get() == "complete"
     final = media_path(chunky, f"chunky_redis/{upload_id}/report.bin")
     with open(final, "rb") as f:

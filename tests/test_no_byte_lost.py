@@ -24,9 +24,9 @@ from chunky_redis import exceptions as exc
 from chunky_redis import runtime
 from chunky_redis.core.http import ByteRange
 from chunky_redis.core.store import COMPLETE, FAILED, PROCESSING, Upload, UploadStore
-from chunky_redis.processing.finalize import FinalizeBusy, finalize
+from chunky_redis.processing.completion import finalize, purge_expired_uploads
+from chunky_redis.processing.finalize import FinalizeBusy
 from chunky_redis.processing.handoff import TEMP_SUFFIX
-from chunky_redis.processing.sweeper import purge_expired_uploads
 from chunky_redis.tasks import finalize_upload
 
 

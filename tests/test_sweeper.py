@@ -13,7 +13,8 @@ from django.test import Client
 
 import tasks  # noqa: F401  (the bundled Celery app: eager, configured from tests/settings.py)
 from chunky_redis.core.store import UploadStore
-from chunky_redis.processing.sweeper import SweepResult, purge_expired_uploads
+from chunky_redis.processing.completion import purge_expired_uploads
+from chunky_redis.processing.sweeper import SweepResult
 from chunky_redis.tasks import finalize_upload
 from chunky_redis.tasks import purge_expired_uploads as purge_task
 

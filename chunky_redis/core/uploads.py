@@ -9,30 +9,19 @@ moves once the bytes are in storage.
 from __future__ import annotations
 
 import hmac
-import logging
 import secrets
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 from . import errors as exc
-from .checksums import ResumableHash
+from .context import Policy, UploadContext
 from .http import ByteRange
 from .quotas import Quota, QuotaTracker
 from .session import ChunkSession, clean_checksum
 from .storage import ChunkStorage
 from .store import FAILED, PROCESSING, UPLOADING, Upload, UploadStore
 
-logger = logging.getLogger("chunky_redis")
-
-
-@dataclass
-class Policy:
-    algorithm: str = "md5"
-    expiration_ms: int = 86_400_000
-    sliding_expiration: bool = False
-    requeue_after_ms: int = 60_000  # see UploadService.complete()
+__all__ = ["ChunkSession", "Policy", "UploadService"]
 
 
 class UploadService:
@@ -45,11 +34,10 @@ class UploadService:
         on_complete: Callable[[Upload], None],
         quotas: QuotaTracker | None = None,
     ):
-        self.store = store
-        self.storage = storage
-        self.policy = policy
-        self.on_complete = on_complete
-        self.quotas = quotas
+        self.context = UploadContext(
+            store=store, storage=storage, policy=policy, on_complete=on_complete, quotas=quotas
+        )
+        self.store, self.storage, self.policy, self.quotas = store, storage, policy, quotas
 
     # -- reads ---------------------------------------------------------------
     def status(self, *, owner: str, upload_id: str) -> Upload:
@@ -85,19 +73,21 @@ class UploadService:
                 byte_range = ByteRange(0, length - 1, length)
         if byte_range is not None:
             if max_bytes is not None and byte_range.total > max_bytes:
-                raise exc.TooLarge(
-                    f"The file has {byte_range.total} bytes; the limit is {max_bytes}."
-                )
+                raise exc.TooLarge(byte_range.total, max_bytes)
             if length is not None and length != byte_range.length:
                 raise exc.LengthMismatch(
-                    f"Content-Range announces {byte_range.length} bytes but the body has {length}."
+                    byte_range.length,
+                    length,
+                    f"Content-Range announces {byte_range.length} bytes but the body has {length}.",
                 )
         if upload_id is None:
             session = self._start_new(owner, byte_range, max_bytes)
             session.allow_empty = empty_file_ok
             if quota is not None and not quota.unlimited and self.quotas is not None:
                 try:
-                    self.admit(session.upload, quota)  # with its size when known, else 0 for now
+                    self.context.admit(
+                        session.upload, quota
+                    )  # with its size when known, else 0 for now
                 except BaseException:
                     session.abort()  # nothing was written: the new file goes
                     raise
@@ -124,7 +114,12 @@ class UploadService:
         )
         try:
             return ChunkSession(
-                self, upload, token=token, byte_range=byte_range, max_bytes=max_bytes, is_new=True
+                self.context,
+                upload,
+                token=token,
+                byte_range=byte_range,
+                max_bytes=max_bytes,
+                is_new=True,
             )
         except BaseException:
             self.store.release(upload_id, token)
@@ -141,18 +136,14 @@ class UploadService:
                 byte_range_start = 0
             else:
                 if byte_range.total != upload.size:
-                    raise exc.BadContentRange(
-                        f"Content-Range TOTAL is {byte_range.total}, but this upload was declared "
-                        f"with {upload.size} bytes; the total cannot change.",
-                        code="total_changed",
-                    )
+                    raise exc.TotalChanged(byte_range.total, upload.size)
                 byte_range_start = byte_range.start
             if byte_range_start != upload.offset:
                 raise exc.OffsetMismatch(upload.offset, byte_range_start)
             if byte_range is None:
                 byte_range = ByteRange(0, upload.size - 1, upload.size)
             return ChunkSession(
-                self, upload, token=token, byte_range=byte_range, max_bytes=max_bytes
+                self.context, upload, token=token, byte_range=byte_range, max_bytes=max_bytes
             )
         except BaseException:
             self.store.release(upload_id, token)
@@ -185,13 +176,9 @@ class UploadService:
         try:
             _require_uploading(upload)
             if upload.offset < upload.size:
-                raise exc.UploadIncomplete(
-                    f"{upload.offset} of {upload.size} bytes have been received.",
-                    offset=upload.offset,
-                    size=upload.size,
-                )
+                raise exc.UploadIncomplete(upload.offset, upload.size)
             checksum = clean_checksum(checksum, upload.algorithm)
-            self.verify(upload, checksum)
+            self.context.verify(upload, checksum)
             result = self.store.mark_processing(upload, token, checksum)
         except BaseException:
             self.store.release(upload_id, token)
@@ -201,8 +188,8 @@ class UploadService:
         if result != "ok":
             raise exc.AlreadyComplete()
         upload.status, upload.checksum = PROCESSING, checksum
-        self.release_quota(upload)
-        self.hand_off(upload)
+        self.context.release_quota(upload)
+        self.context.hand_off(upload)
         return upload
 
     def _complete_again(self, upload: Upload, checksum: str) -> Upload:
@@ -211,59 +198,8 @@ class UploadService:
             raise exc.AlreadyComplete(status=upload.status)
         if self.store.requeue(upload.upload_id, self.policy.requeue_after_ms) != "ok":
             raise exc.AlreadyComplete(status=upload.status)  # being finalized, or just queued
-        self.hand_off(upload)
+        self.context.hand_off(upload)
         return upload
-
-    # -- quotas (quotas.py) --------------------------------------------------
-    def admit(self, upload: Upload, quota: Quota | None) -> None:
-        """Count a new upload against its owner's quota, or refuse it (429 / 413)."""
-        if quota is None or self.quotas is None:
-            return
-        self.quotas.admit(
-            upload.owner,
-            upload.upload_id,
-            size=upload.size,
-            expires=upload.expires,
-            quota=quota,
-            statuses=self.store.statuses,
-        )
-
-    def release_quota(self, upload: Upload) -> None:
-        """The upload is no longer in flight (completed, or never created)."""
-        if self.quotas is not None:
-            self._best_effort(self.quotas.release, upload.owner, upload.upload_id)
-
-    def touch_quota(self, upload: Upload, expires: int) -> None:
-        """A sliding expiration moved: the upload stays counted until its new expiry."""
-        if self.quotas is not None:
-            self._best_effort(self.quotas.touch, upload.owner, upload.upload_id, expires)
-
-    @staticmethod
-    def _best_effort(update: Callable[..., None], *args: Any) -> None:
-        # The upload's own change is already recorded; a missed index update heals at the
-        # upload's expiry (or at the next refusal), so it must not fail the request.
-        try:
-            update(*args)
-        except exc.StoreUnavailable as e:
-            logger.warning("chunky_redis: quota index not updated for %s: %s", args[1], e)
-
-    def hand_off(self, upload: Upload) -> None:
-        """Queue post-processing; if that fails, the upload can be completed again."""
-        try:
-            self.on_complete(upload)
-        except Exception as e:
-            self.store.transition(upload.upload_id, PROCESSING, UPLOADING)
-            upload.status = UPLOADING
-            raise exc.QueueUnavailable() from e
-
-    def verify(self, upload: Upload, checksum: str) -> None:
-        if not upload.hash_state:
-            return  # No incremental state here: post-processing verifies by reading the file.
-        ours = ResumableHash(upload.algorithm, upload.hash_state).hexdigest()
-        if not hmac.compare_digest(ours, checksum):
-            raise exc.ChecksumMismatch(
-                f"The {upload.algorithm} of the received bytes does not match."
-            )
 
 
 def _raise_for(code: str) -> None:
@@ -284,7 +220,5 @@ def _require_uploading(upload: Upload) -> None:
     if upload.status == UPLOADING:
         return
     if upload.status == FAILED:
-        raise exc.ChunkyError(
-            f"The upload failed: {upload.reason}", code="upload_failed", status=upload.status
-        )
+        raise exc.UploadFailed(upload.reason, upload.status)
     raise exc.AlreadyComplete(status=upload.status)

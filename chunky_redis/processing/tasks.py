@@ -10,10 +10,16 @@ import logging
 from celery import shared_task
 
 from ..conf import conf
-from .finalize import FinalizeBusy, fail_upload, finalize, public_reason
-from .sweeper import purge_expired_uploads as sweep
+from . import jobs
+from .finalize import FinalizeBusy, public_reason
 
 logger = logging.getLogger("chunky_redis")
+
+
+def enqueue_finalize(upload_id: str) -> None:
+    """Queue ``finalize_upload`` for the upload (run inline when Celery is eager)."""
+    options = {"queue": conf.TASK_QUEUE} if conf.TASK_QUEUE else {}
+    finalize_upload.apply_async(args=[upload_id], **options)
 
 
 @shared_task(
@@ -31,7 +37,7 @@ def finalize_upload(self, upload_id: str) -> str:
     if self.request.is_eager:
         return _finalize_inline(upload_id)
     try:
-        return finalize(upload_id).status
+        return jobs.finalize(upload_id).status
     except FinalizeBusy as e:
         # Another worker is finalizing it, or died doing so: look again just
         # after its lease would lapse (it is renewed while its holder lives),
@@ -43,7 +49,7 @@ def finalize_upload(self, upload_id: str) -> str:
         # visibly rather than leave it in "processing" forever.
         if self.request.retries >= conf.FINALIZE_MAX_RETRIES:
             logger.exception("chunky_redis: giving up on upload %s", upload_id)
-            return fail_upload(
+            return jobs.fail_upload(
                 upload_id, f"Post-processing kept failing: {public_reason(e)}"
             ).status
         countdown = min(2**self.request.retries, 300)
@@ -60,13 +66,13 @@ def _finalize_inline(upload_id: str) -> str:
     """Eager mode (no broker): the same steps, retried at once instead of later."""
     for attempt in range(conf.FINALIZE_MAX_RETRIES + 1):
         try:
-            return finalize(upload_id).status
+            return jobs.finalize(upload_id).status
         except FinalizeBusy:
             return "busy"  # another thread or process holds the lease and finishes it
         except Exception as e:
             if attempt == conf.FINALIZE_MAX_RETRIES:
                 logger.exception("chunky_redis: giving up on upload %s", upload_id)
-                return fail_upload(
+                return jobs.fail_upload(
                     upload_id, f"Post-processing kept failing: {public_reason(e)}"
                 ).status
             logger.warning(
@@ -78,4 +84,4 @@ def _finalize_inline(upload_id: str) -> str:
 @shared_task(name="chunky_redis.purge_expired_uploads")
 def purge_expired_uploads() -> str:
     """The expiry sweeper; the bundled beat schedule runs it every CHUNKY_REDIS_SWEEP_INTERVAL."""
-    return str(sweep())
+    return str(jobs.purge_expired_uploads(enqueue=enqueue_finalize))

@@ -23,7 +23,7 @@ from django.http.multipartparser import MultiPartParser, MultiPartParserError
 
 from ..core.errors import ChunkyError, MissingChunk
 from ..core.http import CONTENT_DISPOSITION, clean_filename, filename_from_content_disposition
-from ..core.uploads import ChunkSession
+from ..core.session import ChunkSession
 
 MULTIPART = "multipart/form-data"
 JSON = "application/json"

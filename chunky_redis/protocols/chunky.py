@@ -9,6 +9,7 @@ GET  upload/<id>/   the upload's state, never cached
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from django.conf import settings
@@ -23,11 +24,54 @@ from ..conf import conf
 from ..core import errors as exc
 from ..core.http import CONTENT_RANGE, is_upload_id, parse_content_range
 from ..core.quotas import Quota
+from ..core.session import ChunkSession
 from ..core.store import Upload
-from ..core.uploads import ChunkSession, UploadService
+from ..core.uploads import UploadService
 from ..runtime import get_service
 from . import bodies
-from .base import drain, error_response, iso, json_response, logger, server_error
+from .base import aborting, drain, iso, json_error, json_response, logger, report_bug
+from .errors import LengthRequired, MethodNotAllowed, NotAuthenticated, PermissionDenied
+
+# How this dialect answers each of the core's errors; any other is a 400.
+# (tus and the IETF draft answer an offset mismatch with 409, this dialect with 400.)
+STATUSES: dict[type[exc.ChunkyError], HTTPStatus] = {
+    exc.UploadNotFound: HTTPStatus.NOT_FOUND,
+    exc.UploadExpired: HTTPStatus.GONE,
+    exc.ChunkFileMissing: HTTPStatus.GONE,  # the bytes are gone: start a new upload
+    exc.UploadLocked: HTTPStatus.CONFLICT,
+    exc.TooManyUploads: HTTPStatus.TOO_MANY_REQUESTS,
+    exc.QuotaExceeded: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    exc.StoreUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
+    exc.StorageError: HTTPStatus.SERVICE_UNAVAILABLE,
+    exc.QueueUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
+}
+
+
+def status_for(error: exc.ChunkyError) -> int:
+    for klass in type(error).__mro__:
+        # HTTP refusals, and a host app's own error classes, may carry their status.
+        own = vars(klass).get("status_code")
+        if isinstance(own, int):
+            return own
+        if klass in STATUSES:
+            return STATUSES[klass]
+    return HTTPStatus.BAD_REQUEST
+
+
+exc.install_legacy_status(status_for)
+
+
+def error_response(error: exc.ChunkyError) -> JsonResponse:
+    """``{"detail", "code", ...facts}`` with this dialect's status and headers."""
+    status = status_for(error)
+    body: dict[str, Any] = {"detail": error.detail, "code": error.code}
+    if isinstance(error, exc.OffsetMismatch):
+        body["offset"] = error.expected  # django-chunked-upload's name for the server's offset
+    body.update(error.extra)
+    headers = dict(error.headers()) if hasattr(error, "headers") else {}
+    if status in (HTTPStatus.CONFLICT, HTTPStatus.SERVICE_UNAVAILABLE):
+        headers["Retry-After"] = "1"
+    return json_error(error, status=status, body=body, headers=headers)
 
 
 @method_decorator(csrf_exempt, name="dispatch")  # enforced in enforce_csrf() for session users
@@ -42,7 +86,7 @@ class ChunkedUploadView(View):
     def check_permissions(self, request: HttpRequest) -> None:
         """Raise a ChunkyError to refuse the request (403 for anonymous by default)."""
         if not request.user.is_authenticated and not conf.ALLOW_ANONYMOUS:
-            raise exc.NotAuthenticated()
+            raise NotAuthenticated()
 
     def validate(self, request: HttpRequest) -> None:
         """Raise a ChunkyError to refuse a chunk; runs before any byte is written."""
@@ -96,7 +140,7 @@ class ChunkedUploadView(View):
             drain(request)
             return error_response(e)
         except Exception:
-            return server_error(request, type(self))
+            return error_response(report_bug(request, type(self)))
 
     def allowed_methods(self, upload_id: str | None) -> list[str]:
         """What the URL answers: an upload's URL reads and writes, the collection only writes."""
@@ -105,8 +149,8 @@ class ChunkedUploadView(View):
             methods = [m for m in methods if m not in ("GET", "HEAD")]
         return methods
 
-    def _not_allowed(self, request: HttpRequest, upload_id: str | None) -> exc.MethodNotAllowed:
-        return exc.MethodNotAllowed(
+    def _not_allowed(self, request: HttpRequest, upload_id: str | None) -> MethodNotAllowed:
+        return MethodNotAllowed(
             f"{request.method} is not allowed here.", allow=self.allowed_methods(upload_id)
         )
 
@@ -130,7 +174,7 @@ class ChunkedUploadView(View):
             return
         reason = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})
         if reason is not None:
-            raise exc.PermissionDenied("CSRF verification failed.", code="csrf_failed")
+            raise PermissionDenied("CSRF verification failed.", code="csrf_failed")
 
     def status_url(self, request: HttpRequest, upload_id: str) -> str:
         path = request.path
@@ -141,7 +185,7 @@ class ChunkedUploadView(View):
     # -- handlers --------------------------------------------------------------
     def get(self, request: HttpRequest, upload_id: str | None = None) -> HttpResponse:
         if upload_id is None:
-            raise exc.MethodNotAllowed(
+            raise MethodNotAllowed(
                 "GET needs an upload id: GET upload/<upload_id>/.",
                 allow=self.allowed_methods(None),
             )
@@ -150,7 +194,7 @@ class ChunkedUploadView(View):
 
     def put(self, request: HttpRequest, upload_id: str | None = None) -> HttpResponse:
         session, body = self._start(request, upload_id)
-        with _aborting(session):
+        with aborting(session):
             body = bodies.stream(
                 request, body, session, field_name=self.field_name, block_size=conf.BLOCK_SIZE
             )
@@ -171,7 +215,7 @@ class ChunkedUploadView(View):
 
     def _upload_whole(self, request: HttpRequest) -> HttpResponse:
         session, body = self._start(request, None)
-        with _aborting(session):
+        with aborting(session):
             bodies.install_streaming_handler(
                 request, session, field_name=self.field_name, block_size=conf.BLOCK_SIZE
             )
@@ -189,7 +233,7 @@ class ChunkedUploadView(View):
         self, request: HttpRequest, upload_id: str | None
     ) -> tuple[ChunkSession, bodies.Body]:
         if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
-            raise exc.LengthRequired()
+            raise LengthRequired()
         header = request.headers.get(CONTENT_RANGE)
         if header is None and self.fail_if_no_header:
             raise exc.BadContentRange("This endpoint requires a Content-Range header.")
@@ -246,20 +290,6 @@ class ChunkedUploadView(View):
         if upload.reason:
             data["reason"] = upload.reason
         return data
-
-
-class _aborting:
-    """Abort the chunk session (release the lock, drop a new file) on any error."""
-
-    def __init__(self, session: ChunkSession):
-        self.session = session
-
-    def __enter__(self) -> ChunkSession:
-        return self.session
-
-    def __exit__(self, exc_type: Any, exc_value: Any, tb: Any) -> None:
-        if exc_type is not None:
-            self.session.abort()
 
 
 @csrf_exempt  # a JSON 404 for every method; CSRF would answer unsafe ones with an HTML 403

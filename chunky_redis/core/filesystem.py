@@ -1,0 +1,255 @@
+"""The chunk storage on a shared directory. No Django here.
+
+Every web and Celery worker sees the same directory (local disk, NFS, EFS).
+A file is named after its upload id only, never after the client's filename,
+and each chunk is written at the offset the store recorded (``os.pwrite``),
+never appended: bytes that a dead request left behind the recorded offset
+are simply overwritten by the retry.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from .checksums import file_hexdigest
+from .errors import ChunkFileMissing, ChunkyError, StorageError
+from .storage import ChunkStorage, FinalTarget
+
+SUFFIX = ".part"
+
+# Blocks at least this large are hashed on a helper thread while the request
+# thread receives and writes the next one (the hash and the syscalls release
+# the GIL); smaller ones are hashed inline, where a hand-off would cost more.
+OVERLAP_MIN_BLOCK = 256 * 1024
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
+    """Linux's sync_file_range(2): start the writeback of a block without waiting for it."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        func = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return lambda fd, offset, length: func(fd, offset, length, _SYNC_FILE_RANGE_WRITE) and None
+
+
+_sync_file_range = _load_sync_file_range()
+logger = logging.getLogger("chunky_redis")
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
+_pool_lock = threading.Lock()
+
+
+def _hash_pool() -> ThreadPoolExecutor:
+    """One small pool per process (created after a server forks its workers)."""
+    global _pool, _pool_pid
+    if _pool is None or _pool_pid != os.getpid():
+        with _pool_lock:
+            if _pool is None or _pool_pid != os.getpid():
+                _pool, _pool_pid = (
+                    ThreadPoolExecutor(max_workers=4, thread_name_prefix="chunky-hash"),
+                    os.getpid(),
+                )
+    return _pool
+
+
+class FileSystemChunkStorage(ChunkStorage):
+    """One ``<upload_id>.part`` file per upload in ``directory``."""
+
+    def __init__(self, directory: str, *, fsync: bool = True):
+        if not directory:
+            raise StorageError("No upload directory is configured (CHUNKY_REDIS_UPLOAD_DIR).")
+        self.directory = directory
+        self.fsync = fsync
+
+    def path(self, upload_id: str) -> str:
+        return os.path.join(self.directory, upload_id + SUFFIX)
+
+    def writer(
+        self,
+        upload_id: str,
+        *,
+        create: bool,
+        start: int,
+        limit: int | None,
+        on_block: Callable[[bytes], None],
+        heartbeat: Callable[[], None] | None = None,
+        overflow: Callable[[], ChunkyError],
+    ) -> ChunkWriter:
+        """Open the upload's file for one chunk.
+
+        Only ``create`` (a new upload, whose creation marker is set) makes the
+        file, and never over an existing one. Appending never creates it: had
+        the file gone, a new one would be a hole where the first bytes were,
+        and the digest, computed on the stream, would not notice.
+        """
+        flags = os.O_WRONLY | (os.O_CREAT | os.O_EXCL if create else 0)
+        try:
+            if create:
+                os.makedirs(self.directory, exist_ok=True)
+            fd = os.open(self.path(upload_id), flags, 0o640)
+        except FileNotFoundError as e:
+            logger.error("chunky_redis: the chunk file of upload %s is missing", upload_id)
+            raise ChunkFileMissing() from e
+        except OSError as e:
+            raise StorageError(f"Cannot open the chunk file: {e.strerror}.") from e
+        try:
+            stored = os.fstat(fd).st_size
+        except OSError as e:
+            os.close(fd)
+            raise StorageError(f"Cannot open the chunk file: {e.strerror}.") from e
+        if stored < start:  # bytes the store counts as received are gone
+            os.close(fd)
+            logger.error(
+                "chunky_redis: the chunk file of upload %s holds %s of %s bytes received",
+                upload_id,
+                stored,
+                start,
+            )
+            raise ChunkFileMissing()
+        return ChunkWriter(
+            fd,
+            start=start,
+            limit=limit,
+            on_block=on_block,
+            heartbeat=heartbeat,
+            overflow=overflow,
+            fsync=self.fsync,
+        )
+
+    def size(self, upload_id: str) -> int | None:
+        try:
+            return os.path.getsize(self.path(upload_id))
+        except FileNotFoundError:
+            return None
+
+    def digest(self, upload_id: str, algorithm: str, length: int) -> str:
+        return file_hexdigest(self.path(upload_id), algorithm, length)
+
+    def move_into(self, upload_id: str, target: FinalTarget, name: str) -> str:
+        path = self.path(upload_id)
+        stored = target.adopt(path, name)  # a rename on one volume: no copy, no window
+        if stored is None:
+            with open(path, "rb") as f:
+                stored = target.save(name, f)
+            os.unlink(path)
+        return stored
+
+    def delete(self, upload_id: str) -> bool:
+        try:
+            os.unlink(self.path(upload_id))
+            return True
+        except FileNotFoundError:
+            return False
+
+    def truncate(self, upload_id: str, size: int) -> None:
+        os.truncate(self.path(upload_id), size)
+
+    def iter_ids(self, older_than_s: float | None = None) -> Iterator[str]:
+        """Upload ids that have a chunk file; with ``older_than_s``, only files untouched that long."""
+        cutoff = None if older_than_s is None else time.time() - older_than_s
+        try:
+            entries = os.scandir(self.directory)
+        except FileNotFoundError:
+            return
+        with entries:
+            for entry in entries:
+                if not entry.name.endswith(SUFFIX) or not entry.is_file():
+                    continue
+                if cutoff is not None and entry.stat().st_mtime > cutoff:
+                    continue
+                yield entry.name[: -len(SUFFIX)]
+
+
+class ChunkWriter:
+    """Writes one chunk's bytes at consecutive offsets and feeds them to ``on_block``.
+
+    ``limit`` caps how many bytes this chunk may carry; one byte more calls
+    ``overflow()`` for the error to raise, before that byte is written.
+    ``heartbeat`` runs before each write, so that a writer that has lost its
+    lock stops before it can touch the file again.
+
+    Large blocks are fed to ``on_block`` on a helper thread, one block at a
+    time and in order, while the caller receives and writes the next block;
+    ``close()`` waits for the last one, so the hash is complete when it returns
+    (a block handed to ``write()`` must therefore not be changed afterwards).
+    With ``fsync``, the writeback of each block starts as soon as it is written
+    (sync_file_range), so the fdatasync at ``close()`` only waits for the tail.
+    """
+
+    def __init__(
+        self,
+        fd: int,
+        *,
+        start: int,
+        limit: int | None,
+        on_block: Callable[[bytes], None],
+        heartbeat: Callable[[], None] | None,
+        overflow: Callable[[], ChunkyError],
+        fsync: bool,
+    ):
+        self.fd = fd
+        self.start = start
+        self.position = start
+        self.limit = limit
+        self.on_block = on_block
+        self.heartbeat = heartbeat
+        self.overflow = overflow
+        self.fsync = fsync
+        self._pending: Future | None = None
+
+    @property
+    def written(self) -> int:
+        return self.position - self.start
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if self.limit is not None and self.written + len(data) > self.limit:
+            raise self.overflow()
+        if self.heartbeat is not None:
+            self.heartbeat()
+        view = memoryview(data)
+        start = self.position
+        try:
+            while view:
+                n = os.pwrite(self.fd, view, self.position)
+                view = view[n:]
+                self.position += n
+            if self.fsync and _sync_file_range is not None and len(data) >= OVERLAP_MIN_BLOCK:
+                _sync_file_range(self.fd, start, self.position - start)
+        except OSError as e:
+            raise StorageError(f"Cannot write the chunk: {e.strerror}.") from e
+        self._wait_hash()
+        if len(data) >= OVERLAP_MIN_BLOCK:
+            self._pending = _hash_pool().submit(self.on_block, data)
+        else:
+            self.on_block(data)
+
+    def _wait_hash(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self, *, sync: bool = True) -> None:
+        try:
+            if sync and self.fsync and self.written:
+                os.fdatasync(self.fd)  # meanwhile the last block is still being hashed
+            self._wait_hash()
+        except OSError as e:
+            raise StorageError(f"Cannot flush the chunk: {e.strerror}.") from e
+        finally:
+            if self._pending is not None:  # an error above: let the helper finish with the block
+                self._pending.exception()
+                self._pending = None
+            os.close(self.fd)

@@ -45,6 +45,15 @@ class Settings:
     def KEY_PREFIX(self) -> str:
         return self._get("KEY_PREFIX", "chunky")
 
+    @property
+    def REDIS_SOCKET_TIMEOUT(self) -> timedelta:
+        """How long a Redis reply may take before the request gives up (503)."""
+        return as_timedelta(self._get("REDIS_SOCKET_TIMEOUT", timedelta(seconds=5)))
+
+    @property
+    def REDIS_CONNECT_TIMEOUT(self) -> timedelta:
+        return as_timedelta(self._get("REDIS_CONNECT_TIMEOUT", timedelta(seconds=2)))
+
     # -- storage -------------------------------------------------------------
     @property
     def UPLOAD_DIR(self) -> str:

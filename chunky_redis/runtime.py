@@ -12,6 +12,9 @@ from collections.abc import Callable
 from functools import lru_cache
 
 import redis as redis_lib
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError
+from redis.retry import Retry
 
 from .conf import conf, milliseconds
 from .core.filesystem import FileSystemChunkStorage
@@ -28,10 +31,24 @@ _completion_handler: CompletionHandler | None = None
 
 
 @lru_cache(maxsize=8)
-def _client_for_url(url: str) -> redis_lib.Redis:
+def _client_for_url(url: str, socket_timeout: float, connect_timeout: float) -> redis_lib.Redis:
     # redis-py's pool notices a fork and reconnects in the child, so one
     # client per URL per process is safe under pre-forking servers.
-    return redis_lib.Redis.from_url(url, health_check_interval=30)
+    return redis_lib.Redis.from_url(
+        url,
+        # A reply that never comes (Redis frozen, a partition) must end the request with a 503,
+        # not hold it: redis-py before 6 waits forever by default.
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=connect_timeout,
+        # Connection errors only, twice, within ~0.3 s: that replaces a pooled connection that
+        # a Redis restart closed, and answers 503 quickly while Redis is down. Never after a
+        # timeout (redis-py's default retries those ten times): the command may be queued in
+        # a frozen Redis, and would then run once per attempt when it resumes.
+        retry=Retry(
+            ExponentialBackoff(cap=0.2, base=0.05), retries=2, supported_errors=(ConnectionError,)
+        ),
+        health_check_interval=30,
+    )
 
 
 def _fake_client() -> redis_lib.Redis:
@@ -55,7 +72,11 @@ def get_redis() -> redis_lib.Redis:
 
         return get_redis_connection(conf.REDIS_ALIAS)
     if conf.REDIS_URL:
-        return _client_for_url(conf.REDIS_URL)
+        return _client_for_url(
+            conf.REDIS_URL,
+            conf.REDIS_SOCKET_TIMEOUT.total_seconds(),
+            conf.REDIS_CONNECT_TIMEOUT.total_seconds(),
+        )
     return _fake_client()
 
 

@@ -4,9 +4,12 @@
 set -euo pipefail
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 apt_updated=""
+# Another apt or dpkg run (unattended-upgrades, a second shell) holds the lock: wait for it,
+# up to 10 minutes, instead of failing at once.
+apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@"; }
 apt_install() {
-  [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  [ -n "$apt_updated" ] || { apt_get update -qq; apt_updated=1; }
+  apt_get install -y -qq "$@" >/dev/null
 }
 if ! port_open 6379; then
   echo "test-setup: starting redis-server on 127.0.0.1:6379"

@@ -11,6 +11,12 @@ from datetime import timedelta
 from pathlib import Path
 
 from celery import Celery
+from celery.beat import PersistentScheduler
+
+from chunky_redis.celery_compat import patch_kombu_redis
+
+# A worker must ride out a Redis restart instead of exiting: see chunky_redis/celery_compat.py.
+patch_kombu_redis()
 
 # The bundled site lives in deploy/; make it importable when run from the repository.
 _DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -23,6 +29,23 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()  # finds chunky_redis.tasks, as a host project's own app would
 
 SWEEPER = "chunky_redis: purge expired uploads"
+
+
+class HeartbeatScheduler(PersistentScheduler):
+    """Beat's scheduler, touching CELERY_BEAT_HEARTBEAT_FILE at every tick.
+
+    Beat answers no `celery inspect ping`; a liveness probe can tell a beat that still
+    schedules by the age of this file (a tick comes at least every beat_max_loop_interval).
+    """
+
+    def tick(self, *args: object, **kwargs: object) -> float:
+        path = os.environ.get("CELERY_BEAT_HEARTBEAT_FILE")
+        if path:
+            Path(path).touch()
+        return super().tick(*args, **kwargs)
+
+
+app.conf.beat_scheduler = HeartbeatScheduler
 
 
 @app.on_after_finalize.connect

@@ -36,6 +36,12 @@ def test_e003_bad_duration(settings, value):
     assert "chunky_redis.E003" in ids()
 
 
+@pytest.mark.parametrize("name", ["REDIS_SOCKET_TIMEOUT", "REDIS_CONNECT_TIMEOUT"])
+def test_e003_bad_redis_timeout(settings, name):
+    setattr(settings, "CHUNKY_REDIS_" + name, 0)
+    assert "chunky_redis.E003" in ids()
+
+
 @pytest.mark.parametrize("value", [0, -1, 1.5, "10"])
 def test_e004_bad_max_bytes(settings, value):
     settings.CHUNKY_REDIS_MAX_BYTES = value

@@ -10,6 +10,8 @@ DEFAULTS = {
     "REDIS_URL": None,
     "REDIS_ALIAS": None,
     "KEY_PREFIX": "chunky",
+    "REDIS_SOCKET_TIMEOUT": timedelta(seconds=5),
+    "REDIS_CONNECT_TIMEOUT": timedelta(seconds=2),
     "FSYNC": True,
     "BLOCK_SIZE": 1 << 20,
     "FINAL_STORAGE": None,

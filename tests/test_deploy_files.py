@@ -61,7 +61,10 @@ def env_names_read_by(path: Path) -> set[str]:
     return names
 
 
-SETTINGS_ENV = env_names_read_by(DEPLOY / "chunky_site" / "settings.py")
+# The settings, and the Celery app (beat's heartbeat file).
+SETTINGS_ENV = env_names_read_by(DEPLOY / "chunky_site" / "settings.py") | env_names_read_by(
+    REPO / "tasks" / "celery.py"
+)
 GUNICORN_ENV = env_names_read_by(DEPLOY / "gunicorn.conf.py")
 
 
@@ -481,3 +484,27 @@ def test_dockerfile_builds_the_service():
     assert "deploy/gunicorn.conf.py" in cmd and (REPO / "deploy" / "gunicorn.conf.py").exists()
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {".git", ".venv", "node_modules", "var"} <= set(ignored)
+
+
+def test_worker_and_beat_are_restarted_and_probed(compose, k8s):
+    """A process that exits comes back; a hung one fails its probe (see the README, "Restarts")."""
+    for name, service in compose["services"].items():
+        assert service.get("restart") == "unless-stopped", name
+    assert "inspect ping" in " ".join(compose["services"]["worker"]["healthcheck"]["test"])
+    assert "beat-heartbeat" in " ".join(compose["services"]["beat"]["healthcheck"]["test"])
+    for role, words in (("worker", "inspect ping"), ("beat", "beat-heartbeat")):
+        spec = pod_spec(k8s, role)
+        assert spec.get("restartPolicy", "Always") == "Always"
+        (container,) = spec["containers"]
+        assert words in " ".join(container["livenessProbe"]["exec"]["command"]), role
+    heartbeat = container_env(k8s, "beat")["CELERY_BEAT_HEARTBEAT_FILE"]
+    assert heartbeat in " ".join(container["livenessProbe"]["exec"]["command"])
+    assert compose_env(compose["services"]["beat"])["CELERY_BEAT_HEARTBEAT_FILE"] == heartbeat
+    # The deployed workers run as the Procfile's (and so as tests/test_outages.py's) does.
+    procfile = next(
+        line for line in (REPO / "Procfile").read_text().splitlines() if line.startswith("worker:")
+    )
+    for flag in ("--without-gossip", "--without-mingle", "--without-heartbeat"):
+        assert flag in procfile
+        assert flag in compose["services"]["worker"]["command"]
+        assert flag in pod_spec(k8s, "worker")["containers"][0]["command"]

@@ -30,10 +30,11 @@ def upload(
     """Upload ``path`` to the endpoint ``url`` (``https://host/upload/``), resuming if it can.
 
     Returns the final status ({"status": "complete", "final_name", ...}), or the
-    completion answer ({"status": "processing", "status_url"}) with ``wait=False``.
+    completion answer ({"status": "processing"}) with ``wait=False``; both carry
+    ``status_url``, the upload's URL for ``status()``.
     Raises UploadFailed if the server's post-processing fails, ClientError otherwise.
     """
-    return Uploader(
+    uploader = Uploader(
         path,
         url,
         chunk_size=parse_size(chunk_size),
@@ -46,7 +47,11 @@ def upload(
         timeout=timeout,
         wait_timeout=wait_timeout,
         log=log,
-    ).run(wait=wait)
+    )
+    result = uploader.run(wait=wait)
+    # A finished upload's status has no URL of its own: add it, so `status(result["status_url"])`
+    # asks again whichever answer this is (the server's own URL wins when it sent one).
+    return {"status_url": uploader.status_url, **result}
 
 
 def status(

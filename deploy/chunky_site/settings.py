@@ -25,11 +25,16 @@ def env_list(name: str, default: str) -> list[str]:
 
 
 DEBUG = env_bool("DEBUG", False)
+# `make run` (deploy/run.sh) makes a random development key in var/secret_key when none is set.
+# Anything else that runs with a real Redis and DEBUG off must be given one: without it, or with
+# the example value of deploy/k8s/secret.yaml, the service refuses to start.
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG and os.environ.get("REDIS_URL"):
+if not DEBUG and os.environ.get("REDIS_URL"):
+    if not SECRET_KEY:
         raise ImproperlyConfigured("Set SECRET_KEY in the environment.")
-    SECRET_KEY = "insecure-only-for-trying-chunky-redis-out"
+    if SECRET_KEY.startswith("change-me"):
+        raise ImproperlyConfigured("SECRET_KEY is still the example value: set a random one.")
+SECRET_KEY = SECRET_KEY or "insecure-only-for-trying-chunky-redis-out"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 
 INSTALLED_APPS = [
@@ -131,6 +136,10 @@ if os.environ.get("CHUNKY_REQUEUE_AFTER_SECONDS"):
     CHUNKY_REDIS_REQUEUE_AFTER = float(os.environ["CHUNKY_REQUEUE_AFTER_SECONDS"])
 if os.environ.get("CHUNKY_LOCK_REQUEST_TIMEOUT_SECONDS"):
     CHUNKY_REDIS_LOCK_REQUEST_TIMEOUT = float(os.environ["CHUNKY_LOCK_REQUEST_TIMEOUT_SECONDS"])
+if os.environ.get("CHUNKY_REDIS_TIMEOUT_SECONDS"):
+    CHUNKY_REDIS_REDIS_SOCKET_TIMEOUT = float(os.environ["CHUNKY_REDIS_TIMEOUT_SECONDS"])
+if os.environ.get("CHUNKY_REDIS_CONNECT_TIMEOUT_SECONDS"):
+    CHUNKY_REDIS_REDIS_CONNECT_TIMEOUT = float(os.environ["CHUNKY_REDIS_CONNECT_TIMEOUT_SECONDS"])
 
 # -- Celery (tasks/) ----------------------------------------------------------
 # The broker is the same Redis by default; with no Redis at all, tasks run eagerly in the web process.
@@ -145,17 +154,28 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = (
     1  # with acks_late, do not hoard tasks a dying worker would delay
 )
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery's default gives up after 100 attempts (about 45 minutes of outage) and the worker exits;
+# None: it keeps trying however long the broker is away, and resumes when it is back.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 if os.environ.get("CELERY_VISIBILITY_TIMEOUT"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "visibility_timeout": float(os.environ["CELERY_VISIBILITY_TIMEOUT"])
     }
 
+# The project's loggers print through their own handler and do not propagate: in the Celery
+# worker, Celery puts its own handler on the root logger (worker_hijack_root_logger), and a record
+# that also reached the root was printed twice. The format is Celery's, so worker logs read as one.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"plain": {"format": "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
-        name: {"handlers": ["console"], "level": os.environ.get("CHUNKY_LOG_LEVEL", "INFO")}
+        name: {
+            "handlers": ["console"],
+            "level": os.environ.get("CHUNKY_LOG_LEVEL", "INFO"),
+            "propagate": False,
+        }
         for name in ("chunky_redis", "chunky_site")
     },
 }

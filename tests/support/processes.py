@@ -151,10 +151,22 @@ class SiteProcess(_Process):
         raise RuntimeError(f"the server did not become healthy:\n{self.log_text()}")
 
 
+# What the tests add to `celery worker` by default; options= replaces it (e.g. with the Procfile's).
+QUIET_WORKER = ["--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+
+
 class WorkerProcess(_Process):
-    def __init__(self, env: dict, *, concurrency: int = 1, name: str = "worker"):
+    def __init__(
+        self,
+        env: dict,
+        *,
+        concurrency: int = 1,
+        name: str = "worker",
+        options: list[str] | None = None,
+    ):
         self.env = dict(env)
         self.concurrency = concurrency
+        self.options = QUIET_WORKER if options is None else options
         self.log_path = Path(env["CHUNKY_VAR_DIR"]).parent / f"{name}-{uuid.uuid4().hex[:6]}.log"
 
     def start(self) -> WorkerProcess:
@@ -164,14 +176,11 @@ class WorkerProcess(_Process):
             "-A",
             "tasks",
             "worker",
-            "--loglevel=INFO",
+            *self.options,
             "--pool=prefork",
             f"--concurrency={self.concurrency}",
             "-Q",
             queue,
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
             "-n",
             f"{queue}-{uuid.uuid4().hex[:6]}@%h",
         ]

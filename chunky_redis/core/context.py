@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from . import errors as exc
 from .checksums import ResumableHash
 from .quotas import Quota, QuotaTracker
 from .storage import ChunkStorage
-from .store import PROCESSING, UPLOADING, Upload, UploadStore
+from .store import FAILED, PROCESSING, UPLOADING, Upload, UploadStore
 
 logger = logging.getLogger("chunky_redis")
 
@@ -41,6 +42,14 @@ class UploadContext:
     on_complete: Callable[[Upload], None]
     quotas: QuotaTracker | None = None
 
+    def lock(self, owner: str, upload_id: str) -> tuple[str, Upload]:
+        """Take the upload's lock (owner and expiry checked in the same step)."""
+        token = secrets.token_hex(16)
+        code, upload = self.store.acquire(upload_id, owner, token)
+        raise_for(code)
+        assert upload is not None
+        return token, upload
+
     def admit(self, upload: Upload, quota: Quota | None) -> None:
         """Count a new upload against its owner's quota, or refuse it."""
         if quota is None or self.quotas is None:
@@ -48,7 +57,7 @@ class UploadContext:
         self.quotas.admit(
             upload.owner,
             upload.upload_id,
-            size=upload.size,
+            size=max(upload.size, 0),  # a deferred length counts once declared
             expires=upload.expires,
             quota=quota,
             statuses=self.store.statuses,
@@ -88,3 +97,25 @@ class UploadContext:
         ours = ResumableHash(upload.algorithm, upload.hash_state).hexdigest()
         if not hmac.compare_digest(ours, checksum):
             raise exc.ChecksumMismatch(upload.algorithm)
+
+
+def raise_for(code: str) -> None:
+    if code == "ok":
+        return
+    if code == "missing":
+        raise exc.UploadNotFound()
+    if code == "expired":
+        raise exc.UploadExpired()
+    if code == "locked":
+        raise exc.UploadLocked()
+    if code == "late":
+        raise exc.StoreUnavailable("Redis answered too late; try again.")
+    raise exc.StoreUnavailable(f"Unexpected answer from the store: {code}.")
+
+
+def require_uploading(upload: Upload) -> None:
+    if upload.status == UPLOADING:
+        return
+    if upload.status == FAILED:
+        raise exc.UploadFailed(upload.reason, upload.status)
+    raise exc.AlreadyComplete(status=upload.status)

@@ -14,17 +14,18 @@ import uuid
 from collections.abc import Callable
 
 from . import errors as exc
-from .context import Policy, UploadContext
+from .context import Policy, UploadContext, raise_for, require_uploading
 from .http import ByteRange
+from .lifecycle import Lifecycle
 from .quotas import Quota, QuotaTracker
 from .session import ChunkSession, clean_checksum
 from .storage import ChunkStorage
-from .store import FAILED, PROCESSING, UPLOADING, Upload, UploadStore
+from .store import PROCESSING, Upload, UploadStore
 
 __all__ = ["ChunkSession", "Policy", "UploadService"]
 
 
-class UploadService:
+class UploadService(Lifecycle):
     def __init__(
         self,
         *,
@@ -42,7 +43,7 @@ class UploadService:
     # -- reads ---------------------------------------------------------------
     def status(self, *, owner: str, upload_id: str) -> Upload:
         code, upload = self.store.acquire(upload_id, owner, "", lock=False)
-        _raise_for(code)
+        raise_for(code)
         assert upload is not None
         return upload
 
@@ -81,22 +82,34 @@ class UploadService:
                     f"Content-Range announces {byte_range.length} bytes but the body has {length}.",
                 )
         if upload_id is None:
-            session = self._start_new(owner, byte_range, max_bytes)
+            size = byte_range.total if byte_range else 0
+            session = self._start_new(owner, byte_range, max_bytes, size=size, quota=quota)
             session.allow_empty = empty_file_ok
-            if quota is not None and not quota.unlimited and self.quotas is not None:
-                try:
-                    self.context.admit(
-                        session.upload, quota
-                    )  # with its size when known, else 0 for now
-                except BaseException:
-                    session.abort()  # nothing was written: the new file goes
-                    raise
-                session.quota = quota
             return session
         return self._start_existing(owner, upload_id, byte_range, max_bytes)
 
     def _start_new(
-        self, owner: str, byte_range: ByteRange | None, max_bytes: int | None
+        self,
+        owner: str,
+        byte_range: ByteRange | None,
+        max_bytes: int | None,
+        *,
+        size: int,
+        quota: Quota | None,
+    ) -> ChunkSession:
+        session = self._open_new(owner, byte_range, max_bytes, size)
+        if quota is not None and not quota.unlimited and self.quotas is not None:
+            try:
+                # With its size when known, else 0 for now.
+                self.context.admit(session.upload, quota)
+            except BaseException:
+                session.abort()  # nothing was written: the new file goes
+                raise
+            session.quota = quota
+        return session
+
+    def _open_new(
+        self, owner: str, byte_range: ByteRange | None, max_bytes: int | None, size: int
     ) -> ChunkSession:
         if byte_range is not None and byte_range.start != 0:
             raise exc.OffsetMismatch(0, byte_range.start, "A new upload must start at byte 0.")
@@ -107,7 +120,7 @@ class UploadService:
         upload = Upload(
             upload_id=upload_id,
             owner=owner,
-            size=byte_range.total if byte_range else 0,
+            size=size,
             created=now,
             expires=now + self.policy.expiration_ms,
             algorithm=self.policy.algorithm,
@@ -130,7 +143,12 @@ class UploadService:
     ) -> ChunkSession:
         token, upload = self._lock(owner, upload_id)
         try:
-            _require_uploading(upload)
+            require_uploading(upload)
+            if not upload.length_known:
+                # Appending before the length is declared is a dialect's own call (tus).
+                raise exc.BadContentRange(
+                    "This upload's length is not declared yet.", code="length_unknown"
+                )
             if byte_range is None:
                 # No Content-Range: the body is the whole file, of unknown length.
                 byte_range_start = 0
@@ -150,12 +168,7 @@ class UploadService:
             raise
 
     def _lock(self, owner: str, upload_id: str) -> tuple[str, Upload]:
-        """Take the upload's lock (owner and expiry checked in the same step)."""
-        token = secrets.token_hex(16)
-        code, upload = self.store.acquire(upload_id, owner, token)
-        _raise_for(code)
-        assert upload is not None
-        return token, upload
+        return self.context.lock(owner, upload_id)
 
     # -- completion ----------------------------------------------------------
     def complete(self, *, owner: str, upload_id: str, checksum: str) -> Upload:
@@ -174,8 +187,8 @@ class UploadService:
             self.store.release(upload_id, token)
             return self._complete_again(upload, checksum)
         try:
-            _require_uploading(upload)
-            if upload.offset < upload.size:
+            require_uploading(upload)
+            if upload.offset < upload.size or not upload.length_known:
                 raise exc.UploadIncomplete(upload.offset, upload.size)
             checksum = clean_checksum(checksum, upload.algorithm)
             self.context.verify(upload, checksum)
@@ -200,25 +213,3 @@ class UploadService:
             raise exc.AlreadyComplete(status=upload.status)  # being finalized, or just queued
         self.context.hand_off(upload)
         return upload
-
-
-def _raise_for(code: str) -> None:
-    if code == "ok":
-        return
-    if code == "missing":
-        raise exc.UploadNotFound()
-    if code == "expired":
-        raise exc.UploadExpired()
-    if code == "locked":
-        raise exc.UploadLocked()
-    if code == "late":
-        raise exc.StoreUnavailable("Redis answered too late; try again.")
-    raise exc.StoreUnavailable(f"Unexpected answer from the store: {code}.")
-
-
-def _require_uploading(upload: Upload) -> None:
-    if upload.status == UPLOADING:
-        return
-    if upload.status == FAILED:
-        raise exc.UploadFailed(upload.reason, upload.status)
-    raise exc.AlreadyComplete(status=upload.status)

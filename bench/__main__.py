@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import report, workloads
+from . import report, slow, workloads
+from .front import front
 from .servers import BENCH, REPO, Setup, clean_redis
 
 KiB = 1 << 10
@@ -37,6 +38,11 @@ SIZES = {
         sweep=256 * MiB,
         sweep_chunks=[256 * KiB, 1 * MiB, 32 * MiB],
         rounds=3,
+        slow_conns=1000,
+        slow_upload=GiB,
+        slow_chunk_timeout=30,
+        slow_seconds=600,
+        slow_settle=5,
     ),
     "quick": dict(
         w1=128 * MiB,
@@ -50,13 +56,22 @@ SIZES = {
         sweep=32 * MiB,
         sweep_chunks=[256 * KiB, 1 * MiB],
         rounds=1,
+        slow_conns=200,
+        slow_upload=128 * MiB,
+        slow_chunk_timeout=10,
+        slow_seconds=180,
+        slow_settle=3,
     ),
 }
 
 ALL_SERVERS = [
     "null-discard",
     "null-work",
+    "chunky-gevent",
+    "chunky-gevent-nginx",
     "chunky-gthread",
+    "chunky-gthread-nginx",
+    "chunky-asgi",
     "chunky-gthread-nofsync",
     "chunky-sync",
     "chunky-pyuwsgi",
@@ -64,7 +79,7 @@ ALL_SERVERS = [
     "django-chunked-upload",
     "tus",
 ]
-ALL_WORKLOADS = ["w1", "w1mp", "w2", "w3", "sweep", "w4", "w5"]
+ALL_WORKLOADS = ["w1", "w1mp", "w2", "w3", "sweep", "w4", "w5", "slow"]
 
 
 def make_source(path: Path, size: int) -> Path:
@@ -84,6 +99,10 @@ def build_servers(setup: Setup, names: list[str]):
     for name in names:
         if name.startswith("null-"):
             servers.append(setup.null(name[5:]))
+        elif name.startswith("chunky-") and name.endswith("-nginx"):
+            # the sample nginx's rule: buffer in front of threads and processes, stream to gevent
+            backend = setup.chunky(name[7:-6])
+            servers.append(front(backend, setup.work, buffering=name != "chunky-gevent-nginx"))
         elif name.startswith("chunky-"):
             variant = name[7:].removesuffix("-nofsync")
             servers.append(setup.chunky(variant, fsync=not name.endswith("-nofsync")))
@@ -129,6 +148,14 @@ def machine() -> dict:
     }
 
 
+def render(data: dict) -> str:
+    """The tables of a run: the throughput workloads', then the slow clients' (when they ran)."""
+    parts = [report.table(data)] if data["results"] else []
+    if data.get("slow"):
+        parts.append(slow.table(data["slow"], data["servers"], data["sizes"]))
+    return "\n\n".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -153,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else BENCH / ("results" if not args.quick else ".work/results")
     if args.replot:
         data = json.loads((out / "results.json").read_text())
-        text = report.table(data)
+        text = render(data)
         print(text)
         report.write(data, text, out)
         return 0
@@ -189,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         results = workloads.run_all(servers, str(source), sizes, chosen)
+        slow_records = slow.run(servers, str(source), sizes) if "slow" in chosen else []
     finally:
         for s in servers + helpers:
             s.stop()
@@ -196,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
             clean_redis(setup.key_prefix)
     elapsed = time.monotonic() - started
     data = report.assemble(results, servers, sizes, host, elapsed, quick=args.quick)
-    text = report.table(data)
+    if slow_records:
+        data["slow"] = slow_records
+    text = render(data)
     print(text)
     report.write(data, text, out)
     print(

@@ -32,14 +32,15 @@ class Response:
 class Connection:
     """One keep-alive connection; reconnects when the server closes it."""
 
-    def __init__(self, base_url: str):
+    def __init__(self, base_url: str, *, timeout: float | None = None):
         parts = urlsplit(base_url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.timeout = timeout  # per socket operation; None waits for ever
         self.sock: socket.socket | None = None
         self.rfile = None
 
     def _connect(self) -> None:
-        self.sock = socket.create_connection((self.host, self.port))
+        self.sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.rfile = self.sock.makefile("rb", buffering=65536)
 

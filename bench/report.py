@@ -223,6 +223,8 @@ def plot(data: dict, path: Path) -> None:
         print("bench: matplotlib is not installed (pip install -e '.[bench]'); no plot")
         return
     m, sizes = data["results"], data["sizes"]
+    if not m:
+        return  # only the slow-client workload ran: it has no throughput curve
     points = {"w2": sizes["w2_chunk"], "w5": sizes["w5"]}
     points.update({f"sweep-{c >> 10}K": c for c in sizes["sweep_chunks"]})
     fig, ax = plt.subplots(figsize=(11.5, 5.5))

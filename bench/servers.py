@@ -271,12 +271,17 @@ class Setup:
             CHUNKY_FSYNC="1" if fsync else "0",
         )
         wsgi = "chunky_site.wsgi:application"
-        if variant in ("gthread", "sync"):
-            args = [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "chunky_site.wsgi"]
+        if variant in ("gthread", "sync", "gevent", "asgi"):
+            app = "bench.asgi_app" if variant == "asgi" else "chunky_site.wsgi"
+            args = [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", app]
             env["GUNICORN_WORKER_CLASS"] = variant
             if variant == "sync":
                 env["GUNICORN_THREADS"] = "1"  # gunicorn turns sync into gthread when threads > 1
-            label = f"chunky_redis, gunicorn {variant}"
+            label = f"chunky_redis, gunicorn {variant}" + (
+                " (Django ASGIHandler)" if variant == "asgi" else ""
+            )
+            if variant == "gthread":
+                label += f" {workers}x{threads}"
         elif variant == "pyuwsgi":
             args = [
                 str(BIN / "uwsgi"),

@@ -2,17 +2,26 @@
 
 import multiprocessing
 import os
+import resource
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
-# Measured with `make bench` (bench/results/): for 8 MiB chunks gthread, sync, pyuwsgi and granian
-# are within 2% of each other and of the md5+pwrite null server; gunicorn 27 reads a known-length
-# body up to 1 MiB per recv(), so the old 8 KiB unreader limit no longer matters. gthread keeps
-# connections alive and lets one process serve several slow uploads (a sync worker is held by one
-# slow client); workers spread CPU (hashing) over cores. Note: "sync" with threads > 1 *is* gthread.
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+# Uploads are slow clients by nature. With gevent each connection is a greenlet, so a client that
+# sends its chunk at 1 byte/s holds a few KiB, not a thread: measured with `make bench` (README,
+# "Slow clients"), 1,000 such connections leave status GETs and a concurrent 1 GiB upload at full
+# speed, where gthread (2 workers x 4 threads) stops answering at 8. The blocking parts of a chunk
+# (hashing large blocks, fdatasync) run on gevent's native thread pool (chunky_redis/storage.py).
+# GUNICORN_WORKER_CLASS=gthread brings back the threaded worker (then turn nginx buffering on).
+# "gevent" is gunicorn's gevent worker that also closes idle keep-alive connections at shutdown
+# (deploy/chunky_site/gevent_worker.py), so a restart does not wait graceful_timeout for them.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
+if worker_class == "gevent":
+    worker_class = "chunky_site.gevent_worker.GeventWorker"
 # The embedded fakeredis (no REDIS_URL) lives inside one process, so it gets exactly one.
 _default_workers = multiprocessing.cpu_count() if os.environ.get("REDIS_URL") else 1
 workers = int(os.environ.get("WEB_CONCURRENCY", str(_default_workers)))
+# Connections one gevent worker serves at once (further ones wait in the listen backlog).
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
+# Only for GUNICORN_WORKER_CLASS=gthread: threads per worker.
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 # A large chunk on a slow link takes time: don't kill the worker in the middle of one.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "300"))
@@ -22,3 +31,17 @@ accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 # gunicorn 27's runtime control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl), which
 # several instances on one host (two sites, tests, benchmarks) would share; the service does not use it.
 control_socket_disable = True
+
+
+def _raise_open_file_limit(connections: int) -> None:
+    """A connection in the middle of a chunk holds a socket, the chunk file and at times a Redis
+    connection; 1024, a common default soft limit, is too few for 1,000 of them. Raised up to the
+    hard limit only (workers inherit it); past that, the host's configuration has to change."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 4 * connections + 256
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+
+
+_raise_open_file_limit(worker_connections)

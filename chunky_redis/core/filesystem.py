@@ -13,10 +13,12 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from .checksums import file_hexdigest
 from .errors import ChunkFileMissing, ChunkyError, StorageError
@@ -29,6 +31,7 @@ SUFFIX = ".part"
 # the GIL); smaller ones are hashed inline, where a hand-off would cost more.
 OVERLAP_MIN_BLOCK = 256 * 1024
 _SYNC_FILE_RANGE_WRITE = 2
+T = TypeVar("T")
 
 
 def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
@@ -50,17 +53,42 @@ _pool_pid = 0
 _pool_lock = threading.Lock()
 
 
+def _gevent_patched() -> bool:
+    """Whether gevent has monkey-patched threading here (gunicorn's gevent worker does)."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("threading")
+
+
 def _hash_pool() -> ThreadPoolExecutor:
-    """One small pool per process (created after a server forks its workers)."""
+    """One small pool per process (created after a server forks its workers).
+
+    Under gevent a patched ThreadPoolExecutor would run its jobs as greenlets
+    on the hub, one at a time and blocking every other connection of the
+    worker; gevent's own executor keeps native threads (and its futures wait
+    cooperatively), so hashing and the file syscalls run beside the hub.
+    """
     global _pool, _pool_pid
     if _pool is None or _pool_pid != os.getpid():
         with _pool_lock:
             if _pool is None or _pool_pid != os.getpid():
-                _pool, _pool_pid = (
-                    ThreadPoolExecutor(max_workers=4, thread_name_prefix="chunky-hash"),
-                    os.getpid(),
-                )
+                if _gevent_patched():
+                    from gevent.threadpool import ThreadPoolExecutor as NativePool
+
+                    _pool = NativePool(max_workers=4)
+                else:
+                    _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="chunky-hash")
+                _pool_pid = os.getpid()
     return _pool
+
+
+def _off_hub(func: Callable[..., T], *args: Any, large: int = OVERLAP_MIN_BLOCK) -> T:
+    """Run a file syscall that can wait for the disk (fdatasync; pwrite while the kernel throttles
+    dirty pages) on the native pool under gevent, where it would stall every connection of the
+    worker. Waiting on the pool also lets the other connections run once per block, which a
+    fast client's recv, never short of data, would not. Small writes stay inline."""
+    if large >= OVERLAP_MIN_BLOCK and _gevent_patched():
+        return _hash_pool().submit(func, *args).result()
+    return func(*args)
 
 
 class FileSystemChunkStorage(ChunkStorage):
@@ -223,11 +251,11 @@ class ChunkWriter:
         start = self.position
         try:
             while view:
-                n = os.pwrite(self.fd, view, self.position)
+                n = _off_hub(os.pwrite, self.fd, view, self.position, large=len(view))
                 view = view[n:]
                 self.position += n
             if self.fsync and _sync_file_range is not None and len(data) >= OVERLAP_MIN_BLOCK:
-                _sync_file_range(self.fd, start, self.position - start)
+                _off_hub(_sync_file_range, self.fd, start, self.position - start)
         except OSError as e:
             raise StorageError(f"Cannot write the chunk: {e.strerror}.") from e
         self._wait_hash()
@@ -244,7 +272,7 @@ class ChunkWriter:
     def close(self, *, sync: bool = True) -> None:
         try:
             if sync and self.fsync and self.written:
-                os.fdatasync(self.fd)  # meanwhile the last block is still being hashed
+                _off_hub(os.fdatasync, self.fd)  # meanwhile the last block is still being hashed
             self._wait_hash()
         except OSError as e:
             raise StorageError(f"Cannot flush the chunk: {e.strerror}.") from e

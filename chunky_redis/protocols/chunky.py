@@ -12,10 +12,8 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
@@ -23,14 +21,12 @@ from django.views.decorators.csrf import csrf_exempt
 from ..conf import conf
 from ..core import errors as exc
 from ..core.http import CONTENT_RANGE, is_upload_id, parse_content_range
-from ..core.quotas import Quota
 from ..core.session import ChunkSession
 from ..core.store import Upload
-from ..core.uploads import UploadService
-from ..runtime import get_service
 from . import bodies
 from .base import aborting, drain, iso, json_error, json_response, logger, report_bug
-from .errors import LengthRequired, MethodNotAllowed, NotAuthenticated, PermissionDenied
+from .errors import LengthRequired, MethodNotAllowed
+from .hooks import UploadHooks
 
 # How this dialect answers each of the core's errors; any other is a 400.
 # (tus and the IETF draft answer an offset mismatch with 409, this dialect with 400.)
@@ -75,36 +71,14 @@ def error_response(error: exc.ChunkyError) -> JsonResponse:
 
 
 @method_decorator(csrf_exempt, name="dispatch")  # enforced in enforce_csrf() for session users
-class ChunkedUploadView(View):
+class ChunkedUploadView(UploadHooks, View):
     """Override the hooks below to adapt the protocol to a host app."""
 
     field_name = "file"
     fail_if_no_header = False
     http_method_names = ["get", "head", "put", "post", "options"]
 
-    # -- hooks ---------------------------------------------------------------
-    def check_permissions(self, request: HttpRequest) -> None:
-        """Raise a ChunkyError to refuse the request (403 for anonymous by default)."""
-        if not request.user.is_authenticated and not conf.ALLOW_ANONYMOUS:
-            raise NotAuthenticated()
-
-    def validate(self, request: HttpRequest) -> None:
-        """Raise a ChunkyError to refuse a chunk; runs before any byte is written."""
-
-    def get_max_bytes(self, request: HttpRequest) -> int | None:
-        return conf.MAX_BYTES
-
-    def get_quota(self, request: HttpRequest) -> Quota:
-        """What one owner may have in flight; anonymous users share one owner, so one quota."""
-        return Quota(max_uploads=conf.MAX_UPLOADS_IN_FLIGHT, max_bytes=conf.MAX_BYTES_IN_FLIGHT)
-
-    def get_extra_attrs(self, request: HttpRequest) -> dict[str, Any]:
-        """Attributes stored with a new upload and passed to the upload_completed signal."""
-        return {}
-
-    def get_owner(self, request: HttpRequest) -> str:
-        return str(request.user.pk) if request.user.is_authenticated else ""
-
+    # -- hooks (and those of UploadHooks) -----------------------------------------
     def get_response_data(self, upload: Upload, request: HttpRequest) -> dict[str, Any]:
         """The body of a successful completion."""
         return {
@@ -114,9 +88,6 @@ class ChunkedUploadView(View):
             "status": upload.status,
             "status_url": self.status_url(request, upload.upload_id),
         }
-
-    def get_service(self) -> UploadService:
-        return get_service()
 
     # -- plumbing --------------------------------------------------------------
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -163,18 +134,6 @@ class ChunkedUploadView(View):
         response = HttpResponse(status=204)
         response["Allow"] = ", ".join(self.allowed_methods(kwargs.get("upload_id")))
         return response
-
-    def enforce_csrf(self, request: HttpRequest) -> None:
-        """CSRF protection for browsers that authenticate with a session cookie, as Django does.
-
-        Anonymous and token-authenticated clients carry no ambient credential,
-        so there is nothing to forge; for them the upload id is the capability.
-        """
-        if not (request.user.is_authenticated and settings.SESSION_COOKIE_NAME in request.COOKIES):
-            return
-        reason = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})
-        if reason is not None:
-            raise PermissionDenied("CSRF verification failed.", code="csrf_failed")
 
     def status_url(self, request: HttpRequest, upload_id: str) -> str:
         path = request.path

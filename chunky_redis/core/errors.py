@@ -132,14 +132,13 @@ class ChecksumMismatch(ChunkyError):
         super().__init__(detail or f"The {algorithm} of the received bytes does not match.")
 
 
-class InvalidChecksum(ChunkyError):
-    """The client's checksum is not a hex digest at all."""
+class InvalidChecksum(ChecksumMismatch):
+    """The client's checksum is not a hex digest at all (so it cannot match)."""
 
     default_code = "bad_checksum"
 
     def __init__(self, algorithm: str):
-        self.algorithm = algorithm
-        super().__init__(f"The {algorithm} must be hexadecimal.")
+        super().__init__(algorithm, f"The {algorithm} must be hexadecimal.")
 
 
 class MissingChecksum(ChunkyError):

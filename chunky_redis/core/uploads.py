@@ -38,7 +38,32 @@ class UploadService(Lifecycle):
         self.context = UploadContext(
             store=store, storage=storage, policy=policy, on_complete=on_complete, quotas=quotas
         )
-        self.store, self.storage, self.policy, self.quotas = store, storage, policy, quotas
+
+    # The parts live in the context that chunk sessions share; setting one here
+    # (an embedding application swapping ``on_complete``) changes it for them too.
+    @property
+    def store(self) -> UploadStore:
+        return self.context.store
+
+    @property
+    def storage(self) -> ChunkStorage:
+        return self.context.storage
+
+    @property
+    def policy(self) -> Policy:
+        return self.context.policy
+
+    @property
+    def quotas(self) -> QuotaTracker | None:
+        return self.context.quotas
+
+    @property
+    def on_complete(self) -> Callable[[Upload], None]:
+        return self.context.on_complete
+
+    @on_complete.setter
+    def on_complete(self, on_complete: Callable[[Upload], None]) -> None:
+        self.context.on_complete = on_complete
 
     # -- reads ---------------------------------------------------------------
     def status(self, *, owner: str, upload_id: str) -> Upload:

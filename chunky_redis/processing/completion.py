@@ -14,7 +14,16 @@ from .finalize import Outcome
 from .sweeper import SweepResult
 from .tasks import enqueue_finalize
 
-__all__ = ["enqueue_finalize", "finalize", "on_complete", "purge_expired_uploads", "retry_failed"]
+__all__ = [
+    "enqueue_finalize",
+    "fail_upload",
+    "finalize",
+    "on_complete",
+    "purge_expired_uploads",
+    "retry_failed",
+]
+
+fail_upload = jobs.fail_upload
 
 
 def on_complete(upload: Upload) -> None:

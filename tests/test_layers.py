@@ -129,6 +129,7 @@ def test_the_reader_sees_imports_inside_functions(tmp_path):
     assert found == {"chunky_redis.processing.tasks", "django"}
 
 
+@pytest.mark.live  # (a fresh interpreter: a process)
 def test_the_core_loads_without_django():
     """In a fresh interpreter, the whole core imports and Django is never loaded."""
     core = sorted(m for m in import_graph() if _within(m, CORE))

@@ -108,7 +108,7 @@ def test_termination_removes_record_file_and_quota(chunky, store, service):
     service.terminate(owner="u1", upload_id=upload.upload_id)
     assert store.get(upload.upload_id) is None
     assert not os.path.exists(chunk_file(chunky, upload.upload_id))
-    assert store.redis.zscore(store.expiries_key, upload.upload_id) is None  # nothing to sweep
+    assert store.expiries.score(upload.upload_id) is None  # nothing to sweep
     assert not store.is_locked(upload.upload_id)
     with pytest.raises(exc.UploadNotFound):
         service.status(owner="u1", upload_id=upload.upload_id)

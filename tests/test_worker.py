@@ -19,17 +19,16 @@ import redis
 import requests
 
 from tests.support.processes import (
-    BIN,
     REAL_REDIS_URL,
+    BeatProcess,
     SiteProcess,
     WorkerProcess,
-    _Process,
     live_env,
     read_signals,
     wait_for,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 RABBITMQ_URL = os.environ.get("CHUNKY_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 CHUNK = 256 * 1024
@@ -200,6 +199,7 @@ def test_pipeline_with_rabbitmq_broker(rabbitmq_env):
     check_pipeline(rabbitmq_env)
 
 
+@pytest.mark.fault
 def test_worker_killed_during_hand_off(redis_env, tmp_path):
     env = dict(
         redis_env,
@@ -245,6 +245,7 @@ def test_worker_killed_during_hand_off(redis_env, tmp_path):
     assert len(signals_named(env, "chunky_upload_complete")) == 1
 
 
+@pytest.mark.fault
 def test_pool_process_killed_during_hand_off(redis_env, tmp_path):
     """Only the pool process dies: the worker rejects the task back to the queue
     (reject_on_worker_lost) and runs it again in a new pool process."""
@@ -298,21 +299,6 @@ def test_corrupted_stored_bytes_fail_the_upload(redis_env):
     assert signals_named(env, "upload_completed") == []
     assert chunk_path(env, upload_id).exists()  # kept for `manage.py chunky_retry`
     assert not media(env, f"chunky_redis/{upload_id}").exists()
-
-
-class BeatProcess(_Process):
-    """``celery -A tasks beat``."""
-
-    def __init__(self, env: dict):
-        self.env = dict(env)
-        var = Path(env["CHUNKY_VAR_DIR"]).parent
-        self.log_path = var / "beat.log"
-        self.schedule = var / "celerybeat-schedule"
-
-    def start(self) -> BeatProcess:
-        args = [str(BIN / "celery"), "-A", "tasks", "beat", "--loglevel=INFO"]
-        self._spawn([*args, f"--schedule={self.schedule}"], self.env)
-        return self
 
 
 def test_beat_runs_the_sweeper(redis_env):

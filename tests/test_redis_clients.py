@@ -133,6 +133,7 @@ def test_e003_covers_the_wait_timeout(settings):
     assert "chunky_redis.E003" in ids()
 
 
+@pytest.mark.live
 def test_a_django_redis_sentinel_alias_follows_the_primary(settings, tmp_path):
     """The README's django-redis Sentinel recipe, against the session's Sentinels."""
     from tests.conftest import local_deployment

@@ -109,7 +109,11 @@ def hand_off(path: str, final: Storage, name: str) -> str:
                 os.chmod(target, final.file_permissions_mode)
             return name
     if _local_path(final, name) is None:
-        stored = _save(final, path, name)  # a remote object appears only when whole
+        # A remote object appears only when whole: S3 shows a multipart upload's object
+        # only at CompleteMultipartUpload. A worker killed mid-upload leaves an invisible
+        # incomplete upload (the bucket's lifecycle rule removes it, see the README) and
+        # the chunk file, deleted below only once the save returned, for the retry.
+        stored = _save(final, path, name)
     else:
         stored = _save_then_rename(final, path, name)
     os.unlink(path)

@@ -34,6 +34,15 @@ def _reset_peak() -> bool:
         return False
 
 
+def lean_transfer_config():
+    """8 MiB parts, 4 in flight, at most 4 read ahead: about 32 MiB of file in memory."""
+    from boto3.s3.transfer import TransferConfig
+
+    config = TransferConfig(multipart_chunksize=8 << 20, max_concurrency=4)
+    config.max_in_memory_upload_chunks = 4  # s3transfer's read-ahead; boto3 does not expose it
+    return config
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("path", help="the chunk file (consumed, as finalization does)")
@@ -42,6 +51,9 @@ def main() -> None:
     parser.add_argument("--endpoint", default="")
     parser.add_argument("--bucket", default="")
     parser.add_argument("--media", default="", help="the FileSystemStorage's location")
+    parser.add_argument(
+        "--lean", action="store_true", help="S3: the README's leaner AWS_S3_TRANSFER_CONFIG"
+    )
     args = parser.parse_args()
 
     from django.conf import settings
@@ -62,7 +74,7 @@ def main() -> None:
     if args.target == "s3":
         from storages.backends.s3 import S3Storage
 
-        final = S3Storage()
+        final = S3Storage(transfer_config=lean_transfer_config() if args.lean else None)
         final.save("chunky_redis/probe/warm-up", ContentFile(b"x"))  # load boto3's machinery
     elif args.target == "rename":
         final = FileSystemStorage(location=args.media)

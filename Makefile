@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install bench lint clean
+.PHONY: run test install bench lint mutate clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,15 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# Mutation testing ([tool.mutmut] in pyproject.toml): every mutant of the upload rules,
+# the store and finalization must make a fast unit test fail. Results stay in mutants/;
+# `$(BIN)/mutmut show <name>` prints one survivor's diff.
+mutate: $(STAMP)
+	CHUNKY_TEST_FUZZ_EXAMPLES=$${CHUNKY_TEST_FUZZ_EXAMPLES:-20} $(BIN)/mutmut run $(MUTMUT_ARGS)
+	$(BIN)/mutmut results
+
 lint: $(STAMP)
 	$(BIN)/ruff check chunky_redis tasks tests deploy bench
 
 clean:
-	rm -rf $(VENV) node_modules var
+	rm -rf $(VENV) node_modules var mutants

@@ -68,9 +68,6 @@ class Upload:
             out[name] = json.dumps(value) if name == "extra" else value
         return out
 
-    def is_expired(self, now_ms: int) -> bool:
-        return self.status == EXPIRED or (self.status == UPLOADING and self.expires <= now_ms)
-
 
 @contextmanager
 def wrap_errors() -> Iterator[None]:

@@ -82,14 +82,25 @@ def test_chunk_body_reads_only_its_range_block_by_block():
     )
     assert len(body) == 5000
     blocks = []
-    while block := body.read(4096):
-        assert len(block) <= 2048 or len(block) <= 4096
+    while block := body.read(4096):  # urllib3 asks for its own block size
         blocks.append(block)
+    # Exactly what was asked for, up to the end of the range; never a byte past it.
+    assert [len(b) for b in blocks] == [4096, 904]
     assert b"".join(blocks) == data[1000:6000]
     assert hasher.hexdigest() == hashlib.md5(data[1000:6000]).hexdigest()
-    assert sum(seen) == 5000 and len(seen) == len(blocks)
+    assert seen == [4096, 904]
     assert body.read() == b""
     assert len(body) == 5000  # requests asks for the length once; it stays the whole chunk's
+
+
+def test_chunk_body_without_a_size_reads_one_block_at_a_time():
+    """read() and iteration hold one block_size block at a time, never the whole range."""
+    data = os.urandom(10_000)
+    for read_all in (lambda b: iter(lambda: b.read(), b""), iter):
+        body = ChunkBody(io.BytesIO(data), 1000, 5000, hasher=hashlib.md5(), block_size=2048)
+        blocks = list(read_all(body))
+        assert [len(b) for b in blocks] == [2048, 2048, 904]
+        assert b"".join(blocks) == data[1000:6000]
 
 
 def test_chunk_body_refuses_a_file_that_shrank():

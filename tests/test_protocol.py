@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from chunky_redis import runtime
+from chunky_redis.storage import ChunkStorage, ChunkWriter
 from tests.conftest import cleanup_keys, configure
 from tests.support.api import Api, ClientApi, LiveApi, multipart
 from tests.support.processes import SiteProcess, WorkerProcess, live_env, read_signals, wait_for
@@ -332,14 +333,40 @@ def test_bad_content_range(target, header):
     assert target.files() == []
 
 
-def test_size_over_the_limit_writes_nothing(target):
+def test_size_over_the_limit_writes_nothing(target, monkeypatch):
+    """Judged while it happens, not after the refusal cleaned up: in process, every chunk
+    file opened and the furthest byte written are recorded."""
+    opened: list[str] = []
+    furthest: list[int] = [0]
+    real_writer, real_write = ChunkStorage.writer, ChunkWriter.write
+
+    def writer(self, upload_id, **kwargs):
+        opened.append(upload_id)
+        return real_writer(self, upload_id, **kwargs)
+
+    def write(self, data):
+        try:
+            real_write(self, data)
+        finally:  # also when the write refused the block: what reached the file counts
+            furthest[0] = max(furthest[0], self.position)
+
+    monkeypatch.setattr(ChunkStorage, "writer", writer)
+    monkeypatch.setattr(ChunkWriter, "write", write)
+    in_process = isinstance(target.api, ClientApi)
+
+    # A declared size over the limit: refused before any file exists.
     assert_error(
         target.api.put("/upload/", b"x" * 10, content_range=rng(0, 9, MAX + 1)), 400, "too_large"
     )
     big = b"y" * (MAX + 1)
     assert_error(target.api.put("/upload/", big), 400, "too_large")
+    assert opened == [] and target.files() == []
+    # A multipart body announces no size: its file is written up to the limit, never beyond.
     body, ctype = multipart(big)
     assert_error(target.api.put("/upload/", body, content_type=ctype), 400, "too_large")
+    if in_process:
+        assert len(opened) == 1
+        assert 0 < furthest[0] <= MAX
     assert target.files() == []
 
 

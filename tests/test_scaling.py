@@ -17,6 +17,7 @@ import os
 import re
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ import pytest
 import redis
 import requests
 
+from tests.support.api import LiveApi
 from tests.support.processes import (
     REAL_REDIS_URL,
     SiteProcess,
@@ -33,6 +35,7 @@ from tests.support.processes import (
     read_signals,
     wait_for,
 )
+from tests.test_concurrency import race, send_in_two_halves
 
 pytestmark = pytest.mark.slow
 
@@ -275,3 +278,24 @@ def test_two_servers_take_chunks_of_different_uploads_at_once(env, cluster):
         for x in on_a
         for y in on_b
     ), "no two chunks of different uploads were in flight on the two servers at once"
+
+
+def test_racing_chunks_on_two_servers_share_one_lock(env, cluster):
+    """The race of tests/test_concurrency.py, its requests spread over both servers:
+    each server refuses `locked` while the other holds the upload's lock."""
+    a, b = cluster
+    senders = {a.port: send_in_two_halves(a.url), b.port: send_in_two_halves(b.url)}
+    refused: Counter = Counter()
+
+    def send(i, upload_id, body, content_range, barrier):
+        server = (a, b)[i % 2]
+        reply = senders[server.port](i, upload_id, body, content_range, barrier)
+        if reply.status == 409 and reply.data["code"] == "locked":
+            refused[server.port] += 1
+        return reply
+
+    rounds = race(
+        lambda: LiveApi(a.url), send, Path(env["CHUNKY_UPLOAD_DIR"]), Path(env["MEDIA_ROOT"])
+    )
+    assert sum(1 for r in rounds if r["locked"]) >= len(rounds) // 2, rounds
+    assert refused[a.port] >= 1 and refused[b.port] >= 1, refused

@@ -88,9 +88,10 @@ class _Process:
                 pass
             self.proc.wait(timeout=30)
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.kill(signal.SIGTERM) if _graceful(self.proc) else self.kill(signal.SIGKILL)
+    def stop(self, grace: float = 15) -> None:
+        """SIGTERM the process group; SIGKILL it if it has not exited after ``grace`` seconds."""
+        if self.proc and self.proc.poll() is None and not _terminated(self.proc, grace):
+            self.kill(signal.SIGKILL)
         if getattr(self, "log", None):
             self.log.close()
 
@@ -103,13 +104,17 @@ class _Process:
         self.stop()
 
 
-def _graceful(proc: subprocess.Popen) -> bool:
+def _terminated(proc: subprocess.Popen, grace: float) -> bool:
+    """True when the process group's leader exited within ``grace`` seconds of SIGTERM."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-        return False
-    except subprocess.TimeoutExpired:
+    except ProcessLookupError:
         return True
+    try:
+        proc.wait(timeout=grace)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
 
 
 class SiteProcess(_Process):

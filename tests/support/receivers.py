@@ -72,3 +72,20 @@ class PausingStorage(FileSystemStorage):
         while time.monotonic() < deadline:
             time.sleep(0.05)
         raise RuntimeError("PausingStorage was not killed")
+
+
+class GatedUrlStorage(FileSystemStorage):
+    """A final storage for the signal-once test: the first ``url()`` call, which
+    finalization makes between the hand-off and the status change, creates
+    ``paused`` in CHUNKY_TEST_GATE_DIR and waits there until ``resume`` exists."""
+
+    def url(self, name):
+        gate = os.environ["CHUNKY_TEST_GATE_DIR"]
+        try:
+            os.close(os.open(os.path.join(gate, "paused"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return super().url(name)  # not the first: no pause
+        deadline = time.monotonic() + 60
+        while not os.path.exists(os.path.join(gate, "resume")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return super().url(name)

@@ -1,0 +1,203 @@
+"""Edges of finalization that `make mutate` found unguarded: permissions of the final
+file, a leftover at the final name, a FileSystemStorage that customises saving, and
+what a failure records."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import threading
+
+import pytest
+from django.core.files.storage import FileSystemStorage
+
+from chunky_redis import finalize as finalize_module
+from chunky_redis.checksums import ResumableHash
+from chunky_redis.finalize import FinalizeBusy, Outcome, fail_upload, finalize
+from chunky_redis.handoff import temp_name_for
+from chunky_redis.runtime import get_storage, get_store
+from chunky_redis.store import FAILED, PROCESSING
+from tests.test_finalize import payload, processing_upload
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def test_a_renamed_file_gets_the_storage_permissions(chunky, store):
+    chunky.FILE_UPLOAD_PERMISSIONS = 0o604
+    data = payload(1000)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    assert finalize(upload_id).status == "complete"
+    final = os.path.join(chunky.MEDIA_ROOT, store.get(upload_id).final_name)
+    assert stat.S_IMODE(os.stat(final).st_mode) == 0o604
+
+
+def test_uploads_sharing_a_final_folder_both_complete(chunky, store):
+    """The folder of the final name may already exist (another upload made it)."""
+    chunky.CHUNKY_REDIS_FINAL_NAME_TEMPLATE = "shared/{upload_id}-{filename}"
+    for n in range(2):
+        data = payload(500, seed=n)
+        upload_id = processing_upload(store, chunky, data, md5(data))
+        assert finalize(upload_id).status == "complete"
+        final = os.path.join(chunky.MEDIA_ROOT, f"shared/{upload_id}-a.txt")
+        with open(final, "rb") as f:
+            assert f.read() == data
+
+
+class CountingStorage(FileSystemStorage):
+    """A FileSystemStorage that customises saving: it must be saved through, not renamed to."""
+
+    saved: list[tuple[str, str]] = []
+
+    def _save(self, name, content):
+        CountingStorage.saved.append((name, content.name))
+        return super()._save(name, content)
+
+
+def test_a_storage_with_its_own_save_is_saved_through_and_replaces_leftovers(chunky, store):
+    chunky.CHUNKY_REDIS_FINAL_STORAGE = f"{__name__}.CountingStorage"
+    CountingStorage.saved = []
+    data = payload(3000)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    name = f"chunky_redis/{upload_id}/a.txt"
+    temp = temp_name_for(name)
+    folder = os.path.join(chunky.MEDIA_ROOT, os.path.dirname(name))
+    os.makedirs(folder)
+    for leftover in (name, temp):  # half files, left by workers that died saving them
+        with open(os.path.join(chunky.MEDIA_ROOT, leftover), "wb") as f:
+            f.write(data[:1000])
+    assert finalize(upload_id).status == "complete"
+    # Saved through the storage once, under the temporary name (the content carries it),
+    # which replaced the dead attempt's file there; then renamed over the final name.
+    assert CountingStorage.saved == [(temp, os.path.basename(temp))]
+    assert store.get(upload_id).final_name == name
+    with open(os.path.join(chunky.MEDIA_ROOT, name), "rb") as f:
+        assert f.read() == data
+    assert os.listdir(folder) == ["a.txt"]
+
+
+def test_a_failure_records_when_and_keeps_the_record_for_the_retention(chunky):
+    chunky.CHUNKY_REDIS_COMPLETED_RETENTION = 3600  # seconds
+    store = get_store()
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    store.redis.pexpire(store.record_key(upload_id), 60_000)  # as a processing record might be
+    upload = store.get(upload_id)
+    before = store.now()
+    outcome = finalize_module._fail(upload, store, "the reason")
+    assert outcome == Outcome(FAILED, "the reason")
+    failed = store.get(upload_id)
+    assert (failed.status, failed.reason) == (FAILED, "the reason")
+    assert before <= failed.completed <= store.now()
+    ttl = store.redis.pttl(store.record_key(upload_id))
+    assert 3_500_000 < ttl <= 3_600_000
+    # A second failure of the same upload is refused, and says what the upload is now.
+    assert finalize_module._fail(upload, store, "again") == Outcome("skipped", FAILED)
+
+
+def test_fail_upload_fails_only_an_upload_in_processing(chunky, store):
+    assert fail_upload("0" * 32, "gone") == Outcome("skipped")
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    assert store.get(upload_id).status == PROCESSING
+    assert fail_upload(upload_id, "gave up") == Outcome(FAILED, "gave up")
+    assert fail_upload(upload_id, "gave up again") == Outcome("skipped")
+    assert store.get(upload_id).reason == "gave up"
+
+
+def test_finalize_skips_what_is_not_processing_and_says_why(chunky, store):
+    assert finalize("0" * 32) == Outcome("skipped", "missing")
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    assert finalize(upload_id).status == "complete"
+    assert finalize(upload_id) == Outcome("skipped", "complete")
+
+
+def test_a_busy_upload_names_itself(chunky, store):
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    assert store.take_lease(upload_id, "another worker", 60_000)
+    with pytest.raises(FinalizeBusy) as busy:
+        finalize(upload_id)
+    assert busy.value.args == (upload_id,)
+
+
+def test_an_upload_without_a_filename_is_named_upload(chunky, store):
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    store.redis.hset(store.record_key(upload_id), "filename", "")
+    assert finalize(upload_id).status == "complete"
+    assert store.get(upload_id).final_name == f"chunky_redis/{upload_id}/upload"
+
+
+def test_the_lease_is_renewed_by_a_named_daemon_thread_that_ends_with_it(
+    chunky, store, monkeypatch
+):
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    seen: list[threading.Thread] = []
+    real = finalize_module._hand_off
+
+    def look(*args):
+        seen.extend(t for t in threading.enumerate() if t.name == f"chunky-lease-{upload_id}")
+        return real(*args)
+
+    monkeypatch.setattr(finalize_module, "_hand_off", look)
+    assert finalize(upload_id).status == "complete"
+    [renewer] = seen
+    assert renewer.daemon  # a worker that exits is never held up by a renewal
+    assert not renewer.is_alive()  # joined before finalize() returned
+
+
+def test_missing_bytes_fail_with_the_reason(chunky, store):
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    get_storage().delete(upload_id)
+    outcome = finalize(upload_id)  # no exception, no retry: a plain failure
+    assert outcome.status == FAILED
+    assert outcome.reason.startswith("The uploaded bytes are missing")
+    assert store.get(upload_id).reason == outcome.reason
+
+
+class NoUrlStorage(FileSystemStorage):
+    def url(self, name):
+        raise NotImplementedError("this storage serves no URLs")
+
+
+def test_a_storage_without_urls_completes_with_an_empty_url(chunky, store):
+    chunky.CHUNKY_REDIS_FINAL_STORAGE = f"{__name__}.NoUrlStorage"
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    assert finalize(upload_id) == Outcome("complete")
+    assert store.get(upload_id).final_url == ""
+
+
+def test_a_completed_record_is_kept_for_the_retention(chunky):
+    chunky.CHUNKY_REDIS_COMPLETED_RETENTION = 3600  # seconds
+    store = get_store()
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    store.redis.pexpire(store.record_key(upload_id), 60_000)  # as a processing record might be
+    assert finalize(upload_id).status == "complete"
+    assert 3_500_000 < store.redis.pttl(store.record_key(upload_id)) <= 3_600_000
+
+
+def test_completion_forgets_the_checksum_state(chunky, store):
+    data = payload(100)
+    state = ResumableHash("md5", None)
+    state.update(data)
+    upload_id = processing_upload(store, chunky, data, md5(data), hash_state=state.serialize())
+    assert finalize(upload_id).status == "complete"
+    assert store.get(upload_id).hash_state == b""  # no use once complete: not kept for days
+
+
+def test_a_mismatch_of_the_received_bytes_says_so(chunky, store):
+    data = payload(100)
+    other = ResumableHash("md5", None)
+    other.update(b"something else")
+    upload_id = processing_upload(store, chunky, data, md5(data), hash_state=other.serialize())
+    outcome = finalize(upload_id)
+    assert outcome.status == FAILED
+    assert outcome.reason.startswith("The md5 of the received bytes (")

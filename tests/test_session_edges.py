@@ -1,0 +1,131 @@
+"""Edges of the upload rules that `make mutate` found unguarded, on the Django-free
+service (chunky_redis.uploads / session) as an embedding application would call it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from chunky_redis import exceptions as exc
+from chunky_redis.http import ByteRange
+from chunky_redis.runtime import get_service
+from chunky_redis.session import clean_checksum
+from chunky_redis.store import PROCESSING, UPLOADING
+from chunky_redis.uploads import UploadService
+
+
+@pytest.fixture
+def service(chunky) -> UploadService:
+    queued: list[str] = []
+    service = get_service()
+    service.on_complete = lambda upload: queued.append(upload.upload_id)
+    service.queued = queued  # type: ignore[attr-defined]
+    return service
+
+
+def whole(service: UploadService, data: bytes, max_bytes: int | None = None):
+    return service.start_chunk(
+        owner="", upload_id=None, byte_range=None, length=None, max_bytes=max_bytes
+    )
+
+
+def test_a_whole_file_in_one_call_keeps_its_attributes(service):
+    data = os.urandom(3000)
+    session = whole(service, data)
+    session.write(data)
+    upload = session.finish_and_complete(hashlib.md5(data).hexdigest(), extra={"album": "7"})
+    stored = service.store.get(upload.upload_id)
+    assert (stored.status, stored.filename, stored.extra) == (PROCESSING, "", {"album": "7"})
+    assert service.queued == [upload.upload_id]
+
+
+def test_a_whole_file_names_its_algorithm_when_the_checksum_is_missing(service):
+    session = whole(service, b"abc")
+    session.write(b"abc")
+    with pytest.raises(exc.MissingChecksum) as missing:
+        session.finish_and_complete("")
+    assert "md5" in missing.value.detail
+    session.abort()
+
+
+def test_a_whole_file_whose_queueing_fails_keeps_its_bytes(service, chunky):
+    """Recorded, then the queue refuses: the client may complete again; nothing is deleted."""
+
+    def refuse(upload):
+        raise ConnectionError("broker down")
+
+    service.on_complete = refuse
+    data = os.urandom(2000)
+    session = whole(service, data)
+    session.write(data)
+    with pytest.raises(exc.QueueUnavailable):
+        try:
+            session.finish_and_complete(hashlib.md5(data).hexdigest())
+        except exc.ChunkyError:
+            session.abort()  # what the view does with any error
+            raise
+    upload_id = session.upload_id
+    assert service.store.get(upload_id).status == UPLOADING
+    assert session.upload.status == UPLOADING
+    path = Path(chunky.CHUNKY_REDIS_UPLOAD_DIR) / f"{upload_id}.part"
+    assert path.read_bytes() == data
+    service.on_complete = lambda upload: None
+    again = service.complete(owner="", upload_id=upload_id, checksum=hashlib.md5(data).hexdigest())
+    assert again.status == PROCESSING
+
+
+def test_overflow_errors_say_which_limit(service):
+    data = os.urandom(200)
+    session = whole(service, data, max_bytes=100)
+    with pytest.raises(exc.TooLarge) as too_large:
+        session.write(data)
+    assert too_large.value.detail == "The file exceeds the size limit."
+    session.abort()
+
+    session = service.start_chunk(
+        owner="", upload_id=None, byte_range=ByteRange(0, 99, 100), length=None, max_bytes=None
+    )
+    with pytest.raises(exc.LengthMismatch) as mismatch:
+        session.write(data)
+    assert "100 bytes" in mismatch.value.detail
+    session.abort()
+
+
+def test_checksums_are_cleaned_and_their_errors_name_the_algorithm():
+    assert clean_checksum("  ABCdef0123 ", "md5") == "abcdef0123"
+    for missing in ("", "   ", None):
+        with pytest.raises(exc.MissingChecksum) as error:
+            clean_checksum(missing, "sha256")
+        assert "sha256" in error.value.detail
+    with pytest.raises(exc.ChecksumMismatch) as error:
+        clean_checksum("abcxyz", "sha256")
+    assert error.value.code == "bad_checksum"
+    assert "sha256" in error.value.detail and "hexadecimal" in error.value.detail
+
+
+def test_completion_names_the_algorithm_of_a_missing_checksum(service):
+    data = os.urandom(100)
+    session = whole(service, data)
+    session.write(data)
+    upload = session.finish()
+    with pytest.raises(exc.MissingChecksum) as error:
+        service.complete(owner="", upload_id=upload.upload_id, checksum="")
+    assert "md5" in error.value.detail
+
+
+def test_a_completion_that_lost_its_lock_says_so(service, monkeypatch):
+    """The lock lapsed between taking it and marking the upload: 409 lock_lost, not
+    already_complete, and the upload is still there to complete."""
+    data = os.urandom(100)
+    session = whole(service, data)
+    session.write(data)
+    upload = session.finish()
+    monkeypatch.setattr(service.store, "mark_processing", lambda *args: "lost")
+    with pytest.raises(exc.LockLost):
+        service.complete(
+            owner="", upload_id=upload.upload_id, checksum=hashlib.md5(data).hexdigest()
+        )
+    assert service.store.get(upload.upload_id).status == UPLOADING

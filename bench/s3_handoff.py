@@ -25,6 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.support.handoff_probe import write_source
 from tests.support.s3 import CREDENTIALS, LocalS3
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,16 +40,9 @@ TARGETS = {
 }
 
 
-def make_source(path: str, size: int) -> None:
-    block = os.urandom(MiB)
-    with open(path, "wb") as f:
-        for i in range(size // MiB):
-            f.write(i.to_bytes(8, "big") + block[8:])
-
-
 def run(target: str, size: int, work: str, s3: LocalS3) -> dict:
     source = os.path.join(work, "upload.part")
-    make_source(source, size)
+    write_source(source, size)
     media = os.path.join(work, "media")
     args = [sys.executable, "-m", "tests.support.handoff_probe", source, *TARGETS[target]]
     args += ["--endpoint", s3.endpoint_url, "--bucket", BUCKET, "--media", media]

@@ -24,8 +24,15 @@ from django.core.management import call_command
 import tasks  # noqa: F401  (the bundled Celery app: eager, configured from tests/settings.py)
 from chunky_redis.store import COMPLETE, FAILED, PROCESSING
 from chunky_redis.tasks import finalize_upload
+from tests.support.handoff_probe import write_source
 from tests.support.s3 import CREDENTIALS, LocalS3
-from tests.test_finalize import complete, named, payload, put_chunks, status
+from tests.test_finalize import (
+    complete,
+    named,
+    payload,
+    put_chunks,
+    status,
+)
 
 MiB = 1 << 20
 BUCKET = "chunky-final"
@@ -124,18 +131,6 @@ def test_an_s3_outage_keeps_the_bytes_and_chunky_retry_finishes(
 
 
 # -- the hand-off itself, in a separate process that the test can measure or kill -----------
-
-
-def write_source(path: str, size: int) -> str:
-    """``size`` bytes in which every MiB differs (a reordered part would show); returns the md5."""
-    block = os.urandom(MiB)
-    digest = hashlib.md5()
-    with open(path, "wb") as f:
-        for i in range(size // MiB):
-            piece = i.to_bytes(8, "big") + block[8:]
-            f.write(piece)
-            digest.update(piece)
-    return digest.hexdigest()
 
 
 def probe(s3: LocalS3, path: str, name: str, *extra: str) -> subprocess.Popen:

@@ -13,8 +13,24 @@ before it, after the libraries and the storage's client are loaded).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import time
+
+MiB = 1 << 20
+
+
+def write_source(path: str, size: int) -> str:
+    """``size`` bytes in which every MiB differs (a reordered part would show); returns the md5."""
+    block = os.urandom(MiB)
+    digest = hashlib.md5()
+    with open(path, "wb") as f:
+        for i in range(size // MiB):
+            piece = i.to_bytes(8, "big") + block[8:]
+            f.write(piece)
+            digest.update(piece)
+    return digest.hexdigest()
 
 
 def _kib(field: str) -> int:

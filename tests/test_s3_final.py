@@ -167,8 +167,10 @@ def test_a_1gib_hand_off_is_a_multipart_upload_in_bounded_memory(local_s3, tmp_p
     assert head["ContentLength"] == 1024 * MiB
     assert head["ETag"].strip('"').endswith("-128")  # 128 parts of 8 MiB: multipart
     assert stored_md5(local_s3, name) == md5
-    # boto3 keeps at most max_in_memory_upload_chunks (10) parts of 8 MiB in memory.
-    assert result["peak_rss_growth"] < 128 * MiB, result
+    # django-storages' defaults: boto3 reads at most max_in_memory_upload_chunks (10) parts of
+    # 8 MiB ahead; measured ~125 MiB with its buffers (bench/results/s3-handoff). A hand-off
+    # that held the file would grow by over 1 GiB.
+    assert result["peak_rss_growth"] < 160 * MiB, result
 
 
 @pytest.mark.slow

@@ -27,6 +27,16 @@ test: $(STAMP) $(if $(wildcard package.json),node_modules/.installed)
 	./deploy/test-setup.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The fault suite at its full counts (tests/faults; `make test` runs a short version of it). It
+# writes tests/faults/results.json and regenerates RELIABILITY.md from it, pass or fail; the
+# processes' logs stay in var/faults-tmp until the next run.
+.PHONY: faults
+faults: $(STAMP) $(if $(wildcard package.json),node_modules/.installed)
+	mkdir -p var && CHUNKY_FAULTS=full CHUNKY_FAULT_RESULTS=tests/faults/results.json \
+	  $(BIN)/python -m pytest -p no:cacheprovider -rxX --basetemp=var/faults-tmp tests/faults $(PYTEST_ARGS); \
+	  status=$$?; \
+	  $(BIN)/python -m tests.faults.report tests/faults/results.json RELIABILITY.md; exit $$status
+
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -19,11 +19,10 @@ import redis
 import requests
 
 from tests.support.processes import (
-    BIN,
     REAL_REDIS_URL,
+    BeatProcess,
     SiteProcess,
     WorkerProcess,
-    _Process,
     live_env,
     read_signals,
     wait_for,
@@ -298,21 +297,6 @@ def test_corrupted_stored_bytes_fail_the_upload(redis_env):
     assert signals_named(env, "upload_completed") == []
     assert chunk_path(env, upload_id).exists()  # kept for `manage.py chunky_retry`
     assert not media(env, f"chunky_redis/{upload_id}").exists()
-
-
-class BeatProcess(_Process):
-    """``celery -A tasks beat``."""
-
-    def __init__(self, env: dict):
-        self.env = dict(env)
-        var = Path(env["CHUNKY_VAR_DIR"]).parent
-        self.log_path = var / "beat.log"
-        self.schedule = var / "celerybeat-schedule"
-
-    def start(self) -> BeatProcess:
-        args = [str(BIN / "celery"), "-A", "tasks", "beat", "--loglevel=INFO"]
-        self._spawn([*args, f"--schedule={self.schedule}"], self.env)
-        return self
 
 
 def test_beat_runs_the_sweeper(redis_env):

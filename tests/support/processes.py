@@ -201,6 +201,21 @@ class WorkerProcess(_Process):
         raise RuntimeError(f"the worker did not become ready:\n{self.log_text()}")
 
 
+class BeatProcess(_Process):
+    """``celery -A tasks beat`` (the bundled schedule runs the sweeper)."""
+
+    def __init__(self, env: dict):
+        self.env = dict(env)
+        var = Path(env["CHUNKY_VAR_DIR"]).parent
+        self.log_path = var / "beat.log"
+        self.schedule = var / "celerybeat-schedule"
+
+    def start(self) -> BeatProcess:
+        args = [str(BIN / "celery"), "-A", "tasks", "beat", "--loglevel=INFO"]
+        self._spawn([*args, f"--schedule={self.schedule}"], self.env)
+        return self
+
+
 def read_signals(env: dict) -> list[dict]:
     import json
 

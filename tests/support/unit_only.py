@@ -19,7 +19,7 @@ def _needs_services(item: pytest.Item) -> bool:
     callspec = getattr(item, "callspec", None)
     if callspec is not None and _REAL & {str(v) for v in callspec.params.values()}:
         return True
-    if item.get_closest_marker("slow") or item.get_closest_marker("browser"):
+    if any(item.get_closest_marker(m) for m in ("slow", "browser", "fault")):
         return True
     function = getattr(item, "function", None)
     try:

@@ -220,7 +220,7 @@ def plot(data: dict, path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("bench: matplotlib is not installed (pip install -e '.[bench]'); no plot")
+        print("bench: matplotlib is not installed (pip install --group bench); no plot")
         return
     m, sizes = data["results"], data["sizes"]
     if not m:

@@ -6,10 +6,13 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 
 from .checksums import ALGORITHMS, incremental_available
 from .conf import as_timedelta, conf
-from .runtime import using_embedded_redis
+from .extras import EXTRAS, install_command, missing_message
+from .redis_clients import parse
+from .runtime import missing_redis_package, using_embedded_redis
 
 _DURATIONS = (
     "EXPIRATION",
@@ -23,6 +26,7 @@ _DURATIONS = (
     "SWEEP_INTERVAL",
     "REDIS_SOCKET_TIMEOUT",
     "REDIS_CONNECT_TIMEOUT",
+    "WAIT_TIMEOUT",
 )
 
 
@@ -95,6 +99,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                 )
             )
     errors += _check_final_storage()
+    errors += _check_redis()
     errors += _positive_ints(("BLOCK_SIZE", "MAX_JSON_BODY"), "a positive integer", "E007")
     template = conf.FINAL_NAME_TEMPLATE
     try:
@@ -108,6 +113,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                 "field than {filename}.",
                 hint="The upload id keeps every final name unique, which makes a retried hand-off safe.",
                 id="chunky_redis.E008",
+            )
+        )
+    missing = missing_redis_package()
+    if missing:
+        module, needed_for = missing
+        errors.append(
+            Error(
+                missing_message(module, needed_for),
+                hint="Install the extra, or set CHUNKY_REDIS_REDIS_URL instead.",
+                id="chunky_redis.E010" if module == "fakeredis" else "chunky_redis.E011",
             )
         )
     if using_embedded_redis() and not settings.DEBUG:
@@ -151,12 +166,73 @@ def _check_final_storage() -> list:
             from django.core.files.storage import storages
 
             storages[name]
-    except (ImportError, InvalidStorageError) as e:
+    # django-storages reports a missing boto3 as ImproperlyConfigured.
+    except (ImportError, InvalidStorageError, ImproperlyConfigured) as e:
+        hint = "Give a key of settings.STORAGES or a dotted path to a Storage class."
+        module = _missing_module(e)
+        if module in EXTRAS:  # the storage of an extra (S3: storages, boto3) is not installed
+            hint = f"It is not installed: {install_command(module)}."
         return [
             Error(
                 f"CHUNKY_REDIS_FINAL_STORAGE {name!r} cannot be loaded: {e}",
-                hint="Give a key of settings.STORAGES or a dotted path to a Storage class.",
+                hint=hint,
                 id="chunky_redis.E006",
             )
         ]
     return []
+
+
+def _check_redis() -> list:
+    """The Redis URL, the key prefix and the replica wait (ids 020 and up)."""
+    errors: list = []
+    url = conf.REDIS_URL
+    if url and not conf.REDIS_ALIAS:
+        try:
+            parse(url)
+        except ValueError as e:
+            errors.append(
+                Error(
+                    f"CHUNKY_REDIS_REDIS_URL cannot be used: {e}.",
+                    hint="e.g. redis://HOST:6379/0, redis+cluster://HOST:7000,HOST:7001 or "
+                    "redis+sentinel://HOST:26379,HOST:26380/mymaster/0",
+                    id="chunky_redis.E020",
+                )
+            )
+    prefix = conf.KEY_PREFIX
+    if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+        errors.append(
+            Error(
+                f"CHUNKY_REDIS_KEY_PREFIX must be a non-empty string without braces, not {prefix!r}.",
+                hint="A brace would make it the Redis Cluster hash tag of every key: all uploads "
+                "in one slot, on one shard.",
+                id="chunky_redis.E021",
+            )
+        )
+    replicas = _raw("WAIT_REPLICAS")
+    if replicas is not None and (
+        not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0
+    ):
+        errors.append(
+            Error(
+                f"CHUNKY_REDIS_WAIT_REPLICAS must be a non-negative integer, not {replicas!r}.",
+                id="chunky_redis.E022",
+            )
+        )
+    elif replicas and using_embedded_redis():
+        errors.append(
+            Error(
+                "CHUNKY_REDIS_WAIT_REPLICAS is set, but the embedded fakeredis has no replicas.",
+                hint="Set CHUNKY_REDIS_REDIS_URL or CHUNKY_REDIS_REDIS_ALIAS, or leave it at 0.",
+                id="chunky_redis.E022",
+            )
+        )
+    return errors
+
+
+def _missing_module(error: BaseException | None) -> str:
+    """The top-level module whose import failed somewhere in the chain of ``error``, or ''."""
+    while error is not None:
+        if isinstance(error, ImportError) and error.name:
+            return error.name.partition(".")[0]
+        error = error.__cause__ or error.__context__
+    return ""

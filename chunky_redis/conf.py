@@ -54,6 +54,15 @@ class Settings:
     def REDIS_CONNECT_TIMEOUT(self) -> timedelta:
         return as_timedelta(self._get("REDIS_CONNECT_TIMEOUT", timedelta(seconds=2)))
 
+    @property
+    def WAIT_REPLICAS(self) -> int:
+        """Replicas that must have each recorded chunk before it is acknowledged (Redis WAIT); 0: none."""
+        return self._get("WAIT_REPLICAS", 0)
+
+    @property
+    def WAIT_TIMEOUT(self) -> timedelta:
+        return as_timedelta(self._get("WAIT_TIMEOUT", timedelta(seconds=1)))
+
     # -- storage -------------------------------------------------------------
     @property
     def UPLOAD_DIR(self) -> str:

@@ -1,10 +1,13 @@
 """The sorted sets that let the sweeper and ``chunky_retry`` find uploads without
 scanning Redis, and the sweeper's reads and moves. No Django here.
 
-Each index lives in its own slot and is written with separate commands, never
-inside an upload's script: an entry is added *before* the status it tracks
-can change, so that a lost reply cannot hide an upload, and entries that
-outlived their reason are dropped lazily by whoever reads them.
+Each index is written with separate commands, never inside an upload's script
+(it is not in the upload's slot): an entry is added *before* the status it
+tracks can change, so that a lost reply cannot hide an upload, and entries that
+outlived their reason are dropped lazily by whoever reads them. The expiry and
+processing indexes, written for every upload, are ShardedIndexes: on Redis
+Cluster they spread over the shards. The failed index, written only when an
+upload fails, is one sorted set.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import redis as redis_lib
 from . import lua
 from .records import FAILED, PROCESSING
 from .records import wrap_errors as _wrap_errors
+from .redis_clients import is_cluster
+from .sharded_index import ShardedIndex
 
 
 class SweepIndexes:
@@ -37,13 +42,14 @@ class SweepIndexes:
         self._requeue: Any = self.redis.register_script(lua.REQUEUE)
 
     @property
-    def expiries_key(self) -> str:
-        return f"{self.prefix}:expiries"
+    def expiries(self) -> ShardedIndex:
+        """Uploading uploads, scored by when they expire (ms)."""
+        return ShardedIndex(self.redis, f"{self.prefix}:expiries")
 
     @property
-    def processing_key(self) -> str:
+    def processing(self) -> ShardedIndex:
         """Uploads handed to post-processing, scored by when (ms): the sweeper's to-do list."""
-        return f"{self.prefix}:processing"
+        return ShardedIndex(self.redis, f"{self.prefix}:processing")
 
     @property
     def failed_key(self) -> str:
@@ -54,15 +60,7 @@ class SweepIndexes:
     def due_expiries(self, limit: int = 500) -> list[str]:  # pragma: no mutate (any batch size)
         """Ids whose expiry time has passed, oldest first."""
         with _wrap_errors():
-            # (Redis reads "-inf" in any letter case: a mutant's "-INF" is the same query)
-            ids = self.redis.zrangebyscore(
-                self.expiries_key,
-                "-inf",  # pragma: no mutate
-                self.now(),
-                start=0,
-                num=limit,
-            )
-        return [i.decode() for i in ids]
+            return self.expiries.up_to(self.now(), limit)
 
     def mark_expired(self, upload_id: str) -> str:
         """ "ok" when the record was live-but-expired and is now marked expired; otherwise why not."""
@@ -75,7 +73,7 @@ class SweepIndexes:
 
     def forget_expiry(self, upload_id: str) -> None:
         with _wrap_errors():
-            self.redis.zrem(self.expiries_key, upload_id)
+            self.expiries.remove(upload_id)
 
     def is_locked(self, upload_id: str) -> bool:
         with _wrap_errors():
@@ -95,13 +93,17 @@ class SweepIndexes:
 
     def presence(self, upload_ids: list[str]) -> dict[str, str]:
         """For each upload: "locked" while a request holds its lock or creation
-        marker, else its status ("missing" without a record). One round trip."""
+        marker, else its status ("missing" without a record). One round trip
+        (on Redis Cluster one per upload: its pipelines refuse scripts)."""
+        keys = [[self.record_key(i), self.lock_key(i)] for i in upload_ids]
         with _wrap_errors():
-            pipe = self.redis.pipeline(transaction=False)
-            for upload_id in upload_ids:
-                keys = [self.record_key(upload_id), self.lock_key(upload_id)]
-                self._presence(keys=keys, client=pipe)
-            values = pipe.execute()
+            if is_cluster(self.redis):  # the sweeper's rare path: orphan files only
+                values = [self._presence(keys=k) for k in keys]
+            else:
+                pipe = self.redis.pipeline(transaction=False)
+                for k in keys:
+                    self._presence(keys=k, client=pipe)
+                values = pipe.execute()
         return {i: v.decode() for i, v in zip(upload_ids, values, strict=True)}
 
     # -- processing and failed uploads ---------------------------------------
@@ -113,18 +115,15 @@ class SweepIndexes:
         with _wrap_errors():
             result = self._requeue(keys=keys, args=[self.now(), grace_ms]).decode()
             if result in ("ok", "leased", "fresh"):  # looked at again after another grace
-                self.redis.zadd(self.processing_key, {upload_id: self.now()})
+                self.processing.add(upload_id, self.now())
             else:  # finished, or never got to processing: nothing to watch
-                self.redis.zrem(self.processing_key, upload_id)
+                self.processing.remove(upload_id)
         return result
 
     def due_processing(self, queued_before_ms: int, limit: int = 500) -> list[str]:
         """Ids in the processing index queued before ``queued_before_ms``, oldest first."""
         with _wrap_errors():
-            ids = self.redis.zrangebyscore(
-                self.processing_key, "-inf", queued_before_ms, start=0, num=limit
-            )
-        return [i.decode() for i in ids]
+            return self.processing.up_to(queued_before_ms, limit)
 
     def index_status(self, upload_id: str, status: str) -> None:
         """Keep the indexes in step with a status post-processing gave the upload:
@@ -132,9 +131,9 @@ class SweepIndexes:
         with _wrap_errors():
             pipe = self.redis.pipeline(transaction=False)
             if status == PROCESSING:
-                pipe.zadd(self.processing_key, {upload_id: self.now()})
+                self.processing.add(upload_id, self.now(), client=pipe)
             else:
-                pipe.zrem(self.processing_key, upload_id)
+                self.processing.remove(upload_id, client=pipe)
             if status == FAILED:
                 pipe.zadd(self.failed_key, {upload_id: self.now()})
             else:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis as redis_lib
+from redis.exceptions import ClusterError, RedisClusterException
 
 from .exceptions import StoreUnavailable
 
@@ -77,6 +78,9 @@ def wrap_errors() -> Iterator[None]:
         raise StoreUnavailable(f"Redis is unavailable: {e}") from e
     except redis_lib.ResponseError as e:
         raise StoreUnavailable(f"Redis refused a command: {e}") from e
+    except (ClusterError, RedisClusterException) as e:
+        # no node answers for a slot, or a slot mid-migration kept saying TRYAGAIN
+        raise StoreUnavailable(f"Redis Cluster is unavailable: {e}") from e
 
 
 def now_ms(clock: Callable[[], float] = time.time) -> int:

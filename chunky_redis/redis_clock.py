@@ -21,7 +21,9 @@ _offsets: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
 
 def _pool(redis: redis_lib.Redis) -> Any:
-    return getattr(redis, "connection_pool", None)
+    # A cluster client has a pool per node: its nodes manager (which holds the connection
+    # options) stands for the cluster, whose nodes' clocks are taken to agree.
+    return getattr(redis, "connection_pool", None) or getattr(redis, "nodes_manager", None)
 
 
 def offset(redis: redis_lib.Redis) -> int:

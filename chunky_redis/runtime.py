@@ -6,12 +6,16 @@ import threading
 from functools import lru_cache
 
 import redis as redis_lib
+from django.core.exceptions import ImproperlyConfigured
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError
+from redis.exceptions import ConnectionError, RedisClusterException
 from redis.retry import Retry
 
 from .conf import conf, milliseconds
+from .exceptions import StoreUnavailable
+from .extras import installed, missing_message
 from .quotas import QuotaTracker
+from .redis_clients import AnyRedis, client_from_url
 from .storage import ChunkStorage
 from .store import Upload, UploadStore
 from .uploads import Policy, UploadService
@@ -19,26 +23,36 @@ from .uploads import Policy, UploadService
 _lock = threading.Lock()
 _fake_server = None
 
+# What needs the optional Redis packages, in the words of the errors that report them missing.
+EMBEDDED = "the embedded Redis (neither CHUNKY_REDIS_REDIS_URL nor CHUNKY_REDIS_REDIS_ALIAS is set)"
+ALIAS = "CHUNKY_REDIS_REDIS_ALIAS"
+
 
 @lru_cache(maxsize=8)
-def _client_for_url(url: str, socket_timeout: float, connect_timeout: float) -> redis_lib.Redis:
+def _client_for_url(url: str, socket_timeout: float, connect_timeout: float) -> AnyRedis:
     # redis-py's pool notices a fork and reconnects in the child, so one
     # client per URL per process is safe under pre-forking servers.
-    return redis_lib.Redis.from_url(
-        url,
-        # A reply that never comes (Redis frozen, a partition) must end the request with a 503,
-        # not hold it: redis-py before 6 waits forever by default.
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=connect_timeout,
-        # Connection errors only, twice, within ~0.3 s: that replaces a pooled connection that
-        # a Redis restart closed, and answers 503 quickly while Redis is down. Never after a
-        # timeout (redis-py's default retries those ten times): the command may be queued in
-        # a frozen Redis, and would then run once per attempt when it resumes.
-        retry=Retry(
-            ExponentialBackoff(cap=0.2, base=0.05), retries=2, supported_errors=(ConnectionError,)
-        ),
-        health_check_interval=30,
-    )
+    # A cluster client asks the cluster for its slots as it is built: not cached when that fails.
+    try:
+        return client_from_url(
+            url,
+            # A reply that never comes (Redis frozen, a partition) must end the request with a
+            # 503, not hold it: redis-py before 6 waits forever by default.
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            # Connection errors only, twice, within ~0.3 s: that replaces a pooled connection
+            # that a Redis restart closed, and answers 503 quickly while Redis is down. Never
+            # after a timeout (redis-py's default retries those ten times): the command may be
+            # queued in a frozen Redis, and would then run once per attempt when it resumes.
+            retry=Retry(
+                ExponentialBackoff(cap=0.2, base=0.05),
+                retries=2,
+                supported_errors=(ConnectionError,),
+            ),
+            health_check_interval=30,
+        )
+    except (redis_lib.RedisError, RedisClusterException) as e:
+        raise StoreUnavailable(f"Redis is unavailable: {e}") from e
 
 
 def _fake_client() -> redis_lib.Redis:
@@ -48,7 +62,10 @@ def _fake_client() -> redis_lib.Redis:
     and not shared between processes.
     """
     global _fake_server
-    import fakeredis
+    try:
+        import fakeredis
+    except ImportError as e:  # system check E010 reports it at start-up
+        raise ImproperlyConfigured(missing_message("fakeredis", EMBEDDED)) from e
 
     with _lock:
         if _fake_server is None:
@@ -56,9 +73,12 @@ def _fake_client() -> redis_lib.Redis:
     return fakeredis.FakeRedis(server=_fake_server)
 
 
-def get_redis() -> redis_lib.Redis:
+def get_redis() -> AnyRedis:
     if conf.REDIS_ALIAS:
-        from django_redis import get_redis_connection
+        try:
+            from django_redis import get_redis_connection
+        except ImportError as e:  # system check E011 reports it at start-up
+            raise ImproperlyConfigured(missing_message("django_redis", ALIAS)) from e
 
         return get_redis_connection(conf.REDIS_ALIAS)
     if conf.REDIS_URL:
@@ -74,6 +94,17 @@ def using_embedded_redis() -> bool:
     return not (conf.REDIS_ALIAS or conf.REDIS_URL)
 
 
+def missing_redis_package() -> tuple[str, str] | None:
+    """(module, what needs it) when the configured Redis needs a package that is not installed."""
+    if conf.REDIS_ALIAS:
+        needed = ("django_redis", ALIAS)
+    elif conf.REDIS_URL:
+        return None
+    else:
+        needed = ("fakeredis", EMBEDDED)
+    return None if installed(needed[0]) else needed
+
+
 def get_store() -> UploadStore:
     return UploadStore(
         get_redis(),
@@ -82,6 +113,8 @@ def get_store() -> UploadStore:
         expired_retention_ms=milliseconds(conf.EXPIRED_RETENTION),
         completed_retention_ms=milliseconds(conf.COMPLETED_RETENTION),
         lock_request_timeout_ms=milliseconds(conf.LOCK_REQUEST_TIMEOUT),
+        wait_replicas=conf.WAIT_REPLICAS,
+        wait_timeout_ms=milliseconds(conf.WAIT_TIMEOUT),
     )
 
 

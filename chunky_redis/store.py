@@ -12,9 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis as redis_lib
-
 from . import lua, redis_clock
+from .exceptions import StoreUnavailable
 from .indexes import SweepIndexes
 from .records import (
     COMPLETE,
@@ -26,6 +25,7 @@ from .records import (
     now_ms,
 )
 from .records import wrap_errors as _wrap_errors
+from .redis_clients import AnyRedis, call_and_wait
 
 __all__ = [
     "COMPLETE",
@@ -44,7 +44,7 @@ class UploadStore(SweepIndexes):
 
     def __init__(
         self,
-        redis: redis_lib.Redis,
+        redis: AnyRedis,
         *,
         prefix: str = "chunky",
         lock_timeout_ms: int = 30_000,
@@ -52,12 +52,16 @@ class UploadStore(SweepIndexes):
         completed_retention_ms: int = 7 * 86_400_000,
         lock_request_timeout_ms: int | None = 5_000,
         clock: Callable[[], float] = time.time,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ):
         self.redis = redis
         self.prefix = prefix
         self.lock_timeout_ms = lock_timeout_ms
         self.expired_retention_ms = expired_retention_ms
         self.completed_retention_ms = completed_retention_ms
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self.lock_request_timeout_ms = redis_clock.lock_budget(redis, lock_request_timeout_ms)
         self.clock = clock
         self._acquire = redis.register_script(lua.ACQUIRE)
@@ -149,10 +153,10 @@ class UploadStore(SweepIndexes):
         keys = [self.record_key(upload.upload_id), self.lock_key(upload.upload_id)]
         with _wrap_errors():
             if upload.status == PROCESSING:  # indexed first: a lost reply leaves it findable
-                self.redis.zadd(self.processing_key, {upload.upload_id: upload.queued})
-            result = self._create(keys=keys, args=flat).decode()
+                self.processing.add(upload.upload_id, upload.queued)
+            result = self._recorded(self._create, keys, flat).decode()
             if result == "ok" and upload.status == UPLOADING:
-                self.redis.zadd(self.expiries_key, {upload.upload_id: upload.expires})
+                self.expiries.add(upload.upload_id, upload.expires)
         if result == "exists":
             raise RuntimeError(f"Upload {upload.upload_id} already exists.")
         return result
@@ -168,9 +172,9 @@ class UploadStore(SweepIndexes):
         deadline = expires + self.expired_retention_ms
         args = [token, upload.offset, new_offset, hash_state, expires, deadline, self.now()]
         with _wrap_errors():
-            result = self._commit(keys=keys, args=args).decode()
+            result = self._recorded(self._commit, keys, args).decode()
             if result == "ok" and expires != upload.expires:
-                self.redis.zadd(self.expiries_key, {upload.upload_id: expires})
+                self.expiries.add(upload.upload_id, expires)
         return result
 
     def mark_processing(self, upload: Upload, token: str, checksum: str) -> str:
@@ -185,12 +189,12 @@ class UploadStore(SweepIndexes):
         now = self.now()
         deadline = now + self.completed_retention_ms
         with _wrap_errors():
-            self.redis.zadd(self.processing_key, {upload.upload_id: now})
+            self.processing.add(upload.upload_id, now)
             result = self._mark_processing(
                 keys=keys, args=[token, checksum, deadline, now]
             ).decode()
             if result == "ok":
-                self.redis.zrem(self.expiries_key, upload.upload_id)
+                self.expiries.remove(upload.upload_id)
         if result == "ok":
             upload.queued = now
         return result
@@ -244,6 +248,26 @@ class UploadStore(SweepIndexes):
             flat += [key, json.dumps(value) if key == "extra" else value]
         with _wrap_errors():
             return self._transition(keys=[self.record_key(upload_id)], args=flat).decode()
+
+    def _recorded(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run a script that records progress the client is told about.
+
+        With ``wait_replicas``, the answer waits until that many replicas have the
+        write (Redis WAIT): a failover can then no longer take it back. When they
+        do not within ``wait_timeout_ms``, StoreUnavailable: the client gets a 503
+        and asks for the offset, which the primary holds.
+        """
+        if not self.wait_replicas:
+            return script(keys=keys, args=args)
+        result, acked = call_and_wait(
+            self.redis, script, keys, args, self.wait_replicas, self.wait_timeout_ms
+        )
+        if result == b"ok" and acked < self.wait_replicas:
+            raise StoreUnavailable(
+                f"Only {acked} of {self.wait_replicas} Redis replica(s) acknowledged the write "
+                f"within {self.wait_timeout_ms} ms."
+            )
+        return result
 
     def _record_deadline(self, upload: Upload) -> int:
         if upload.status == UPLOADING:

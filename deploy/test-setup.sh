@@ -18,6 +18,19 @@ if ! port_open 6379; then
   for _ in $(seq 50); do port_open 6379 && break; sleep 0.1; done
 fi
 
+# tests/test_cluster.py and tests/test_sentinel.py start their own redis-server, redis-cli --cluster
+# and redis-sentinel processes on free ports (tests/support/redis_servers.py); redis-sentinel is its
+# own Debian package.
+if ! command -v redis-cli >/dev/null; then
+  echo "test-setup: installing redis-tools for redis-cli --cluster"
+  apt_install redis-tools
+fi
+if ! command -v redis-sentinel >/dev/null; then
+  echo "test-setup: installing redis-sentinel"
+  # Debian starts the packaged service on 26379; the tests use their own Sentinels on free ports.
+  apt_install redis-sentinel
+fi
+
 if ! port_open 5672; then
   echo "test-setup: starting rabbitmq-server on 127.0.0.1:5672"
   command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server

@@ -16,7 +16,7 @@ import requests
 from chunky_redis.checksums import file_hexdigest
 from tests.support.processes import SiteProcess, WorkerProcess, live_env, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 MiB = 1 << 20
 

@@ -1,5 +1,7 @@
 """One test per system check id."""
 
+import sys
+
 import pytest
 
 from chunky_redis import checks
@@ -92,3 +94,33 @@ def test_w002_embedded_redis_in_production(settings):
     assert "chunky_redis.W002" in ids()
     settings.CHUNKY_REDIS_REDIS_URL = "redis://127.0.0.1:6379/15"
     assert "chunky_redis.W002" not in ids()
+
+
+def test_e010_embedded_redis_without_fakeredis(settings, monkeypatch):
+    settings.CHUNKY_REDIS_REDIS_URL = None
+    assert "chunky_redis.E010" not in ids()
+    monkeypatch.setitem(sys.modules, "fakeredis", None)  # as if not installed
+    [error] = [m for m in checks.check_settings() if m.id == "chunky_redis.E010"]
+    assert "install the extra chunky_redis[embedded]" in error.msg
+    settings.CHUNKY_REDIS_REDIS_URL = "redis://127.0.0.1:6379/15"  # a real Redis needs no fakeredis
+    assert "chunky_redis.E010" not in ids()
+
+
+def test_e011_alias_without_django_redis(settings, monkeypatch):
+    settings.CHUNKY_REDIS_REDIS_ALIAS = "default"
+    settings.CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache"}}
+    assert "chunky_redis.E011" not in ids()
+    monkeypatch.setitem(sys.modules, "django_redis", None)
+    [error] = [m for m in checks.check_settings() if m.id == "chunky_redis.E011"]
+    assert "install the extra chunky_redis[django-redis]" in error.msg
+    assert "chunky_redis.E010" not in ids()  # fakeredis is not needed with an alias
+
+
+@pytest.mark.parametrize("missing", ["storages", "boto3"])
+def test_e006_names_the_s3_extra_when_its_packages_are_missing(settings, monkeypatch, missing):
+    for module in [m for m in sys.modules if m.partition(".")[0] in ("storages", "boto3")]:
+        monkeypatch.delitem(sys.modules, module)  # imported afresh, so that the import fails
+    monkeypatch.setitem(sys.modules, missing, None)
+    settings.CHUNKY_REDIS_FINAL_STORAGE = "storages.backends.s3.S3Storage"
+    [error] = [m for m in checks.check_settings() if m.id == "chunky_redis.E006"]
+    assert "install the extra chunky_redis[s3]" in error.hint

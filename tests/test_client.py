@@ -26,6 +26,8 @@ from chunky_redis.client import ClientError, status, upload
 from chunky_redis.client.state import default_path, entry_key
 from tests.support.processes import REPO, SiteProcess, WorkerProcess, free_port, live_env, wait_for
 
+pytestmark = pytest.mark.live
+
 MiB = 1 << 20
 ACCESS_FORMAT = "%(m)s %(U)s %(s)s [%({content-range}i)s] [%({authorization}i)s]"
 LOG_LINE = re.compile(r"^(\w+) (\S+) (\d{3}) \[(?:bytes (\d+)-(\d+)/(\d+)|-)?\] \[(.*)\]$")
@@ -284,6 +286,7 @@ def test_state_of_a_vanished_upload_starts_over(live, tmp_path):
     assert file_md5(stored_file(live, result)) == digest
 
 
+@pytest.mark.fault
 def test_resume_after_the_client_is_killed(live, tmp_path):
     path = tmp_path / "resume.bin"
     size = 48 * MiB + 777
@@ -327,6 +330,7 @@ def test_resume_after_the_client_is_killed(live, tmp_path):
     assert not state.exists()
 
 
+@pytest.mark.fault
 def test_retries_while_the_site_is_restarted(live, tmp_path):
     """Stop the site between chunks, start it again on the same port: the client waits, goes on."""
     path = tmp_path / "restart.bin"

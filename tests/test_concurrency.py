@@ -94,7 +94,7 @@ def race(make_api, send: Send, upload_dir: Path, media_root: Path | None) -> lis
     return rounds
 
 
-@pytest.mark.parametrize("backend", ["fakeredis", "redis"])
+@pytest.mark.parametrize("backend", ["fakeredis", "redis", "cluster"])
 def test_racing_chunks_in_process(backend, settings, tmp_path, monkeypatch):
     """The winner holds its lock until a loser has been answered: that loser is `locked`."""
     configure(settings, backend, tmp_path)
@@ -161,6 +161,7 @@ def send_in_two_halves(base_url: str) -> Send:
     return send
 
 
+@pytest.mark.live
 def test_racing_chunks_against_a_server(tmp_path):
     env = live_env(tmp_path)
     with SiteProcess(env, workers=2, threads=4) as site, WorkerProcess(env):

@@ -10,6 +10,8 @@ DEFAULTS = {
     "REDIS_URL": None,
     "REDIS_ALIAS": None,
     "KEY_PREFIX": "chunky",
+    "WAIT_REPLICAS": 0,
+    "WAIT_TIMEOUT": timedelta(seconds=1),
     "REDIS_SOCKET_TIMEOUT": timedelta(seconds=5),
     "REDIS_CONNECT_TIMEOUT": timedelta(seconds=2),
     "FSYNC": True,

@@ -98,6 +98,8 @@ def _worker_pids(site: SiteProcess) -> list[int]:
     return [child.pid for child in psutil.Process(site.proc.pid).children()]
 
 
+@pytest.mark.live
+@pytest.mark.fault
 def test_server_worker_killed_mid_chunk_then_retry(tmp_path):
     """SIGKILL the gunicorn worker while it streams a chunk; the client retries and nothing is corrupted."""
     env = live_env(tmp_path, CHUNKY_LOCK_TIMEOUT_SECONDS="1")

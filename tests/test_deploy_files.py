@@ -442,6 +442,7 @@ def nginx_binary() -> str | None:
     )
 
 
+@pytest.mark.live  # runs nginx -t
 def test_nginx_accepts_the_sample(tmp_path):
     # No skip: a missing nginx must not pass for an accepted config (make test installs it).
     nginx = nginx_binary()

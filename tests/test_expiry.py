@@ -6,6 +6,8 @@ import hashlib
 import time
 from datetime import datetime
 
+import pytest
+
 from tests.support.api import ClientApi, LiveApi
 from tests.support.processes import SiteProcess, live_env, wait_for
 
@@ -79,6 +81,7 @@ def test_sliding_expiration_moves_forward_with_each_chunk(chunky):
     assert fourth["expires"] == third["expires"]
 
 
+@pytest.mark.live
 def test_expiry_and_authentication_on_a_server(tmp_path):
     env = live_env(tmp_path, CHUNKY_EXPIRATION_SECONDS="0.2")
     with SiteProcess(env, workers=1) as site:

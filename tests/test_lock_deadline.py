@@ -81,6 +81,8 @@ def freeze_during(proc: subprocess.Popen, seconds: float, call) -> list:
     return outcome
 
 
+@pytest.mark.live
+@pytest.mark.fault
 def test_a_lock_request_that_outlived_its_sender_takes_no_lock(private_redis):
     url, proc = private_redis
     # The web worker's client gives up after 1 s: its requests do as well.
@@ -99,6 +101,8 @@ def test_a_lock_request_that_outlived_its_sender_takes_no_lock(private_redis):
     assert fresh.acquire(upload.upload_id, "", "next")[0] == "ok"  # not 409 for 30 s
 
 
+@pytest.mark.live
+@pytest.mark.fault
 def test_a_late_answer_to_a_patient_sender_takes_no_lock_either(private_redis):
     url, proc = private_redis
     store = UploadStore(redis.Redis.from_url(url), prefix="t", lock_request_timeout_ms=500)
@@ -112,6 +116,8 @@ def test_a_late_answer_to_a_patient_sender_takes_no_lock_either(private_redis):
     assert not store.is_locked(upload.upload_id)
 
 
+@pytest.mark.live
+@pytest.mark.fault
 def test_a_chunk_after_a_freeze_is_not_refused_as_locked(private_redis, settings, tmp_path):
     """Through the view: 503 while frozen, and the next attempt is accepted (not 409)."""
     from django.test import Client

@@ -21,6 +21,7 @@ def python_block(starting_with: str) -> str:
     raise AssertionError(f"no python block in README.md starts with {starting_with!r}")
 
 
+@pytest.mark.live
 @pytest.mark.slow
 def test_the_readme_python_api_snippet_runs(tmp_path):
     """The snippet as printed, with its file and URL pointed at a live site."""
@@ -69,6 +70,7 @@ def settings_error(**env: str) -> str:
     return out.stderr.strip().splitlines()[-1] if out.returncode else ""
 
 
+@pytest.mark.live  # imports the settings in fresh interpreters
 def test_production_settings_need_a_real_secret_key():
     redis_url = "redis://127.0.0.1:6379/0"
     assert "Set SECRET_KEY" in settings_error(REDIS_URL=redis_url)

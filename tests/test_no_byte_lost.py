@@ -274,7 +274,7 @@ def test_a_retried_completion_requeues_a_lost_hand_off(
     assert finalize_upload.apply(args=[upload_id]).result == COMPLETE
     assert finalize_upload.apply(args=[upload_id]).result == "skipped"  # a doubled task
     assert [k["upload_id"] for n, k in signal_log if n == "upload_completed"] == [upload_id]
-    assert not store.redis.zscore(store.processing_key, upload_id)
+    assert not store.processing.score(upload_id)
 
 
 def test_no_requeue_while_a_worker_holds_the_lease(chunky, store, queued, client, monkeypatch):
@@ -322,15 +322,16 @@ def test_a_worker_killed_between_marking_and_queueing(chunky, store, queued, cli
     assert finalize_upload.apply(args=[upload_id]).result == COMPLETE
     time.sleep(0.005)
     assert purge_expired_uploads().requeued == 0
-    assert store.redis.zcard(store.processing_key) == 0  # dropped once complete
+    assert store.processing.size() == 0  # dropped once complete
 
 
 def test_sweeper_drops_index_entries_that_never_reached_processing(chunky, store, queued, client):
     chunky.CHUNKY_REDIS_REQUEUE_AFTER = 0.001
     upload_id = put(client, b"a" * 10, 0, 20).json()["upload_id"]
-    store.redis.zadd(store.processing_key, {upload_id: 1, "f" * 32: 1})  # lost cleanups
+    for lost in (upload_id, "f" * 32):  # lost cleanups
+        store.processing.add(lost, 1)
     assert purge_expired_uploads().requeued == 0
-    assert store.redis.zcard(store.processing_key) == 0 and queued == []
+    assert store.processing.size() == 0 and queued == []
 
 
 # -- 3. the final name shows a file only when whole ------------------------------------------
@@ -508,6 +509,7 @@ def test_busy_retry_comes_when_the_lease_would_lapse(chunky, store, queued, clie
     assert 3.0 < caught.value.retry_in <= 4.5  # the holder's lease, not a guess from settings
 
 
+@pytest.mark.live  # imports the site's settings in a process of its own
 def test_the_bundled_site_reads_the_lease_and_friends_from_the_environment():
     import subprocess
     import sys

@@ -28,7 +28,7 @@ from tests.support.processes import (
 )
 from tests.support.redis_server import RedisServer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.live, pytest.mark.fault, pytest.mark.slow]
 
 CHUNK = 64 * 1024
 

@@ -8,7 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.processes import _Process, wait_for
+
+pytestmark = pytest.mark.live
 
 SCRIPT = """
 import signal, sys, time

@@ -81,7 +81,14 @@ def live_site(tmp_path_factory):
         yield site, env
 
 
-@pytest.fixture(params=["fakeredis", "redis", "live"])
+@pytest.fixture(
+    params=[
+        "fakeredis",
+        "redis",
+        pytest.param("cluster", marks=pytest.mark.live),
+        pytest.param("live", marks=pytest.mark.live),
+    ]
+)
 def target(request, settings, tmp_path, signal_log):
     if request.param == "live":
         site, env = request.getfixturevalue("live_site")

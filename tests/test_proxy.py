@@ -22,7 +22,7 @@ from tests.support.api import multipart
 from tests.support.processes import SiteProcess, free_port, live_env, wait_for
 from tests.test_deploy_files import NGINX_CONF
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 PAGE = b"<html><script>alert(document.cookie)</script></html>"
 

@@ -31,7 +31,7 @@ def test_a_django_redis_alias_is_used(settings, tmp_path):
         assert real.hget(key, "offset") == b"5"
     finally:
         real.delete(key)
-        real.zrem(f"{prefix}:expiries", reply.data["upload_id"])
+        runtime.get_store().expiries.remove(reply.data["upload_id"])
 
 
 def test_a_url_is_used(settings):

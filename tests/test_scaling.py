@@ -37,7 +37,7 @@ from tests.support.processes import (
 )
 from tests.test_concurrency import race, send_in_two_halves
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 MiB = 1 << 20
 _PUT_LINE = re.compile(r'"PUT /upload/(?:([0-9a-f]{32})/)? HTTP/1\.1" 200 ')

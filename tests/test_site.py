@@ -82,6 +82,7 @@ def test_healthz_does_not_name_the_redis_host_and_port(site, caplog):
     assert str(port) in caplog.text, "the operator finds the detail in the log"
 
 
+@pytest.mark.fault  # mounts a tmpfs and fills it
 def test_healthz_fails_on_a_full_upload_disk(site, tmp_path, caplog):
     with tmpfs(tmp_path / "small") as disk:
         site.CHUNKY_REDIS_UPLOAD_DIR = str(disk / "chunks")
@@ -98,6 +99,7 @@ def test_healthz_fails_on_a_full_upload_disk(site, tmp_path, caplog):
         assert health()[0] == 200
 
 
+@pytest.mark.fault  # mounts a read-only tmpfs
 def test_healthz_fails_on_a_read_only_upload_disk(site, tmp_path):
     with tmpfs(tmp_path / "ro", "ro") as disk:
         site.CHUNKY_REDIS_UPLOAD_DIR = str(disk)

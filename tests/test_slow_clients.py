@@ -31,7 +31,7 @@ import requests
 
 from tests.support.processes import REAL_REDIS_URL, SiteProcess, WorkerProcess, live_env, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 SLOW = 240  # slow connections: far more than the old 2 x 4 threads, few enough for a shared box
 HEAD = 16  # bytes each slow client's upload already has (sent fast)

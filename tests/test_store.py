@@ -113,7 +113,7 @@ def test_sliding_expiry_updates_the_sweep_index(store):
     store.acquire(upload.upload_id, "7", "tok")
     later = upload.expires + 5_000
     assert store.commit(upload, "tok", new_offset=20, hash_state=b"x", expires=later) == "ok"
-    assert store.redis.zscore(store.expiries_key, upload.upload_id) == later
+    assert store.expiries.score(upload.upload_id) == later
 
 
 def test_mark_processing_once(store):
@@ -122,7 +122,7 @@ def test_mark_processing_once(store):
     assert store.mark_processing(upload, "tok", "abc") == "ok"
     got = store.get(upload.upload_id)
     assert (got.status, got.checksum) == (PROCESSING, "abc")
-    assert store.redis.zscore(store.expiries_key, upload.upload_id) is None
+    assert store.expiries.score(upload.upload_id) is None
     store.acquire(upload.upload_id, "7", "tok2")
     assert store.mark_processing(upload, "tok2", "abc") == "conflict"
 

@@ -20,6 +20,8 @@ from tests.support.processes import REPO, wait_for
 sys.path.insert(0, str(REPO / "deploy"))
 from supervise import Backoff, parse_procfile, shell_line  # noqa: E402
 
+pytestmark = pytest.mark.live
+
 SLEEPER = f"{sys.executable} -c 'import time; time.sleep(600)'"
 
 
@@ -100,6 +102,7 @@ def test_backoff_doubles_up_to_its_maximum():
     assert [backoff.delay(n) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
 
 
+@pytest.mark.fault
 def test_a_killed_process_is_restarted_and_the_others_keep_running(supervised):
     s = supervised(f"web: {SLEEPER}\nworker: {SLEEPER}\n")
     [web], [worker] = wait_for(

@@ -99,7 +99,7 @@ def test_removes_expired_and_orphans_and_leaves_live_and_processing(
     r = client.get(f"/upload/{gone}/")
     assert r.status_code == 410
     assert store.get(gone).status == "expired"
-    assert not store.redis.zscore(store.expiries_key, gone)
+    assert not store.expiries.score(gone)
     # The live and the processing upload are untouched and carry on.
     with open(chunk_file(chunky, live), "rb") as f:
         assert f.read() == b"l" * 100
@@ -208,7 +208,7 @@ def test_many_expired_uploads_in_batches(chunky, store, client, monkeypatch, sig
     ids = [expired_upload(chunky, store, client) for _ in range(7)]
     assert purge_expired_uploads().expired == 7
     assert expired_ids(signal_log) == sorted(ids)
-    assert store.redis.zcard(store.expiries_key) == 0
+    assert store.expiries.size() == 0
 
 
 def test_management_command(chunky, store, client, signal_log):

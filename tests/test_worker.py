@@ -28,7 +28,7 @@ from tests.support.processes import (
     wait_for,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 RABBITMQ_URL = os.environ.get("CHUNKY_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 CHUNK = 256 * 1024
@@ -199,6 +199,7 @@ def test_pipeline_with_rabbitmq_broker(rabbitmq_env):
     check_pipeline(rabbitmq_env)
 
 
+@pytest.mark.fault
 def test_worker_killed_during_hand_off(redis_env, tmp_path):
     env = dict(
         redis_env,
@@ -244,6 +245,7 @@ def test_worker_killed_during_hand_off(redis_env, tmp_path):
     assert len(signals_named(env, "chunky_upload_complete")) == 1
 
 
+@pytest.mark.fault
 def test_pool_process_killed_during_hand_off(redis_env, tmp_path):
     """Only the pool process dies: the worker rejects the task back to the queue
     (reject_on_worker_lost) and runs it again in a new pool process."""

@@ -11,7 +11,7 @@ from celery import Celery
 
 from tests.support.processes import WorkerProcess, live_env, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 
 def test_each_line_is_printed_once(tmp_path):

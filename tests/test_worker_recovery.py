@@ -31,7 +31,7 @@ from tests.test_worker import (
     upload,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 
 @pytest.fixture
@@ -89,6 +89,7 @@ def test_a_retried_completion_requeues_a_lost_hand_off(env):
     assert [s["upload_id"] for s in signals_named(env, "upload_completed")] == [upload_id]
 
 
+@pytest.mark.fault
 def test_a_killed_worker_costs_the_default_lease_not_ten_minutes(env, tmp_path):
     """No lease setting here: the default (30 s, renewed every 10 s) is what a dead worker costs."""
     env = dict(

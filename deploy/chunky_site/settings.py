@@ -9,6 +9,8 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from chunky_redis.redis_clients import celery_broker_for
+
 BASE_DIR = Path(__file__).resolve().parent
 REPO_DIR = BASE_DIR.parent.parent
 
@@ -126,6 +128,10 @@ CHUNKY_REDIS_CHECKSUM_ALGORITHM = os.environ.get("CHUNKY_CHECKSUM_ALGORITHM", "m
 if os.environ.get("CHUNKY_LOCK_TIMEOUT_SECONDS"):
     CHUNKY_REDIS_LOCK_TIMEOUT = float(os.environ["CHUNKY_LOCK_TIMEOUT_SECONDS"])
 CHUNKY_REDIS_SLIDING_EXPIRATION = env_bool("CHUNKY_SLIDING_EXPIRATION", False)
+if os.environ.get("CHUNKY_WAIT_REPLICAS"):
+    CHUNKY_REDIS_WAIT_REPLICAS = int(os.environ["CHUNKY_WAIT_REPLICAS"])
+if os.environ.get("CHUNKY_WAIT_TIMEOUT_SECONDS"):
+    CHUNKY_REDIS_WAIT_TIMEOUT = float(os.environ["CHUNKY_WAIT_TIMEOUT_SECONDS"])
 if os.environ.get("CHUNKY_SWEEP_INTERVAL_SECONDS"):
     CHUNKY_REDIS_SWEEP_INTERVAL = float(os.environ["CHUNKY_SWEEP_INTERVAL_SECONDS"])
 if os.environ.get("CHUNKY_ORPHAN_GRACE_SECONDS"):
@@ -142,8 +148,16 @@ if os.environ.get("CHUNKY_REDIS_CONNECT_TIMEOUT_SECONDS"):
     CHUNKY_REDIS_REDIS_CONNECT_TIMEOUT = float(os.environ["CHUNKY_REDIS_CONNECT_TIMEOUT_SECONDS"])
 
 # -- Celery (tasks/) ----------------------------------------------------------
-# The broker is the same Redis by default; with no Redis at all, tasks run eagerly in the web process.
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or REDIS_URL or "memory://"
+# The broker is the same Redis by default (a Sentinel URL becomes Celery's sentinel:// transport;
+# a Redis Cluster cannot be a broker, so CELERY_BROKER_URL must then name one); with no Redis at
+# all, tasks run eagerly in the web process.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "memory://"
+_broker_options: dict = {}
+if REDIS_URL and not os.environ.get("CELERY_BROKER_URL"):
+    try:
+        CELERY_BROKER_URL, _broker_options = celery_broker_for(REDIS_URL)
+    except ValueError as e:
+        raise ImproperlyConfigured(f"REDIS_URL: {e}. Set CELERY_BROKER_URL.") from e
 CELERY_TASK_ALWAYS_EAGER = env_bool(
     "CELERY_TASK_ALWAYS_EAGER", not (os.environ.get("CELERY_BROKER_URL") or REDIS_URL)
 )
@@ -158,9 +172,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # None: it keeps trying however long the broker is away, and resumes when it is back.
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 if os.environ.get("CELERY_VISIBILITY_TIMEOUT"):
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": float(os.environ["CELERY_VISIBILITY_TIMEOUT"])
-    }
+    _broker_options["visibility_timeout"] = float(os.environ["CELERY_VISIBILITY_TIMEOUT"])
+if _broker_options:
+    CELERY_BROKER_TRANSPORT_OPTIONS = _broker_options
 
 # The project's loggers print through their own handler and do not propagate: in the Celery
 # worker, Celery puts its own handler on the root logger (worker_hijack_root_logger), and a record

@@ -66,8 +66,10 @@ class PausingStorage(FileSystemStorage):
         half = content.size // 2
         with open(full, "wb") as f:
             f.write(content.read(half))
-        with open(marker, "w") as f:
+        # Written under another name and renamed, so that the test never reads it half written.
+        with open(marker + ".tmp", "w") as f:
             f.write(f"{os.getpid()} {name}\n")
+        os.replace(marker + ".tmp", marker)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             time.sleep(0.05)

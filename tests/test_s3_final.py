@@ -34,6 +34,7 @@ from tests.test_finalize import (
     status,
 )
 
+pytestmark = pytest.mark.live  # a moto server process
 MiB = 1 << 20
 BUCKET = "chunky-final"
 S3_STORAGE = "storages.backends.s3.S3Storage"

@@ -21,7 +21,7 @@ from tests.test_worker import (
     upload,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.live]
 BUCKET = "chunky-live"
 
 

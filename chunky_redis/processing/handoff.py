@@ -133,7 +133,11 @@ class StorageTarget(FinalTarget):
 
     def save(self, name: str, stream: BinaryIO) -> str:
         if _local_path(self.final, name) is None:
-            return _save(self.final, stream, name)  # a remote object appears only when whole
+            # A remote object appears only when whole: S3 shows a multipart upload's object
+            # only at CompleteMultipartUpload. A worker killed mid-upload leaves an invisible
+            # incomplete upload (the bucket's lifecycle rule removes it, see the README) and
+            # the chunk file, deleted by the caller only once the save returned, for the retry.
+            return _save(self.final, stream, name)
         return _save_then_rename(self.final, stream, name)
 
 

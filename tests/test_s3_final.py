@@ -22,7 +22,7 @@ import requests
 from django.core.management import call_command
 
 import tasks  # noqa: F401  (the bundled Celery app: eager, configured from tests/settings.py)
-from chunky_redis.store import COMPLETE, FAILED, PROCESSING
+from chunky_redis.core.store import COMPLETE, FAILED, PROCESSING
 from chunky_redis.tasks import finalize_upload
 from tests.support.handoff_probe import write_source
 from tests.support.s3 import CREDENTIALS, LocalS3
@@ -65,7 +65,7 @@ def use_s3(chunky, s3: LocalS3) -> None:
 def queued(chunky, monkeypatch):
     """Completions are recorded here instead of running the task."""
     ids: list[str] = []
-    monkeypatch.setattr("chunky_redis.completion.enqueue_finalize", ids.append)
+    monkeypatch.setattr("chunky_redis.processing.completion.enqueue_finalize", ids.append)
     return ids
 
 

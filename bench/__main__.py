@@ -3,6 +3,7 @@
 python -m bench                 the full run (committed results come from it; ~10-15 minutes)
 python -m bench --quick         small sizes, one round: a smoke run of a minute or two
 python -m bench --servers null-work,chunky-gthread --workloads w1,w2
+python -m bench scaling         1, 2 and 4 web processes and Celery workers (bench/scaling.py)
 """
 
 from __future__ import annotations
@@ -157,6 +158,11 @@ def render(data: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["scaling"]:  # python -m bench scaling: web processes and Celery workers
+        from .scaling import main as scaling
+
+        return scaling(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description=__doc__,

@@ -107,7 +107,7 @@ def _commits(url: str, round_no: int, count: int = 1000) -> dict[str, list]:
 
     import redis
 
-    from chunky_redis.store import Upload, UploadStore
+    from chunky_redis.core.store import Upload, UploadStore
 
     client, out = redis.Redis.from_url(url), {}
     for replicas in (0, 1):

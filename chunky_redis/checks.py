@@ -8,10 +8,10 @@ from django.conf import settings
 from django.core.checks import Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
-from .checksums import ALGORITHMS, incremental_available
 from .conf import as_timedelta, conf
+from .core.checksums import ALGORITHMS, incremental_available
+from .core.redis_clients import parse
 from .extras import EXTRAS, install_command, missing_message
-from .redis_clients import parse
 from .runtime import missing_redis_package, using_embedded_redis
 
 _DURATIONS = (

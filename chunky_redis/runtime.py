@@ -1,8 +1,14 @@
-"""Builds the Django-free core (store, storage, service) from settings."""
+"""Builds the Django-free core (store, chunk storage, service) from settings.
+
+It imports no dialect and no post-processing: the completion hand-off is
+injected by the app's ready() (set_completion_handler), so that the processing
+layer can build its parts here without an import cycle.
+"""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from functools import lru_cache
 
 import redis as redis_lib
@@ -12,16 +18,20 @@ from redis.exceptions import ConnectionError, RedisClusterException
 from redis.retry import Retry
 
 from .conf import conf, milliseconds
-from .exceptions import StoreUnavailable
+from .core.errors import StoreUnavailable
+from .core.filesystem import FileSystemChunkStorage
+from .core.quotas import QuotaTracker
+from .core.redis_clients import AnyRedis, client_from_url
+from .core.storage import ChunkStorage
+from .core.store import Upload, UploadStore
+from .core.uploads import Policy, UploadService
 from .extras import installed, missing_message
-from .quotas import QuotaTracker
-from .redis_clients import AnyRedis, client_from_url
-from .storage import ChunkStorage
-from .store import Upload, UploadStore
-from .uploads import Policy, UploadService
+
+CompletionHandler = Callable[[Upload], None]
 
 _lock = threading.Lock()
 _fake_server = None
+_completion_handler: CompletionHandler | None = None
 
 # What needs the optional Redis packages, in the words of the errors that report them missing.
 EMBEDDED = "the embedded Redis (neither CHUNKY_REDIS_REDIS_URL nor CHUNKY_REDIS_REDIS_ALIAS is set)"
@@ -119,10 +129,10 @@ def get_store() -> UploadStore:
 
 
 def get_storage() -> ChunkStorage:
-    return ChunkStorage(conf.UPLOAD_DIR, fsync=conf.FSYNC)
+    return FileSystemChunkStorage(conf.UPLOAD_DIR, fsync=conf.FSYNC)
 
 
-def get_service() -> UploadService:
+def get_service(on_complete: CompletionHandler | None = None) -> UploadService:
     store = get_store()
     return UploadService(
         store=store,
@@ -133,12 +143,18 @@ def get_service() -> UploadService:
             sliding_expiration=conf.SLIDING_EXPIRATION,
             requeue_after_ms=milliseconds(conf.REQUEUE_AFTER),
         ),
-        on_complete=_enqueue,
+        on_complete=on_complete or _hand_off,
         quotas=QuotaTracker(store.redis, prefix=conf.KEY_PREFIX, clock=store.clock),
     )
 
 
-def _enqueue(upload: Upload) -> None:
-    from .completion import enqueue_finalize
+def set_completion_handler(handler: CompletionHandler) -> None:
+    """Where completed uploads go (the app's ready() sets the Celery hand-off)."""
+    global _completion_handler
+    _completion_handler = handler
 
-    enqueue_finalize(upload.upload_id)
+
+def _hand_off(upload: Upload) -> None:
+    if _completion_handler is None:
+        raise RuntimeError("No completion handler: is chunky_redis in INSTALLED_APPS?")
+    _completion_handler(upload)

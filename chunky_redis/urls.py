@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from .views import ChunkedUploadView, not_found
+from .protocols.chunky import ChunkedUploadView, not_found
 
 app_name = "chunky_redis"
 

@@ -184,7 +184,20 @@ def error_classes() -> list[type]:
         cls = todo.pop(0)
         found.append(cls)
         todo.extend(sorted(cls.__subclasses__(), key=lambda c: c.__name__))
-    return sorted(found, key=lambda c: (int(c.status_code), c.default_code))
+    return sorted(found, key=lambda c: (chunky_status(c), c.default_code))
+
+
+def chunky_status(cls: type) -> int:
+    """The status the chunky dialect answers an error class with (the core's carry none)."""
+    from chunky_redis.protocols.chunky import STATUSES
+
+    for klass in cls.__mro__:
+        own = vars(klass).get("status_code")
+        if isinstance(own, int):
+            return int(own)
+        if klass in STATUSES:
+            return int(STATUSES[klass])
+    return 400
 
 
 def raised_codes() -> dict[str, set[str]]:
@@ -216,7 +229,7 @@ def render_errors() -> str:
         "|---|---|---|---|---|",
     ]
     for cls in error_classes():
-        status = int(cls.status_code)
+        status = chunky_status(cls)
         also = ", ".join(
             f"`{code}`" for code in sorted(raised.get(cls.__name__, set()) - {cls.default_code})
         )

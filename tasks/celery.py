@@ -13,9 +13,9 @@ from pathlib import Path
 from celery import Celery
 from celery.beat import PersistentScheduler
 
-from chunky_redis.celery_compat import patch_kombu_redis
+from chunky_redis.processing.celery_compat import patch_kombu_redis
 
-# A worker must ride out a Redis restart instead of exiting: see chunky_redis/celery_compat.py.
+# A worker must ride out a Redis restart instead of exiting: see chunky_redis/processing/celery_compat.py.
 patch_kombu_redis()
 
 # The bundled site lives in deploy/; make it importable when run from the repository.

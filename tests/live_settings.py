@@ -17,6 +17,11 @@ if os.environ.get("CHUNKY_TEST_FINALIZE_LEASE"):
     CHUNKY_REDIS_FINALIZE_LEASE = float(os.environ["CHUNKY_TEST_FINALIZE_LEASE"])
 if os.environ.get("CHUNKY_TEST_FINAL_STORAGE"):
     CHUNKY_REDIS_FINAL_STORAGE = os.environ["CHUNKY_TEST_FINAL_STORAGE"]
+if os.environ.get("CHUNKY_TEST_S3_ENDPOINT"):  # the local S3 of tests/support/s3.py
+    from tests.support.s3 import LocalS3
+
+    _s3 = LocalS3(port=int(os.environ["CHUNKY_TEST_S3_ENDPOINT"].rsplit(":", 1)[1]))
+    globals().update(_s3.django_settings(os.environ["CHUNKY_TEST_S3_BUCKET"]))
 if os.environ.get("CHUNKY_TEST_VERIFY_STORED_BYTES"):
     CHUNKY_REDIS_VERIFY_STORED_BYTES = True
 if os.environ.get("CHUNKY_TEST_SWEEP_INTERVAL"):

@@ -15,7 +15,7 @@ from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chunky_redis.uploads import UploadService
+from chunky_redis.core.uploads import UploadService
 from tests.support.api import BOUNDARY, MULTIPART, ClientApi, multipart
 
 pytestmark = pytest.mark.django_db

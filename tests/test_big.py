@@ -13,7 +13,7 @@ import psutil
 import pytest
 import requests
 
-from chunky_redis.checksums import file_hexdigest
+from chunky_redis.core.checksums import file_hexdigest
 from tests.support.processes import SiteProcess, WorkerProcess, live_env, wait_for
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]

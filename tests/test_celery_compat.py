@@ -1,4 +1,4 @@
-"""chunky_redis.celery_compat: a detached kombu Redis transport gives a connection error.
+"""chunky_redis.processing.celery_compat: a detached kombu Redis transport gives a connection error.
 
 The live version of this (a worker under Redis restarts) is in tests/test_outages.py; this
 is the step that crashed the worker, on its own.
@@ -10,7 +10,7 @@ import pytest
 import redis
 from kombu import Connection
 
-from chunky_redis.celery_compat import patch_kombu_redis
+from chunky_redis.processing.celery_compat import patch_kombu_redis
 from tests.support.processes import REAL_REDIS_URL
 
 

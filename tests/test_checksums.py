@@ -3,7 +3,12 @@ import os
 
 import pytest
 
-from chunky_redis.checksums import ALGORITHMS, ResumableHash, file_hexdigest, incremental_available
+from chunky_redis.core.checksums import (
+    ALGORITHMS,
+    ResumableHash,
+    file_hexdigest,
+    incremental_available,
+)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

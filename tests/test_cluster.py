@@ -21,7 +21,7 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from chunky_redis import runtime
-from chunky_redis.store import Upload
+from chunky_redis.core.store import Upload
 from tests.conftest import cleanup_keys, configure, local_deployment
 from tests.support.api import ClientApi, LiveApi
 from tests.support.checked_upload import (

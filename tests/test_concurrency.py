@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from chunky_redis.session import ChunkSession
+from chunky_redis.core.session import ChunkSession
 from tests.conftest import cleanup_keys, configure
 from tests.support.api import ClientApi, LiveApi, Reply
 from tests.support.processes import SiteProcess, WorkerProcess, live_env, wait_for

@@ -12,8 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from chunky_redis.store import UploadStore
-from chunky_redis.uploads import ChunkSession
+from chunky_redis.core.store import UploadStore
+from chunky_redis.core.uploads import ChunkSession
 from tests.support.api import ClientApi, LiveApi
 from tests.support.processes import SiteProcess, WorkerProcess, live_env, wait_for
 

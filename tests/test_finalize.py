@@ -17,10 +17,11 @@ from django.core.files.storage import Storage
 from django.test import Client
 
 import tasks  # noqa: F401  (the bundled Celery app: eager, configured from tests/settings.py)
-from chunky_redis import finalize as finalize_module
 from chunky_redis import signals
-from chunky_redis.finalize import FinalizeBusy, finalize
-from chunky_redis.store import PROCESSING, Upload
+from chunky_redis.core.store import PROCESSING, Upload
+from chunky_redis.processing import finalize as finalize_module
+from chunky_redis.processing.completion import finalize
+from chunky_redis.processing.finalize import FinalizeBusy
 from chunky_redis.tasks import finalize_upload
 
 CHUNK = 64 * 1024
@@ -66,7 +67,7 @@ def named(signal_log, name: str) -> list[dict]:
 def queued(chunky, monkeypatch):
     """Completions are recorded here instead of running the task."""
     ids: list[str] = []
-    monkeypatch.setattr("chunky_redis.completion.enqueue_finalize", ids.append)
+    monkeypatch.setattr("chunky_redis.processing.completion.enqueue_finalize", ids.append)
     return ids
 
 
@@ -176,7 +177,7 @@ def test_resumes_after_a_death_between_hand_off_and_record(
             raise SystemExit("worker killed")
         return real_transition(self, *args, **kwargs)
 
-    monkeypatch.setattr("chunky_redis.store.UploadStore.transition", dies_once)
+    monkeypatch.setattr("chunky_redis.core.store.UploadStore.transition", dies_once)
     with pytest.raises(SystemExit):
         finalize(upload_id)
     assert not os.path.exists(os.path.join(chunky.CHUNKY_REDIS_UPLOAD_DIR, upload_id + ".part"))
@@ -214,7 +215,7 @@ def test_a_rename_refused_across_mounts_falls_back_to_a_save(chunky, queued, cli
     def cross_device(src, dst):
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
-    monkeypatch.setattr("chunky_redis.finalize.os.replace", cross_device)
+    monkeypatch.setattr("chunky_redis.processing.handoff.os.replace", cross_device)
     assert finalize_upload.delay(upload_id).get() == "complete"
     final = media_path(chunky, f"chunky_redis/{upload_id}/report.bin")
     with open(final, "rb") as f:

@@ -12,12 +12,13 @@ import threading
 import pytest
 from django.core.files.storage import FileSystemStorage
 
-from chunky_redis import finalize as finalize_module
-from chunky_redis.checksums import ResumableHash
-from chunky_redis.finalize import FinalizeBusy, Outcome, fail_upload, finalize
-from chunky_redis.handoff import temp_name_for
+from chunky_redis.core.checksums import ResumableHash
+from chunky_redis.core.store import FAILED, PROCESSING
+from chunky_redis.processing import finalize as finalize_module
+from chunky_redis.processing.completion import fail_upload, finalize
+from chunky_redis.processing.finalize import FinalizeBusy, Outcome
+from chunky_redis.processing.handoff import temp_name_for
 from chunky_redis.runtime import get_storage, get_store
-from chunky_redis.store import FAILED, PROCESSING
 from tests.test_finalize import payload, processing_upload
 
 

@@ -8,8 +8,8 @@ import errno
 import pytest
 from django.core.exceptions import SuspiciousFileOperation
 
-from chunky_redis.finalize import public_reason
-from chunky_redis.handoff import TEMP_SUFFIX, _safe_name, is_name_refused, temp_name_for
+from chunky_redis.processing.finalize import public_reason
+from chunky_redis.processing.handoff import TEMP_SUFFIX, _safe_name, is_name_refused, temp_name_for
 
 
 @pytest.mark.parametrize(

@@ -1,13 +1,13 @@
 import pytest
 
-from chunky_redis.exceptions import BadContentRange
-from chunky_redis.http import (
+from chunky_redis.core.http import (
     ByteRange,
     clean_filename,
     filename_from_content_disposition,
     is_upload_id,
     parse_content_range,
 )
+from chunky_redis.exceptions import BadContentRange
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from chunky_redis import exceptions as exc
-from chunky_redis.store import Upload, UploadStore
+from chunky_redis.core.store import Upload, UploadStore
 from tests.support.processes import free_port
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from chunky_redis import exceptions as exc
-from chunky_redis.http import ByteRange
+from chunky_redis.core.http import ByteRange
+from chunky_redis.core.uploads import UploadService
 from chunky_redis.runtime import get_service
-from chunky_redis.uploads import UploadService
 
 TOTAL = 1000
 FIRST = 100

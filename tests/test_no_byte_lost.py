@@ -22,11 +22,11 @@ from django.test import Client
 import tasks  # noqa: F401  (the bundled Celery app: eager, configured from tests/settings.py)
 from chunky_redis import exceptions as exc
 from chunky_redis import runtime
-from chunky_redis.finalize import FinalizeBusy, finalize
-from chunky_redis.handoff import TEMP_SUFFIX
-from chunky_redis.http import ByteRange
-from chunky_redis.store import COMPLETE, FAILED, PROCESSING, Upload, UploadStore
-from chunky_redis.sweeper import purge_expired_uploads
+from chunky_redis.core.http import ByteRange
+from chunky_redis.core.store import COMPLETE, FAILED, PROCESSING, Upload, UploadStore
+from chunky_redis.processing.completion import finalize, purge_expired_uploads
+from chunky_redis.processing.finalize import FinalizeBusy
+from chunky_redis.processing.handoff import TEMP_SUFFIX
 from chunky_redis.tasks import finalize_upload
 
 
@@ -34,7 +34,7 @@ from chunky_redis.tasks import finalize_upload
 def queued(chunky, monkeypatch):
     """Completions are recorded here instead of running the task."""
     ids: list[str] = []
-    monkeypatch.setattr("chunky_redis.completion.enqueue_finalize", ids.append)
+    monkeypatch.setattr("chunky_redis.processing.completion.enqueue_finalize", ids.append)
     return ids
 
 
@@ -306,10 +306,10 @@ def test_a_worker_killed_between_marking_and_queueing(chunky, store, queued, cli
 
     data = os.urandom(300)
     upload_id = put(client, data, 0, 300).json()["upload_id"]
-    monkeypatch.setattr("chunky_redis.completion.enqueue_finalize", killed)
+    monkeypatch.setattr("chunky_redis.processing.completion.enqueue_finalize", killed)
     with pytest.raises(Killed):
         complete(client, upload_id, data)
-    monkeypatch.setattr("chunky_redis.completion.enqueue_finalize", queued.append)
+    monkeypatch.setattr("chunky_redis.processing.completion.enqueue_finalize", queued.append)
     assert store.get(upload_id).status == PROCESSING
 
     chunky.CHUNKY_REDIS_REQUEUE_AFTER = 3600
@@ -469,7 +469,7 @@ def test_a_name_the_storage_refuses_falls_back_to_a_safe_one(
             raise OSError(errno.ENAMETOOLONG, "File name too long", dst)
         return real(src, dst)
 
-    monkeypatch.setattr("chunky_redis.handoff.os.replace", short_names_only)
+    monkeypatch.setattr("chunky_redis.processing.handoff.os.replace", short_names_only)
     data = os.urandom(1000)
     upload = finish(client, store, data, "x" * 180 + ".pdf")
     assert upload.final_name == f"chunky_redis/{upload.upload_id}/upload.pdf"

@@ -20,7 +20,8 @@ import pytest
 import redis
 
 from chunky_redis import runtime
-from chunky_redis.storage import ChunkStorage, ChunkWriter
+from chunky_redis.core.filesystem import ChunkWriter
+from chunky_redis.core.filesystem import FileSystemChunkStorage as ChunkStorage
 from tests.conftest import cleanup_keys, configure
 from tests.support.api import Api, ClientApi, LiveApi, multipart
 from tests.support.processes import SiteProcess, WorkerProcess, live_env, read_signals, wait_for

@@ -19,8 +19,8 @@ from redis.crc import key_slot
 
 from chunky_redis import runtime
 from chunky_redis.conf import conf
+from chunky_redis.core.store import COMPLETE, Upload
 from chunky_redis.quotas import Quota, QuotaTracker
-from chunky_redis.store import COMPLETE, Upload
 from tests.support.api import ClientApi, multipart
 
 pytestmark = pytest.mark.django_db

@@ -10,8 +10,7 @@ from redis.sentinel import SentinelConnectionPool
 
 from chunky_redis import checks, runtime
 from chunky_redis.conf import conf
-from chunky_redis.exceptions import StoreUnavailable
-from chunky_redis.redis_clients import (
+from chunky_redis.core.redis_clients import (
     CLUSTER,
     SENTINEL,
     SINGLE,
@@ -19,6 +18,7 @@ from chunky_redis.redis_clients import (
     client_from_url,
     parse,
 )
+from chunky_redis.exceptions import StoreUnavailable
 
 
 def test_a_single_server_url_is_redis_pys_own():
@@ -133,6 +133,7 @@ def test_e003_covers_the_wait_timeout(settings):
     assert "chunky_redis.E003" in ids()
 
 
+@pytest.mark.live
 def test_a_django_redis_sentinel_alias_follows_the_primary(settings, tmp_path):
     """The README's django-redis Sentinel recipe, against the session's Sentinels."""
     from tests.conftest import local_deployment

@@ -1,5 +1,5 @@
 """Edges of the upload rules that `make mutate` found unguarded, on the Django-free
-service (chunky_redis.uploads / session) as an embedding application would call it."""
+service (chunky_redis.core.uploads / session) as an embedding application would call it."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from chunky_redis import exceptions as exc
-from chunky_redis.http import ByteRange
+from chunky_redis.core.http import ByteRange
+from chunky_redis.core.session import clean_checksum
+from chunky_redis.core.store import PROCESSING, UPLOADING
+from chunky_redis.core.uploads import UploadService
 from chunky_redis.runtime import get_service
-from chunky_redis.session import clean_checksum
-from chunky_redis.store import PROCESSING, UPLOADING
-from chunky_redis.uploads import UploadService
 
 
 @pytest.fixture

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from chunky_redis import finalize as finalize_module
-from chunky_redis.finalize import _finalize_under_lease, finalize
+from chunky_redis.core.store import COMPLETE, FAILED, PROCESSING
+from chunky_redis.processing import finalize as finalize_module
+from chunky_redis.processing.completion import finalize
+from chunky_redis.processing.finalize import _finalize_under_lease
 from chunky_redis.runtime import get_storage
-from chunky_redis.store import COMPLETE, FAILED, PROCESSING
 from tests.support.api import LiveApi
 from tests.support.processes import (
     BIN,
@@ -42,7 +43,7 @@ def md5(data: bytes) -> str:
 def processing(chunky, store, client, monkeypatch):
     """An upload verified and waiting for its finalization task (which does not run)."""
     queued: list[str] = []
-    monkeypatch.setattr("chunky_redis.completion.enqueue_finalize", queued.append)
+    monkeypatch.setattr("chunky_redis.processing.completion.enqueue_finalize", queued.append)
     data = payload(5000)
     upload_id = put_chunks(client, data)
     assert complete(client, upload_id, data).status_code == 200

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from chunky_redis.store import COMPLETE, EXPIRED, PROCESSING, Upload
+from chunky_redis.core.store import COMPLETE, EXPIRED, PROCESSING, Upload
 
 
 def make(store, **fields) -> Upload:

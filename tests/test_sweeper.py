@@ -12,8 +12,9 @@ from django.core.management import call_command
 from django.test import Client
 
 import tasks  # noqa: F401  (the bundled Celery app: eager, configured from tests/settings.py)
-from chunky_redis.store import UploadStore
-from chunky_redis.sweeper import SweepResult, purge_expired_uploads
+from chunky_redis.core.store import UploadStore
+from chunky_redis.processing.completion import purge_expired_uploads
+from chunky_redis.processing.sweeper import SweepResult
 from chunky_redis.tasks import finalize_upload
 from chunky_redis.tasks import purge_expired_uploads as purge_task
 
@@ -22,7 +23,7 @@ from chunky_redis.tasks import purge_expired_uploads as purge_task
 def queued(chunky, monkeypatch):
     """Completions are recorded here instead of running the task."""
     ids: list[str] = []
-    monkeypatch.setattr("chunky_redis.completion.enqueue_finalize", ids.append)
+    monkeypatch.setattr("chunky_redis.processing.completion.enqueue_finalize", ids.append)
     return ids
 
 
@@ -204,7 +205,7 @@ def test_sweep_never_scans_redis(chunky, store, client):
 
 
 def test_many_expired_uploads_in_batches(chunky, store, client, monkeypatch, signal_log):
-    monkeypatch.setattr("chunky_redis.sweeper._BATCH", 3)
+    monkeypatch.setattr("chunky_redis.processing.sweeper._BATCH", 3)
     ids = [expired_upload(chunky, store, client) for _ in range(7)]
     assert purge_expired_uploads().expired == 7
     assert expired_ids(signal_log) == sorted(ids)

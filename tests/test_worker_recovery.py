@@ -15,7 +15,7 @@ import time
 import pytest
 import redis
 
-from chunky_redis.store import PROCESSING, UploadStore
+from chunky_redis.core.store import PROCESSING, UploadStore
 from tests.support.processes import REAL_REDIS_URL, SiteProcess, WorkerProcess, live_env, wait_for
 from tests.test_worker import (
     CHUNK,

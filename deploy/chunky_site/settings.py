@@ -9,7 +9,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from chunky_redis.redis_clients import celery_broker_for
+from chunky_redis.core.redis_clients import celery_broker_for
 
 BASE_DIR = Path(__file__).resolve().parent
 REPO_DIR = BASE_DIR.parent.parent

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chunky_redis import runtime
-from chunky_redis.checksums import ResumableHash
+from chunky_redis.core.checksums import ResumableHash
 from chunky_redis.exceptions import StoreUnavailable
 from tests.support.api import Api, ClientApi
 

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from chunky_redis.finalize import retry_failed
+from chunky_redis.processing.completion import retry_failed
 from chunky_redis.runtime import get_store
 
 

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from chunky_redis.sweeper import purge_expired_uploads
+from chunky_redis.processing.completion import purge_expired_uploads
 
 
 class Command(BaseCommand):

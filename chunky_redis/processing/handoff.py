@@ -1,4 +1,4 @@
-"""Putting a verified chunk file into the final storage, under its final name.
+"""Putting a verified upload into the final (Django) storage, under its final name.
 
 The final name shows a file only when it is whole: on the upload directory's
 own volume the chunk file is renamed there; into another directory that the
@@ -13,6 +13,7 @@ import errno
 import hashlib
 import os
 import posixpath
+from typing import BinaryIO, NamedTuple
 
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files import File
@@ -20,9 +21,10 @@ from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.core.files.utils import validate_file_name
 from django.utils.module_loading import import_string
 
-from .conf import conf
-from .http import fit_bytes
-from .store import Upload
+from ..conf import conf
+from ..core.http import fit_bytes
+from ..core.storage import ChunkStorage, FinalTarget
+from ..core.store import Upload
 
 # NAME_MAX is 255 bytes on common filesystems (ext4, xfs, APFS counts UTF-8 bytes
 # too); this leaves room for the "_<7 characters>" a storage appends to make a
@@ -88,14 +90,33 @@ def temp_name_for(name: str) -> str:
     return posixpath.join(posixpath.dirname(name), f".{digest}{TEMP_SUFFIX}")
 
 
-def hand_off(path: str, final: Storage, name: str) -> str:
-    """Move the chunk file into the final storage; returns the stored name.
+class ChunkFile(NamedTuple):
+    """An upload's bytes in the chunk storage: what a hand-off moves."""
+
+    storage: ChunkStorage
+    upload_id: str
+
+
+def hand_off(chunk: ChunkFile, final: Storage, name: str) -> str:
+    """Move the upload's bytes into the final storage; returns the stored name.
 
     The name contains the upload id, so it is ours alone: a file left at it
     by an attempt that died before recording it is replaced, never kept
     beside a renamed copy.
     """
-    if _can_rename(final, path):
+    return chunk.storage.move_into(chunk.upload_id, StorageTarget(final), name)
+
+
+class StorageTarget(FinalTarget):
+    """A Django storage as the place where complete uploads go."""
+
+    def __init__(self, final: Storage):
+        self.final = final
+
+    def adopt(self, path: str, name: str) -> str | None:
+        final = self.final
+        if not _can_rename(final, path):
+            return None
         target = final.path(name)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         try:
@@ -105,29 +126,31 @@ def hand_off(path: str, final: Storage, name: str) -> str:
             # st_dev yet refuse a rename between them: save through the storage instead.
             if e.errno != errno.EXDEV:
                 raise
-        else:
-            if final.file_permissions_mode is not None:
-                os.chmod(target, final.file_permissions_mode)
-            return name
-    if _local_path(final, name) is None:
-        stored = _save(final, path, name)  # a remote object appears only when whole
-    else:
-        stored = _save_then_rename(final, path, name)
-    os.unlink(path)
-    return stored
+            return None
+        if final.file_permissions_mode is not None:
+            os.chmod(target, final.file_permissions_mode)
+        return name
+
+    def save(self, name: str, stream: BinaryIO) -> str:
+        if _local_path(self.final, name) is None:
+            # A remote object appears only when whole: S3 shows a multipart upload's object
+            # only at CompleteMultipartUpload. A worker killed mid-upload leaves an invisible
+            # incomplete upload (the bucket's lifecycle rule removes it, see the README) and
+            # the chunk file, deleted by the caller only once the save returned, for the retry.
+            return _save(self.final, stream, name)
+        return _save_then_rename(self.final, stream, name)
 
 
-def _save(final: Storage, path: str, name: str) -> str:
+def _save(final: Storage, stream: BinaryIO, name: str) -> str:
     if final.exists(name):
         final.delete(name)
-    with open(path, "rb") as f:
-        # Storage.save streams File objects chunk by chunk; nothing is loaded whole.
-        return final.save(name, File(f, name=os.path.basename(name)))
+    # Storage.save streams File objects chunk by chunk; nothing is loaded whole.
+    return final.save(name, File(stream, name=os.path.basename(name)))
 
 
-def _save_then_rename(final: Storage, path: str, name: str) -> str:
+def _save_then_rename(final: Storage, stream: BinaryIO, name: str) -> str:
     """Save through the storage under the temporary name, then rename it into place."""
-    temp = _save(final, path, temp_name_for(name))  # removes a dead attempt's leftover first
+    temp = _save(final, stream, temp_name_for(name))  # removes a dead attempt's leftover first
     try:
         # Within one directory, so within one mount. POSIX rename(2) replaces the
         # target atomically, as os.replace does (this code is POSIX-only already).

@@ -12,13 +12,15 @@ from typing import Any
 import redis as redis_lib
 from redis.exceptions import ClusterError, RedisClusterException
 
-from .exceptions import StoreUnavailable
+from .errors import StoreUnavailable
 
 UPLOADING = "uploading"
 PROCESSING = "processing"
 COMPLETE = "complete"
 FAILED = "failed"
 EXPIRED = "expired"
+# The size of an upload whose length is not declared yet (it is set once, never changed).
+UNKNOWN_LENGTH = -1
 
 
 @dataclass
@@ -42,6 +44,10 @@ class Upload:
     extra: dict[str, Any] = field(default_factory=dict)
 
     _INT_FIELDS = ("size", "offset", "created", "expires", "completed", "queued")
+
+    @property
+    def length_known(self) -> bool:
+        return self.size != UNKNOWN_LENGTH
 
     @classmethod
     def from_redis(cls, upload_id: str, raw: dict[bytes, bytes] | list[bytes]) -> Upload:

@@ -120,3 +120,24 @@ redis.call('HSET', KEYS[1], 'status', 'expired')
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 return 'ok'
 """
+
+# A deferred length is set once, under the upload's lock (released in the same step).
+SET_LENGTH = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'lost' end
+redis.call('DEL', KEYS[2])
+if redis.call('HGET', KEYS[1], 'status') ~= 'uploading' then return 'conflict' end
+if redis.call('HGET', KEYS[1], 'size') ~= '-1' then return 'set' end
+redis.call('HSET', KEYS[1], 'size', ARGV[2])
+return 'ok'
+"""
+
+# Termination: the record goes under the lock, and the lock with it. The caller deletes
+# the file afterwards: a file without a record is an orphan that the sweeper removes.
+TERMINATE = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'lost' end
+redis.call('DEL', KEYS[2])
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'uploading' then return status or 'missing' end
+redis.call('DEL', KEYS[1])
+return 'ok'
+"""

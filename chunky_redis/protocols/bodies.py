@@ -21,9 +21,9 @@ from django.core.files.uploadhandler import FileUploadHandler, SkipFile
 from django.http import HttpRequest, QueryDict, UnreadablePostError
 from django.http.multipartparser import MultiPartParser, MultiPartParserError
 
-from .exceptions import ChunkyError, MissingChunk
-from .http import CONTENT_DISPOSITION, clean_filename, filename_from_content_disposition
-from .uploads import ChunkSession
+from ..core.errors import ChunkyError, MissingChunk
+from ..core.http import CONTENT_DISPOSITION, clean_filename, filename_from_content_disposition
+from ..core.session import ChunkSession
 
 MULTIPART = "multipart/form-data"
 JSON = "application/json"

@@ -9,33 +9,23 @@ moves once the bytes are in storage.
 from __future__ import annotations
 
 import hmac
-import logging
 import secrets
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
-from . import exceptions as exc
-from .checksums import ResumableHash
+from . import errors as exc
+from .context import Policy, UploadContext, raise_for, require_uploading
 from .http import ByteRange
+from .lifecycle import Lifecycle
 from .quotas import Quota, QuotaTracker
 from .session import ChunkSession, clean_checksum
 from .storage import ChunkStorage
-from .store import FAILED, PROCESSING, UPLOADING, Upload, UploadStore
+from .store import PROCESSING, Upload, UploadStore
 
-logger = logging.getLogger("chunky_redis")
-
-
-@dataclass
-class Policy:
-    algorithm: str = "md5"
-    expiration_ms: int = 86_400_000
-    sliding_expiration: bool = False
-    requeue_after_ms: int = 60_000  # see UploadService.complete()
+__all__ = ["ChunkSession", "Policy", "UploadService"]
 
 
-class UploadService:
+class UploadService(Lifecycle):
     def __init__(
         self,
         *,
@@ -45,16 +35,40 @@ class UploadService:
         on_complete: Callable[[Upload], None],
         quotas: QuotaTracker | None = None,
     ):
-        self.store = store
-        self.storage = storage
-        self.policy = policy
-        self.on_complete = on_complete
-        self.quotas = quotas
+        self.context = UploadContext(
+            store=store, storage=storage, policy=policy, on_complete=on_complete, quotas=quotas
+        )
+
+    # The parts live in the context that chunk sessions share; setting one here
+    # (an embedding application swapping ``on_complete``) changes it for them too.
+    @property
+    def store(self) -> UploadStore:
+        return self.context.store
+
+    @property
+    def storage(self) -> ChunkStorage:
+        return self.context.storage
+
+    @property
+    def policy(self) -> Policy:
+        return self.context.policy
+
+    @property
+    def quotas(self) -> QuotaTracker | None:
+        return self.context.quotas
+
+    @property
+    def on_complete(self) -> Callable[[Upload], None]:
+        return self.context.on_complete
+
+    @on_complete.setter
+    def on_complete(self, on_complete: Callable[[Upload], None]) -> None:
+        self.context.on_complete = on_complete
 
     # -- reads ---------------------------------------------------------------
     def status(self, *, owner: str, upload_id: str) -> Upload:
         code, upload = self.store.acquire(upload_id, owner, "", lock=False)
-        _raise_for(code)
+        raise_for(code)
         assert upload is not None
         return upload
 
@@ -85,28 +99,42 @@ class UploadService:
                 byte_range = ByteRange(0, length - 1, length)
         if byte_range is not None:
             if max_bytes is not None and byte_range.total > max_bytes:
-                raise exc.TooLarge(
-                    f"The file has {byte_range.total} bytes; the limit is {max_bytes}."
-                )
+                raise exc.TooLarge(byte_range.total, max_bytes)
             if length is not None and length != byte_range.length:
                 raise exc.LengthMismatch(
-                    f"Content-Range announces {byte_range.length} bytes but the body has {length}."
+                    byte_range.length,
+                    length,
+                    f"Content-Range announces {byte_range.length} bytes but the body has {length}.",
                 )
         if upload_id is None:
-            session = self._start_new(owner, byte_range, max_bytes)
+            size = byte_range.total if byte_range else 0
+            session = self._start_new(owner, byte_range, max_bytes, size=size, quota=quota)
             session.allow_empty = empty_file_ok
-            if quota is not None and not quota.unlimited and self.quotas is not None:
-                try:
-                    self.admit(session.upload, quota)  # with its size when known, else 0 for now
-                except BaseException:
-                    session.abort()  # nothing was written: the new file goes
-                    raise
-                session.quota = quota
             return session
         return self._start_existing(owner, upload_id, byte_range, max_bytes)
 
     def _start_new(
-        self, owner: str, byte_range: ByteRange | None, max_bytes: int | None
+        self,
+        owner: str,
+        byte_range: ByteRange | None,
+        max_bytes: int | None,
+        *,
+        size: int,
+        quota: Quota | None,
+    ) -> ChunkSession:
+        session = self._open_new(owner, byte_range, max_bytes, size)
+        if quota is not None and not quota.unlimited and self.quotas is not None:
+            try:
+                # With its size when known, else 0 for now.
+                self.context.admit(session.upload, quota)
+            except BaseException:
+                session.abort()  # nothing was written: the new file goes
+                raise
+            session.quota = quota
+        return session
+
+    def _open_new(
+        self, owner: str, byte_range: ByteRange | None, max_bytes: int | None, size: int
     ) -> ChunkSession:
         if byte_range is not None and byte_range.start != 0:
             raise exc.OffsetMismatch(0, byte_range.start, "A new upload must start at byte 0.")
@@ -117,14 +145,19 @@ class UploadService:
         upload = Upload(
             upload_id=upload_id,
             owner=owner,
-            size=byte_range.total if byte_range else 0,
+            size=size,
             created=now,
             expires=now + self.policy.expiration_ms,
             algorithm=self.policy.algorithm,
         )
         try:
             return ChunkSession(
-                self, upload, token=token, byte_range=byte_range, max_bytes=max_bytes, is_new=True
+                self.context,
+                upload,
+                token=token,
+                byte_range=byte_range,
+                max_bytes=max_bytes,
+                is_new=True,
             )
         except BaseException:
             self.store.release(upload_id, token)
@@ -135,36 +168,32 @@ class UploadService:
     ) -> ChunkSession:
         token, upload = self._lock(owner, upload_id)
         try:
-            _require_uploading(upload)
+            require_uploading(upload)
+            if not upload.length_known:
+                # Appending before the length is declared is a dialect's own call (tus).
+                raise exc.BadContentRange(
+                    "This upload's length is not declared yet.", code="length_unknown"
+                )
             if byte_range is None:
                 # No Content-Range: the body is the whole file, of unknown length.
                 byte_range_start = 0
             else:
                 if byte_range.total != upload.size:
-                    raise exc.BadContentRange(
-                        f"Content-Range TOTAL is {byte_range.total}, but this upload was declared "
-                        f"with {upload.size} bytes; the total cannot change.",
-                        code="total_changed",
-                    )
+                    raise exc.TotalChanged(byte_range.total, upload.size)
                 byte_range_start = byte_range.start
             if byte_range_start != upload.offset:
                 raise exc.OffsetMismatch(upload.offset, byte_range_start)
             if byte_range is None:
                 byte_range = ByteRange(0, upload.size - 1, upload.size)
             return ChunkSession(
-                self, upload, token=token, byte_range=byte_range, max_bytes=max_bytes
+                self.context, upload, token=token, byte_range=byte_range, max_bytes=max_bytes
             )
         except BaseException:
             self.store.release(upload_id, token)
             raise
 
     def _lock(self, owner: str, upload_id: str) -> tuple[str, Upload]:
-        """Take the upload's lock (owner and expiry checked in the same step)."""
-        token = secrets.token_hex(16)
-        code, upload = self.store.acquire(upload_id, owner, token)
-        _raise_for(code)
-        assert upload is not None
-        return token, upload
+        return self.context.lock(owner, upload_id)
 
     # -- completion ----------------------------------------------------------
     def complete(self, *, owner: str, upload_id: str, checksum: str) -> Upload:
@@ -183,15 +212,11 @@ class UploadService:
             self.store.release(upload_id, token)
             return self._complete_again(upload, checksum)
         try:
-            _require_uploading(upload)
-            if upload.offset < upload.size:
-                raise exc.UploadIncomplete(
-                    f"{upload.offset} of {upload.size} bytes have been received.",
-                    offset=upload.offset,
-                    size=upload.size,
-                )
+            require_uploading(upload)
+            if upload.offset < upload.size or not upload.length_known:
+                raise exc.UploadIncomplete(upload.offset, upload.size)
             checksum = clean_checksum(checksum, upload.algorithm)
-            self.verify(upload, checksum)
+            self.context.verify(upload, checksum)
             result = self.store.mark_processing(upload, token, checksum)
         except BaseException:
             self.store.release(upload_id, token)
@@ -201,8 +226,8 @@ class UploadService:
         if result != "ok":
             raise exc.AlreadyComplete()
         upload.status, upload.checksum = PROCESSING, checksum
-        self.release_quota(upload)
-        self.hand_off(upload)
+        self.context.release_quota(upload)
+        self.context.hand_off(upload)
         return upload
 
     def _complete_again(self, upload: Upload, checksum: str) -> Upload:
@@ -211,80 +236,5 @@ class UploadService:
             raise exc.AlreadyComplete(status=upload.status)
         if self.store.requeue(upload.upload_id, self.policy.requeue_after_ms) != "ok":
             raise exc.AlreadyComplete(status=upload.status)  # being finalized, or just queued
-        self.hand_off(upload)
+        self.context.hand_off(upload)
         return upload
-
-    # -- quotas (quotas.py) --------------------------------------------------
-    def admit(self, upload: Upload, quota: Quota | None) -> None:
-        """Count a new upload against its owner's quota, or refuse it (429 / 413)."""
-        if quota is None or self.quotas is None:
-            return
-        self.quotas.admit(
-            upload.owner,
-            upload.upload_id,
-            size=upload.size,
-            expires=upload.expires,
-            quota=quota,
-            statuses=self.store.statuses,
-        )
-
-    def release_quota(self, upload: Upload) -> None:
-        """The upload is no longer in flight (completed, or never created)."""
-        if self.quotas is not None:
-            self._best_effort(self.quotas.release, upload.owner, upload.upload_id)
-
-    def touch_quota(self, upload: Upload, expires: int) -> None:
-        """A sliding expiration moved: the upload stays counted until its new expiry."""
-        if self.quotas is not None:
-            self._best_effort(self.quotas.touch, upload.owner, upload.upload_id, expires)
-
-    @staticmethod
-    def _best_effort(update: Callable[..., None], *args: Any) -> None:
-        # The upload's own change is already recorded; a missed index update heals at the
-        # upload's expiry (or at the next refusal), so it must not fail the request.
-        try:
-            update(*args)
-        except exc.StoreUnavailable as e:
-            logger.warning("chunky_redis: quota index not updated for %s: %s", args[1], e)
-
-    def hand_off(self, upload: Upload) -> None:
-        """Queue post-processing; if that fails, the upload can be completed again."""
-        try:
-            self.on_complete(upload)
-        except Exception as e:
-            self.store.transition(upload.upload_id, PROCESSING, UPLOADING)
-            upload.status = UPLOADING
-            raise exc.QueueUnavailable() from e
-
-    def verify(self, upload: Upload, checksum: str) -> None:
-        if not upload.hash_state:
-            return  # No incremental state here: post-processing verifies by reading the file.
-        ours = ResumableHash(upload.algorithm, upload.hash_state).hexdigest()
-        if not hmac.compare_digest(ours, checksum):
-            raise exc.ChecksumMismatch(
-                f"The {upload.algorithm} of the received bytes does not match."
-            )
-
-
-def _raise_for(code: str) -> None:
-    if code == "ok":
-        return
-    if code == "missing":
-        raise exc.UploadNotFound()
-    if code == "expired":
-        raise exc.UploadExpired()
-    if code == "locked":
-        raise exc.UploadLocked()
-    if code == "late":
-        raise exc.StoreUnavailable("Redis answered too late; try again.")
-    raise exc.StoreUnavailable(f"Unexpected answer from the store: {code}.")
-
-
-def _require_uploading(upload: Upload) -> None:
-    if upload.status == UPLOADING:
-        return
-    if upload.status == FAILED:
-        raise exc.ChunkyError(
-            f"The upload failed: {upload.reason}", code="upload_failed", status=upload.status
-        )
-    raise exc.AlreadyComplete(status=upload.status)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from email.message import Message
 from urllib.parse import unquote
 
-from .exceptions import BadContentRange
+from .errors import BadContentRange
 
 CONTENT_RANGE = "Content-Range"
 CONTENT_DISPOSITION = "Content-Disposition"

@@ -13,13 +13,14 @@ from collections.abc import Callable
 from typing import Any
 
 from . import lua, redis_clock
-from .exceptions import StoreUnavailable
+from .errors import StoreUnavailable
 from .indexes import SweepIndexes
 from .records import (
     COMPLETE,
     EXPIRED,
     FAILED,
     PROCESSING,
+    UNKNOWN_LENGTH,
     UPLOADING,
     Upload,
     now_ms,
@@ -32,6 +33,7 @@ __all__ = [
     "EXPIRED",
     "FAILED",
     "PROCESSING",
+    "UNKNOWN_LENGTH",
     "UPLOADING",
     "Upload",
     "UploadStore",
@@ -71,6 +73,8 @@ class UploadStore(SweepIndexes):
         self._release = redis.register_script(lua.RELEASE)
         self._extend = redis.register_script(lua.EXTEND)
         self._transition = redis.register_script(lua.TRANSITION)
+        self._set_length = redis.register_script(lua.SET_LENGTH)
+        self._terminate = redis.register_script(lua.TERMINATE)
         self._register_index_scripts()
 
     # -- keys ----------------------------------------------------------------
@@ -197,6 +201,21 @@ class UploadStore(SweepIndexes):
                 self.expiries.remove(upload.upload_id)
         if result == "ok":
             upload.queued = now
+        return result
+
+    def set_length(self, upload_id: str, token: str, length: int) -> str:
+        """Fix a deferred length under the lock (released): "ok", "lost", "conflict" or "set"."""
+        keys = [self.record_key(upload_id), self.lock_key(upload_id)]
+        with _wrap_errors():
+            return self._set_length(keys=keys, args=[token, length]).decode()
+
+    def terminate(self, upload_id: str, token: str) -> str:
+        """Delete an uploading upload's record under the lock (released): "ok", "lost" or its status."""
+        keys = [self.record_key(upload_id), self.lock_key(upload_id)]
+        with _wrap_errors():
+            result = self._terminate(keys=keys, args=[token]).decode()
+            if result == "ok":
+                self.expiries.remove(upload_id)
         return result
 
     def lease_ttl_ms(self, upload_id: str) -> int:

@@ -13,13 +13,13 @@ lock or creation marker lives: a request may be writing it, whatever its age.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..conf import conf, milliseconds
+from ..core.storage import ChunkStorage
+from ..core.store import COMPLETE, EXPIRED, UploadStore
 from . import signals
-from .conf import conf, milliseconds
-from .runtime import get_storage, get_store
-from .storage import ChunkStorage
-from .store import COMPLETE, EXPIRED, UploadStore
 
 logger = logging.getLogger("chunky_redis")
 
@@ -38,10 +38,9 @@ class SweepResult:
 
 
 def purge_expired_uploads(
-    *, store: UploadStore | None = None, chunks: ChunkStorage | None = None
+    *, store: UploadStore, chunks: ChunkStorage, enqueue: Callable[[str], None]
 ) -> SweepResult:
-    store = store or get_store()
-    chunks = chunks or get_storage()
+    """One sweep; ``enqueue`` queues the finalization of an upload whose hand-off was lost."""
     result = SweepResult()
     skipped: set[str] = set()  # still in the sorted set; looked at again by the next sweep
     while True:
@@ -58,7 +57,7 @@ def purge_expired_uploads(
                 chunks.delete(upload_id)
                 result.expired += 1
                 signals.send(signals.upload_expired, upload_id=upload_id)
-    _requeue_lost(store, result)
+    _requeue_lost(store, result, enqueue)
     store.prune_failed()
     grace = conf.ORPHAN_GRACE.total_seconds()
     batch: list[str] = []
@@ -74,12 +73,10 @@ def purge_expired_uploads(
     return result
 
 
-def _requeue_lost(store: UploadStore, result: SweepResult) -> None:
+def _requeue_lost(store: UploadStore, result: SweepResult, enqueue: Callable[[str], None]) -> None:
     """Queue again the uploads in processing that no worker finalizes, long after
     they were queued: their hand-off was lost. A duplicate is harmless (the
     finalization is idempotent and only the status winner sends signals)."""
-    from .completion import enqueue_finalize
-
     after_ms = milliseconds(conf.REQUEUE_AFTER)
     cutoff = store.now() - after_ms
     while due := store.due_processing(cutoff, limit=_BATCH):
@@ -88,7 +85,7 @@ def _requeue_lost(store: UploadStore, result: SweepResult) -> None:
             if store.requeue(upload_id, after_ms) != "ok":
                 continue
             logger.warning("chunky_redis: queueing upload %s again (lost hand-off)", upload_id)
-            enqueue_finalize(upload_id)
+            enqueue(upload_id)
             result.requeued += 1
 
 

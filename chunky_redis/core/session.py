@@ -1,18 +1,20 @@
-"""One chunk in flight (see uploads.py for the rules that open it). No Django here."""
+"""One chunk in flight (see uploads.py for the rules that open it). No Django here.
+
+A session works on the shared context (store, storage, policy, quotas), never on
+the service that opened it.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import exceptions as exc
+from . import errors as exc
 from .checksums import ResumableHash, incremental_available
+from .context import UploadContext
 from .http import ByteRange
+from .quotas import Quota
 from .store import PROCESSING, Upload
-
-if TYPE_CHECKING:
-    from .quotas import Quota
-    from .uploads import UploadService
 
 
 class ChunkSession:
@@ -20,7 +22,7 @@ class ChunkSession:
 
     def __init__(
         self,
-        service: UploadService,
+        context: UploadContext,
         upload: Upload,
         *,
         token: str,
@@ -29,7 +31,8 @@ class ChunkSession:
         is_new: bool = False,
     ):
         """``token`` holds the upload's lock or, for a new upload, its creation marker."""
-        self.service = service
+        self.context = context
+        self.max_bytes = max_bytes
         self.upload = upload
         self.token: str | None = token
         self.byte_range = byte_range
@@ -44,7 +47,7 @@ class ChunkSession:
             self.hasher = None
         limit = byte_range.length if byte_range else max_bytes
         self._lock_checked = time.monotonic()
-        self.writer = service.storage.writer(
+        self.writer = context.storage.writer(
             upload.upload_id,
             create=is_new,  # appending never creates: a missing file is an error, not a hole
             start=upload.offset,
@@ -65,15 +68,19 @@ class ChunkSession:
     def _overflow(self) -> exc.ChunkyError:
         if self.byte_range is not None:
             return exc.LengthMismatch(
-                f"The body carries more than the {self.byte_range.length} bytes its Content-Range announces."
+                self.byte_range.length,
+                None,
+                f"The body carries more than the {self.byte_range.length} bytes its Content-Range announces.",
             )
-        return exc.TooLarge()  # its default detail: "The file exceeds the size limit."
+        return exc.TooLarge(
+            None, self.max_bytes
+        )  # its default detail: "The file exceeds the size limit."
 
     def _heartbeat(self) -> None:
         # Renew the lock (or a new upload's creation marker) well before it can
         # lapse; a writer that lost it must not write another byte (another
         # request may own the upload now, or the sweeper may have taken the file).
-        store = self.service.store
+        store = self.context.store
         if time.monotonic() - self._lock_checked < store.lock_timeout_ms / 3000:
             return
         assert self.token is not None
@@ -93,7 +100,9 @@ class ChunkSession:
             raise exc.MissingChunk()
         if self.byte_range is not None and received != self.byte_range.length:
             raise exc.LengthMismatch(
-                f"Content-Range announces {self.byte_range.length} bytes but {received} arrived."
+                self.byte_range.length,
+                received,
+                f"Content-Range announces {self.byte_range.length} bytes but {received} arrived.",
             )
         return received
 
@@ -102,20 +111,20 @@ class ChunkSession:
         received = self._check_received()
         if self.is_new:
             upload = self._fill_new(received, filename, extra)
-            self.service.admit(upload, self.quota)  # again: a multipart body's size is known now
+            self.context.admit(upload, self.quota)  # again: a multipart body's size is known now
             self._create(upload)
             return upload
         upload = self.upload
         hash_state = self.hasher.serialize() if self.hasher else b""
         new_offset = upload.offset + received
-        policy = self.service.policy
+        policy = self.context.policy
         expires = (
-            self.service.store.now() + policy.expiration_ms
+            self.context.store.now() + policy.expiration_ms
             if policy.sliding_expiration
             else upload.expires
         )
         assert self.token is not None
-        result = self.service.store.commit(
+        result = self.context.store.commit(
             upload, self.token, new_offset=new_offset, hash_state=hash_state, expires=expires
         )
         self.token = None  # the commit released the lock, whatever its answer
@@ -128,7 +137,7 @@ class ChunkSession:
                 "The upload moved while this chunk was written; the chunk was not recorded."
             )
         if expires != upload.expires:
-            self.service.touch_quota(upload, expires)
+            self.context.touch_quota(upload, expires)
         upload.offset, upload.hash_state, upload.expires = new_offset, hash_state, expires
         return upload
 
@@ -139,14 +148,14 @@ class ChunkSession:
         assert self.is_new
         received = self._check_received()
         upload = self._fill_new(received, filename, extra)
-        self.service.admit(upload, self.quota)  # its size is known now
+        self.context.admit(upload, self.quota)  # its size is known now
         checksum = clean_checksum(checksum, upload.algorithm)
-        self.service.verify(upload, checksum)
+        self.context.verify(upload, checksum)
         upload.status, upload.checksum = PROCESSING, checksum
-        upload.queued = self.service.store.now()
+        upload.queued = self.context.store.now()
         self._create(upload)
-        self.service.release_quota(upload)
-        self.service.hand_off(upload)
+        self.context.release_quota(upload)
+        self.context.hand_off(upload)
         return upload
 
     def _create(self, upload: Upload) -> None:
@@ -154,7 +163,7 @@ class ChunkSession:
         (the writer stalled), since the sweeper may then have taken the file."""
         assert self.token is not None
         try:
-            result = self.service.store.create(upload, self.token)
+            result = self.context.store.create(upload, self.token)
         except exc.StoreUnavailable:
             # The record may exist (only the reply was lost): keep the file. If it
             # does not, the marker lapses and the sweeper removes the orphan.
@@ -185,12 +194,12 @@ class ChunkSession:
         # sync=True would only make bytes that are being thrown away durable: slower, same outcome.
         self._close_writer(sync=False)  # pragma: no mutate
         if self.is_new:
-            self.service.storage.delete(self.upload_id)
+            self.context.storage.delete(self.upload_id)
             if self.quota is not None:
-                self.service.release_quota(self.upload)
+                self.context.release_quota(self.upload)
         if self.token is not None:
             token, self.token = self.token, None
-            self.service.store.release(self.upload_id, token)
+            self.context.store.release(self.upload_id, token)
 
 
 def _ignore(_: bytes) -> None:
@@ -203,5 +212,5 @@ def clean_checksum(checksum: str, algorithm: str) -> str:
         raise exc.MissingChecksum(f"Completion needs the file's {algorithm} (hex).")
     # (lowercased above: an "X" added around the alphabet by a mutant never matches anything)
     if any(c not in "0123456789abcdef" for c in checksum):  # pragma: no mutate
-        raise exc.ChecksumMismatch(f"The {algorithm} must be hexadecimal.", code="bad_checksum")
+        raise exc.InvalidChecksum(algorithm)
     return checksum

@@ -1,4 +1,4 @@
-"""The shared chunk directory. No Django here.
+"""The chunk storage on a shared directory. No Django here.
 
 Every web and Celery worker sees the same directory (local disk, NFS, EFS).
 A file is named after its upload id only, never after the client's filename,
@@ -20,7 +20,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from .exceptions import ChunkFileMissing, ChunkyError, StorageError
+from .checksums import file_hexdigest
+from .errors import ChunkFileMissing, ChunkyError, StorageError
+from .storage import ChunkStorage, FinalTarget
 
 SUFFIX = ".part"
 
@@ -89,7 +91,9 @@ def _off_hub(func: Callable[..., T], *args: Any, large: int = OVERLAP_MIN_BLOCK)
     return func(*args)
 
 
-class ChunkStorage:
+class FileSystemChunkStorage(ChunkStorage):
+    """One ``<upload_id>.part`` file per upload in ``directory``."""
+
     def __init__(self, directory: str, *, fsync: bool = True):
         if not directory:
             raise StorageError("No upload directory is configured (CHUNKY_REDIS_UPLOAD_DIR).")
@@ -150,6 +154,24 @@ class ChunkStorage:
             overflow=overflow,
             fsync=self.fsync,
         )
+
+    def size(self, upload_id: str) -> int | None:
+        try:
+            return os.path.getsize(self.path(upload_id))
+        except FileNotFoundError:
+            return None
+
+    def digest(self, upload_id: str, algorithm: str, length: int) -> str:
+        return file_hexdigest(self.path(upload_id), algorithm, length)
+
+    def move_into(self, upload_id: str, target: FinalTarget, name: str) -> str:
+        path = self.path(upload_id)
+        stored = target.adopt(path, name)  # a rename on one volume: no copy, no window
+        if stored is None:
+            with open(path, "rb") as f:
+                stored = target.save(name, f)
+            os.unlink(path)
+        return stored
 
     def delete(self, upload_id: str) -> bool:
         try:

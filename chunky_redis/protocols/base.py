@@ -1,4 +1,4 @@
-"""How the upload views answer: JSON bodies, refusals, and the 500 of a bug."""
+"""What the dialects share: JSON bodies, draining a refused body, and the 500 of a bug."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from typing import Any
 from django.core.signals import got_request_exception
 from django.http import HttpRequest, JsonResponse
 
-from . import exceptions as exc
-from .http import CACHE_CONTROL
+from ..core import errors as exc
+from ..core.http import CACHE_CONTROL
+from ..core.session import ChunkSession
+from .errors import ServerError
 
 logger = logging.getLogger("chunky_redis")
 
@@ -50,31 +52,51 @@ def drain(request: HttpRequest, limit: int = DRAIN_LIMIT) -> None:
         return
 
 
-def error_response(error: exc.ChunkyError) -> JsonResponse:
-    data = error.as_dict()
-    if error.status_code >= 500:
+def json_error(
+    error: exc.ChunkyError,
+    *,
+    status: int,
+    body: dict[str, Any],
+    headers: dict[str, str] | None = None,
+) -> JsonResponse:
+    """A refusal as JSON; a dialect has chosen its status, body and headers."""
+    if status >= 500:
         # What went wrong on the server (a Redis host and port, a path) is for the
         # log, not for the client: it gets the class's generic message.
         cause = error.__cause__
         logger.warning(
             "chunky_redis: answered %d %s: %s%s",
-            error.status_code,
+            status,
             error.code,
             error.detail,
             f" (from {type(cause).__name__}: {cause})"
             if cause and str(cause) not in error.detail
             else "",
         )
-        data["detail"] = type(error).default_detail
-    response = json_response(data, status=error.status_code)
-    for name, value in error.headers().items():
+        body["detail"] = type(error).default_detail
+    response = json_response(body, status=status)
+    for name, value in (headers or {}).items():
         response[name] = value
     return response
 
 
-def server_error(request: HttpRequest, sender: type) -> JsonResponse:
-    """A bug: log its traceback and answer a JSON 500 (Django's would be an HTML page)."""
+def report_bug(request: HttpRequest, sender: type) -> ServerError:
+    """A bug: log its traceback, tell error reporters; the dialect answers the error returned."""
     logger.exception("chunky_redis: %s %s failed", request.method, request.path)
     got_request_exception.send(sender=sender, request=request)  # error reporters listen here
     drain(request)
-    return error_response(exc.ServerError())
+    return ServerError()
+
+
+class aborting:
+    """Abort the chunk session (release the lock, drop a new file) on any error."""
+
+    def __init__(self, session: ChunkSession):
+        self.session = session
+
+    def __enter__(self) -> ChunkSession:
+        return self.session
+
+    def __exit__(self, exc_type: Any, exc_value: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self.session.abort()

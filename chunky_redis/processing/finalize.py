@@ -1,6 +1,7 @@
 """Turning a verified upload into a file in the final storage.
 
-Runs in the Celery worker. Every step is safe to repeat, so a redelivered or
+Runs in the Celery worker; the task layer (jobs.py) gives it the store, the
+chunk storage and the final storage. Every step is safe to repeat, so a redelivered or
 duplicated task finishes the same upload at most once: a lease in Redis keeps
 two workers from running the steps at the same time, and the status moves
 processing -> complete (or failed) in one atomic step, whose winner alone sends
@@ -11,23 +12,22 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import re
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from django.core.files.storage import Storage
 
+from ..conf import conf, milliseconds
+from ..core.checksums import ResumableHash
+from ..core.storage import ChunkStorage
+from ..core.store import COMPLETE, FAILED, PROCESSING, Upload, UploadStore
 from . import signals
-from .checksums import ResumableHash, file_hexdigest
-from .conf import conf, milliseconds
-from .handoff import final_name_for, get_final_storage, is_name_refused
+from .handoff import ChunkFile, final_name_for, get_final_storage, is_name_refused
 from .handoff import hand_off as _hand_off
-from .runtime import get_storage, get_store
-from .storage import ChunkStorage
-from .store import COMPLETE, FAILED, PROCESSING, Upload, UploadStore
 
 logger = logging.getLogger("chunky_redis")
 
@@ -49,10 +49,8 @@ class Outcome:
 
 
 def finalize(
-    upload_id: str, *, store: UploadStore | None = None, chunks: ChunkStorage | None = None
+    upload_id: str, *, store: UploadStore, chunks: ChunkStorage, final: Storage
 ) -> Outcome:
-    store = store or get_store()
-    chunks = chunks or get_storage()
     upload = store.get(upload_id)
     if upload is None or upload.status != PROCESSING:
         return Outcome("skipped", upload.status if upload else "missing")
@@ -62,7 +60,7 @@ def finalize(
         # Look again once the holder's lease would have lapsed, had it died.
         raise FinalizeBusy(upload_id, max(0.5, store.lease_ttl_ms(upload_id) / 1000 + 0.25))
     try:
-        return _finalize_under_lease(upload, store, chunks)
+        return _finalize_under_lease(upload, store, chunks, final)
     finally:
         lease.drop()
 
@@ -114,15 +112,17 @@ class _Lease:
         self.store.drop_lease(self.upload_id, self.token)
 
 
-def _finalize_under_lease(upload: Upload, store: UploadStore, chunks: ChunkStorage) -> Outcome:
-    final = get_final_storage()
-    path = chunks.path(upload.upload_id)
-    if os.path.exists(path):
-        reason = _verify(upload, path)
+def _finalize_under_lease(
+    upload: Upload, store: UploadStore, chunks: ChunkStorage, final: Storage | None = None
+) -> Outcome:
+    if final is None:  # (the configured one, for callers that hold an upload already)
+        final = get_final_storage()
+    if chunks.exists(upload.upload_id):
+        reason = _verify(upload, chunks)
         if reason:
             return _fail(upload, store, reason)
         chunks.truncate(upload.upload_id, upload.size)
-        name = _hand_off_named(upload, path, final)
+        name = _hand_off_named(upload, ChunkFile(chunks, upload.upload_id), final)
     else:
         # A previous attempt handed the file off and died before recording it?
         names = [final_name_for(upload, final), final_name_for(upload, final, safe=True)]
@@ -168,16 +168,16 @@ def _finalize_under_lease(upload: Upload, store: UploadStore, chunks: ChunkStora
     return Outcome(COMPLETE)
 
 
-def _verify(upload: Upload, path: str) -> str:
+def _verify(upload: Upload, chunks: ChunkStorage) -> str:
     """'' when the stored bytes are what the client's checksum says, else the reason."""
-    stored = os.path.getsize(path)
+    stored = chunks.size(upload.upload_id) or 0
     if stored < upload.size:
         return f"The upload directory holds {stored} of the {upload.size} bytes received."
     if upload.hash_state and not conf.VERIFY_STORED_BYTES:
         digest = ResumableHash(upload.algorithm, upload.hash_state).hexdigest()
         what = "received bytes"
     else:
-        digest = file_hexdigest(path, upload.algorithm, upload.size)
+        digest = chunks.digest(upload.upload_id, upload.algorithm, upload.size)
         what = "stored bytes"
     if not hmac.compare_digest(digest, upload.checksum):
         return (
@@ -187,13 +187,13 @@ def _verify(upload: Upload, path: str) -> str:
     return ""
 
 
-def _hand_off_named(upload: Upload, path: str, final: Storage) -> str:
+def _hand_off_named(upload: Upload, chunk: ChunkFile, final: Storage) -> str:
     """Hand off under the client's name; should the storage refuse that name
     (too long, characters it cannot store), under a safe one: no filename
     can fail an upload."""
     name = final_name_for(upload, final)
     try:
-        return _hand_off(path, final, name)
+        return _hand_off(chunk, final, name)
     except Exception as e:
         safe = final_name_for(upload, final, safe=True)
         if not is_name_refused(e) or safe == name:
@@ -204,7 +204,7 @@ def _hand_off_named(upload: Upload, path: str, final: Storage) -> str:
             public_reason(e),
             safe,
         )
-        return _hand_off(path, final, safe)
+        return _hand_off(chunk, final, safe)
 
 
 def _fail(upload: Upload, store: UploadStore, reason: str) -> Outcome:
@@ -238,34 +238,36 @@ def public_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def fail_upload(upload_id: str, reason: str) -> Outcome:
+def fail_upload(upload_id: str, reason: str, *, store: UploadStore) -> Outcome:
     """Fail an upload stuck in processing (the task gave up after its retries)."""
-    store = get_store()
     upload = store.get(upload_id)
     if upload is None or upload.status != PROCESSING:
         return Outcome("skipped")
     return _fail(upload, store, reason)
 
 
-def retry_failed(upload_id: str, *, store: UploadStore | None = None) -> str:
-    """failed -> processing, and queue the finalization again.
+def retry_failed(
+    upload_id: str,
+    *,
+    store: UploadStore,
+    chunks: ChunkStorage,
+    final: Storage,
+    enqueue: Callable[[str], None],
+) -> str:
+    """failed -> processing, and queue the finalization again with ``enqueue``.
 
     Returns "queued", or why not: "missing" (the record's retention is over),
     "no_bytes" (the chunk file is gone), or the upload's status.
     """
-    from .completion import enqueue_finalize
-
-    store = store or get_store()
     upload = store.get(upload_id)
     if upload is None:
         return "missing"
     if upload.status != FAILED:
         return upload.status
-    final = get_final_storage()
     handed_off = any(
         final.exists(final_name_for(upload, final, safe=safe)) for safe in (False, True)
     )
-    if not os.path.exists(get_storage().path(upload_id)) and not handed_off:
+    if not chunks.exists(upload_id) and not handed_off:
         return "no_bytes"
     store.index_status(upload_id, PROCESSING)  # first: a lost reply leaves it findable
     won = store.transition(
@@ -273,5 +275,5 @@ def retry_failed(upload_id: str, *, store: UploadStore | None = None) -> str:
     )
     if won != "ok":
         return won  # (the sweeper drops the index entry)
-    enqueue_finalize(upload_id)
+    enqueue(upload_id)
     return "queued"

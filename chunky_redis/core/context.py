@@ -1,0 +1,121 @@
+"""What the upload service and its chunk sessions share. No Django here.
+
+The service (uploads.py) opens chunk sessions (session.py); both work on the
+same store, storage, policy, quotas and completion hand-off, which live here so
+that neither module needs the other's class.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import errors as exc
+from .checksums import ResumableHash
+from .quotas import Quota, QuotaTracker
+from .storage import ChunkStorage
+from .store import FAILED, PROCESSING, UPLOADING, Upload, UploadStore
+
+logger = logging.getLogger("chunky_redis")
+
+
+@dataclass
+class Policy:
+    algorithm: str = "md5"
+    expiration_ms: int = 86_400_000
+    sliding_expiration: bool = False
+    requeue_after_ms: int = 60_000  # see UploadService.complete()
+
+
+@dataclass
+class UploadContext:
+    """``on_complete`` receives each upload once it is verified and marked processing;
+    the Django layer injects the Celery hand-off, a plain Python host its own."""
+
+    store: UploadStore
+    storage: ChunkStorage
+    policy: Policy
+    on_complete: Callable[[Upload], None]
+    quotas: QuotaTracker | None = None
+
+    def lock(self, owner: str, upload_id: str) -> tuple[str, Upload]:
+        """Take the upload's lock (owner and expiry checked in the same step)."""
+        token = secrets.token_hex(16)
+        code, upload = self.store.acquire(upload_id, owner, token)
+        raise_for(code)
+        assert upload is not None
+        return token, upload
+
+    def admit(self, upload: Upload, quota: Quota | None) -> None:
+        """Count a new upload against its owner's quota, or refuse it."""
+        if quota is None or self.quotas is None:
+            return
+        self.quotas.admit(
+            upload.owner,
+            upload.upload_id,
+            size=max(upload.size, 0),  # a deferred length counts once declared
+            expires=upload.expires,
+            quota=quota,
+            statuses=self.store.statuses,
+        )
+
+    def release_quota(self, upload: Upload) -> None:
+        """The upload is no longer in flight (completed, or never created)."""
+        if self.quotas is not None:
+            self._best_effort(self.quotas.release, upload.owner, upload.upload_id)
+
+    def touch_quota(self, upload: Upload, expires: int) -> None:
+        """A sliding expiration moved: the upload stays counted until its new expiry."""
+        if self.quotas is not None:
+            self._best_effort(self.quotas.touch, upload.owner, upload.upload_id, expires)
+
+    @staticmethod
+    def _best_effort(update: Callable[..., None], *args: Any) -> None:
+        # The upload's own change is already recorded; a missed index update heals at the
+        # upload's expiry (or at the next refusal), so it must not fail the request.
+        try:
+            update(*args)
+        except exc.StoreUnavailable as e:
+            logger.warning("chunky_redis: quota index not updated for %s: %s", args[1], e)
+
+    def hand_off(self, upload: Upload) -> None:
+        """Queue post-processing; if that fails, the upload can be completed again."""
+        try:
+            self.on_complete(upload)
+        except Exception as e:
+            self.store.transition(upload.upload_id, PROCESSING, UPLOADING)
+            upload.status = UPLOADING
+            raise exc.QueueUnavailable() from e
+
+    def verify(self, upload: Upload, checksum: str) -> None:
+        if not upload.hash_state:
+            return  # No incremental state here: post-processing verifies by reading the file.
+        ours = ResumableHash(upload.algorithm, upload.hash_state).hexdigest()
+        if not hmac.compare_digest(ours, checksum):
+            raise exc.ChecksumMismatch(upload.algorithm)
+
+
+def raise_for(code: str) -> None:
+    if code == "ok":
+        return
+    if code == "missing":
+        raise exc.UploadNotFound()
+    if code == "expired":
+        raise exc.UploadExpired()
+    if code == "locked":
+        raise exc.UploadLocked()
+    if code == "late":
+        raise exc.StoreUnavailable("Redis answered too late; try again.")
+    raise exc.StoreUnavailable(f"Unexpected answer from the store: {code}.")
+
+
+def require_uploading(upload: Upload) -> None:
+    if upload.status == UPLOADING:
+        return
+    if upload.status == FAILED:
+        raise exc.UploadFailed(upload.reason, upload.status)
+    raise exc.AlreadyComplete(status=upload.status)

@@ -1,0 +1,58 @@
+"""The post-processing steps with their parts built from settings (through runtime).
+
+finalize.py and sweeper.py take the store, the chunk storage and the final
+storage as arguments; the Celery tasks, the completion hand-off and the
+management commands call them through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .. import runtime
+from ..core.storage import ChunkStorage
+from ..core.store import UploadStore
+from . import finalize as steps
+from . import sweeper
+from .handoff import get_final_storage
+
+
+def finalize(
+    upload_id: str, *, store: UploadStore | None = None, chunks: ChunkStorage | None = None
+) -> steps.Outcome:
+    """Verify, move to the final storage, mark complete and send the signals (idempotent)."""
+    return steps.finalize(
+        upload_id,
+        store=store or runtime.get_store(),
+        chunks=chunks or runtime.get_storage(),
+        final=get_final_storage(),
+    )
+
+
+def fail_upload(upload_id: str, reason: str) -> steps.Outcome:
+    return steps.fail_upload(upload_id, reason, store=runtime.get_store())
+
+
+def purge_expired_uploads(
+    *,
+    enqueue: Callable[[str], None],
+    store: UploadStore | None = None,
+    chunks: ChunkStorage | None = None,
+) -> sweeper.SweepResult:
+    return sweeper.purge_expired_uploads(
+        store=store or runtime.get_store(),
+        chunks=chunks or runtime.get_storage(),
+        enqueue=enqueue,
+    )
+
+
+def retry_failed(
+    upload_id: str, *, enqueue: Callable[[str], None], store: UploadStore | None = None
+) -> str:
+    return steps.retry_failed(
+        upload_id,
+        store=store or runtime.get_store(),
+        chunks=runtime.get_storage(),
+        final=get_final_storage(),
+        enqueue=enqueue,
+    )

@@ -1,0 +1,130 @@
+"""The core's creation without data, deferred length and termination (for the tus and
+IETF dialects), on the core alone: fakeredis and the real Redis."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from chunky_redis.core import errors as exc
+from chunky_redis.core.context import Policy
+from chunky_redis.core.filesystem import FileSystemChunkStorage
+from chunky_redis.core.http import ByteRange
+from chunky_redis.core.quotas import Quota, QuotaTracker
+from chunky_redis.core.store import PROCESSING, UNKNOWN_LENGTH
+from chunky_redis.core.uploads import UploadService
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def completed():
+    return []
+
+
+@pytest.fixture
+def service(chunky, store, completed):
+    return UploadService(
+        store=store,
+        storage=FileSystemChunkStorage(chunky.CHUNKY_REDIS_UPLOAD_DIR, fsync=False),
+        policy=Policy(algorithm="md5"),
+        on_complete=completed.append,
+        quotas=QuotaTracker(store.redis, prefix=store.prefix, clock=store.clock),
+    )
+
+
+def chunk_file(chunky, upload_id: str) -> str:
+    return os.path.join(chunky.CHUNKY_REDIS_UPLOAD_DIR, upload_id + ".part")
+
+
+def append(service, upload_id: str, data: bytes, start: int, total: int):
+    session = service.start_chunk(
+        owner="u1",
+        upload_id=upload_id,
+        byte_range=ByteRange(start, start + len(data) - 1, total),
+        length=len(data),
+        max_bytes=None,
+    )
+    session.write(data)
+    return session.finish()
+
+
+def test_an_upload_created_without_data(chunky, store, service, completed):
+    upload = service.create(owner="u1", length=10, max_bytes=None, filename="a.bin")
+    assert (upload.offset, upload.size, upload.filename) == (0, 10, "a.bin")
+    assert os.path.getsize(chunk_file(chunky, upload.upload_id)) == 0
+    assert store.get(upload.upload_id).offset == 0
+    append(service, upload.upload_id, b"0123456789", 0, 10)
+    done = service.complete(
+        owner="u1", upload_id=upload.upload_id, checksum=hashlib.md5(b"0123456789").hexdigest()
+    )
+    assert done.status == PROCESSING and [u.upload_id for u in completed] == [upload.upload_id]
+
+
+def test_creation_refuses_a_length_over_the_limit(chunky, service):
+    with pytest.raises(exc.TooLarge) as refused:
+        service.create(owner="u1", length=11, max_bytes=10)
+    assert (refused.value.size, refused.value.limit) == (11, 10)
+    directory = chunky.CHUNKY_REDIS_UPLOAD_DIR
+    assert not os.path.isdir(directory) or not os.listdir(directory)  # no file was made
+
+
+def test_a_deferred_length_is_fixed_once(chunky, store, service):
+    upload = service.create(owner="u1", length=None, max_bytes=None)
+    assert store.get(upload.upload_id).size == UNKNOWN_LENGTH
+    with pytest.raises(exc.UploadIncomplete):  # no completion before the length is known
+        service.complete(owner="u1", upload_id=upload.upload_id, checksum="0" * 32)
+    with pytest.raises(exc.TooLarge):
+        service.declare_length(owner="u1", upload_id=upload.upload_id, length=11, max_bytes=10)
+    declared = service.declare_length(
+        owner="u1", upload_id=upload.upload_id, length=5, max_bytes=None
+    )
+    assert declared.size == 5 and store.get(upload.upload_id).size == 5
+    # The same length again is harmless; another never replaces it.
+    service.declare_length(owner="u1", upload_id=upload.upload_id, length=5, max_bytes=None)
+    with pytest.raises(exc.TotalChanged):
+        service.declare_length(owner="u1", upload_id=upload.upload_id, length=6, max_bytes=None)
+    assert store.get(upload.upload_id).size == 5
+    assert not store.is_locked(upload.upload_id)  # every path released the lock
+    append(service, upload.upload_id, b"abcde", 0, 5)
+
+
+def test_a_declared_length_counts_against_the_bytes_quota(chunky, store, service):
+    quota = Quota(max_uploads=None, max_bytes=100)
+    upload = service.create(owner="u1", length=None, max_bytes=None, quota=quota)
+    with pytest.raises(exc.QuotaExceeded):
+        service.declare_length(
+            owner="u1", upload_id=upload.upload_id, length=101, max_bytes=None, quota=quota
+        )
+    assert store.get(upload.upload_id).size == UNKNOWN_LENGTH
+
+
+def test_termination_removes_record_file_and_quota(chunky, store, service):
+    quota = Quota(max_uploads=1, max_bytes=None)
+    upload = service.create(owner="u1", length=10, max_bytes=None, quota=quota)
+    append(service, upload.upload_id, b"01234", 0, 10)
+    service.terminate(owner="u1", upload_id=upload.upload_id)
+    assert store.get(upload.upload_id) is None
+    assert not os.path.exists(chunk_file(chunky, upload.upload_id))
+    assert store.expiries.score(upload.upload_id) is None  # nothing to sweep
+    assert not store.is_locked(upload.upload_id)
+    with pytest.raises(exc.UploadNotFound):
+        service.status(owner="u1", upload_id=upload.upload_id)
+    service.create(owner="u1", length=10, max_bytes=None, quota=quota)  # the quota was released
+
+
+def test_termination_refuses_others_locked_and_finished_uploads(chunky, store, service):
+    upload = service.create(owner="u1", length=0, max_bytes=None)
+    with pytest.raises(exc.UploadNotFound):
+        service.terminate(owner="someone else", upload_id=upload.upload_id)
+    token, _ = service.context.lock("u1", upload.upload_id)
+    with pytest.raises(exc.UploadLocked):
+        service.terminate(owner="u1", upload_id=upload.upload_id)
+    store.release(upload.upload_id, token)
+    service.complete(owner="u1", upload_id=upload.upload_id, checksum=hashlib.md5().hexdigest())
+    with pytest.raises(exc.AlreadyComplete):
+        service.terminate(owner="u1", upload_id=upload.upload_id)
+    assert store.get(upload.upload_id).status == PROCESSING
+    assert os.path.exists(chunk_file(chunky, upload.upload_id))

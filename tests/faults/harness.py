@@ -272,6 +272,7 @@ class Tally:
     stuck: int = 0  # not finished by the deadline
     signal_errors: int = 0  # upload_completed not exactly once, or sent for an abandoned upload
     restarts: int = 0  # started over from byte 0 after a 404 (a lost record)
+    completed_then_lost: int = 0  # of those: completed (signal sent) before the record was lost
     non_json: int = 0
     http_500: int = 0
     answers: Counter = field(default_factory=Counter)
@@ -280,7 +281,7 @@ class Tally:
     def merge(self, other: Tally) -> Tally:
         for name in ("uploads", "complete", "lost", "corrupted", "stuck", "signal_errors"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("restarts", "non_json", "http_500"):
+        for name in ("restarts", "completed_then_lost", "non_json", "http_500"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.answers.update(other.answers)
         self.problems += other.problems
@@ -299,6 +300,7 @@ class Tally:
             "stuck": self.stuck,
             "signal_errors": self.signal_errors,
             "restarts": self.restarts,
+            "completed_then_lost": self.completed_then_lost,
             "non_json": self.non_json,
             "http_500": self.http_500,
             "answers": {f"{s} {c}".strip(): n for (s, c), n in sorted(self.answers.items())},
@@ -330,18 +332,32 @@ def check_outcomes(service: Service, outcomes: list[Outcome], settle: float = 10
     # The status turns complete just before the worker sends the signal: give it a moment.
     deadline = time.monotonic() + settle
     while True:
-        completed = Counter(
-            s["upload_id"] for s in read_signals(service.env) if s["signal"] == "upload_completed"
-        )
+        sent = [
+            s
+            for s in read_signals(service.env, with_time=True)
+            if s["signal"] == "upload_completed"
+        ]
+        completed = Counter(s["upload_id"] for s in sent)
         if all(completed[o.upload_id] >= 1 for o in finished) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     for o in outcomes:
         label = f"upload {o.upload_id or '-'} ({o.size} bytes)"
-        for old in o.abandoned:
-            if completed[old]:
+        for old, at in zip(o.abandoned, o.abandoned_at, strict=True):
+            # A signal sent before the 404 is an upload that completed and then lost its
+            # record (Redis restarted empty before the client saw "complete"): the client
+            # starts over, but nothing resurrected it. One sent after the 404 did.
+            late = [
+                s["logged_at"] - at for s in sent if s["upload_id"] == old and s["logged_at"] > at
+            ]
+            if late:
                 tally.signal_errors += 1
-                tally.problems.append(f"abandoned upload {old} completed {completed[old]} time(s)")
+                tally.problems.append(
+                    f"abandoned upload {old} completed {len(late)} time(s) after its 404"
+                    f" (+{max(late):.2f} s)"
+                )
+            elif completed[old]:
+                tally.completed_then_lost += 1
         if o.state == STUCK:
             tally.stuck += 1
             tally.problems.append(

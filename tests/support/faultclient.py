@@ -42,6 +42,7 @@ class Outcome:
     size: int
     upload_id: str | None = None  # the upload the client finished (or last worked on)
     abandoned: list[str] = field(default_factory=list)  # uploads it started over from
+    abandoned_at: list[float] = field(default_factory=list)  # when (wall clock) it got their 404
     state: str = "pending"  # complete | failed | stuck | error
     status: dict[str, Any] = field(default_factory=dict)  # the last status answer
     answers: Counter = field(default_factory=Counter)  # (status, code) -> count
@@ -226,6 +227,7 @@ class RetryingClient:
             except _Restart:
                 if upload_id is not None:
                     out.abandoned.append(upload_id)
+                    out.abandoned_at.append(time.time())
                 upload_id, out.upload_id, offset, resync = None, None, 0, False
         return out
 

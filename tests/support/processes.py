@@ -216,13 +216,17 @@ class BeatProcess(_Process):
         return self
 
 
-def read_signals(env: dict) -> list[dict]:
+def read_signals(env: dict, *, with_time: bool = False) -> list[dict]:
+    """The signals the live processes sent; ``with_time`` keeps when (``logged_at``, wall clock)."""
     import json
 
     path = Path(env["CHUNKY_TEST_SIGNAL_LOG"])
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for line in lines if not with_time else []:
+        line.pop("logged_at", None)
+    return lines
 
 
 def wait_for(predicate, timeout: float = 30, interval: float = 0.05, message: str = "condition"):

@@ -26,7 +26,10 @@ def _record(name, kwargs):
     path = os.environ.get("CHUNKY_TEST_SIGNAL_LOG")
     if path:
         with open(path, "a") as f:
-            f.write(json.dumps({"signal": name, **kwargs}, default=str) + "\n")
+            # When it was sent (wall clock, which the test process shares): the fault suite
+            # tells a signal sent before a record was lost from one sent after.
+            line = {"signal": name, **kwargs, "logged_at": time.time()}
+            f.write(json.dumps(line, default=str) + "\n")
 
 
 @receiver(signals.upload_completed)

@@ -14,6 +14,7 @@ handler500 = "chunky_site.views.server_error"
 urlpatterns = [
     path("", demo.index, name="demo"),
     path("healthz", views.health, name="health"),
+    path("resumable/", include("chunky_redis.rufh_urls")),  # the IETF resumable-upload draft
     path("", include("chunky_redis.urls")),
 ]
 

@@ -1,0 +1,299 @@
+"""The IETF resumable-upload dialect (draft-ietf-httpbis-resumable-upload, interop 3 to 8).
+
+POST/PUT/PATCH  <endpoint>        create an upload (Upload-Complete), with or without data
+HEAD/GET        <endpoint><id>/   offset retrieval (Upload-Offset, Upload-Complete, ...)
+PATCH           <endpoint><id>/   append at Upload-Offset; Upload-Complete: ?1 completes it
+DELETE          <endpoint><id>/   cancel
+OPTIONS         either            Upload-Limit
+
+A request that completes the upload answers 200 with the completion's JSON (as
+the chunky dialect's completion). WSGI cannot send 104 interim responses, so the
+final response of a creation carries Location, and a client resumes from HEAD.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import SuspiciousOperation
+from django.http import HttpRequest, HttpResponse
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt
+
+from ..conf import conf
+from ..core import errors as exc
+from ..core.http import CONTENT_DISPOSITION, ByteRange, filename_from_content_disposition, is_upload_id
+from ..core.store import UPLOADING, Upload
+from . import bodies
+from .base import aborting, drain, json_response, logger, report_bug
+from .errors import LengthRequired, MethodNotAllowed
+from .hooks import UploadHooks
+from .rufh_fields import (
+    LATEST,
+    PARTIAL_UPLOAD,
+    VERSION_HEADER,
+    Dialect,
+    InconsistentLength,
+    MissingUploadComplete,
+    MissingUploadOffset,
+    UnsupportedMediaType,
+    dialect_for,
+    sf_integer,
+)
+from .rufh_responses import empty_response, problem_response
+from .rufh_uploads import content_length, filename_from_metadata, our_checksum
+
+CREATION_METHODS = ("POST", "PUT", "PATCH")
+
+
+@method_decorator(csrf_exempt, name="dispatch")  # enforced in enforce_csrf() for session users
+class ResumableUploadView(UploadHooks, View):
+    """Override the hooks (those of UploadHooks, and get_response_data) to adapt it to a host."""
+
+    http_method_names = ["post", "put", "patch", "head", "get", "delete", "options"]
+
+    def get_response_data(self, upload: Upload, request: HttpRequest) -> dict[str, Any]:
+        """The body of the response that completes an upload."""
+        return {
+            "upload_id": upload.upload_id,
+            "filename": upload.filename,
+            "size": upload.size,
+            "status": upload.status,
+            "status_url": self.resource_url(request, upload.upload_id),
+        }
+
+    # -- plumbing --------------------------------------------------------------
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        upload_id: str | None = kwargs.get("upload_id")
+        self.dialect = Dialect(LATEST)
+        self.headers: dict[str, str] = {}  # what every answer carries once the upload is known
+        try:
+            try:
+                request.get_host()  # a Host outside ALLOWED_HOSTS: refuse before any work
+                self.dialect = dialect_for(request)
+                method = request.method or ""
+                if method == "OPTIONS":
+                    return self.answer_options(upload_id)
+                if upload_id is None:
+                    if method not in CREATION_METHODS:
+                        raise self._not_allowed(upload_id)
+                    handler = self.create
+                else:
+                    if not is_upload_id(upload_id):
+                        raise exc.UploadNotFound()
+                    handlers = {"HEAD": self.offset, "GET": self.offset}
+                    handlers.update(PATCH=self.append, DELETE=self.cancel)
+                    if method not in handlers:
+                        raise self._not_allowed(upload_id)
+                    handler = handlers[method]
+                self.check_permissions(request)
+                self.enforce_csrf(request)
+                return handler(request, upload_id)
+            except SuspiciousOperation as e:
+                logger.warning("chunky_redis: suspicious request refused: %s", e)
+                raise exc.ChunkyError(str(e), code="suspicious_request") from e
+        except exc.ChunkyError as e:
+            drain(request)
+            return problem_response(e, self.dialect, self.headers)
+        except Exception:
+            return problem_response(report_bug(request, type(self)), self.dialect, self.headers)
+
+    def _not_allowed(self, upload_id: str | None) -> MethodNotAllowed:
+        allow = CREATION_METHODS if upload_id is None else ("HEAD", "GET", "PATCH", "DELETE")
+        return MethodNotAllowed(allow=[*allow, "OPTIONS"])
+
+    def resource_url(self, request: HttpRequest, upload_id: str) -> str:
+        path = request.path
+        if not path.rstrip("/").endswith(upload_id):
+            path = path.rstrip("/") + f"/{upload_id}/"
+        return request.build_absolute_uri(path)
+
+    def limit(self, request: HttpRequest, upload: Upload | None) -> str:
+        max_age = None
+        if upload is not None and upload.status == UPLOADING:
+            max_age = (upload.expires - self.get_service().store.now()) // 1000
+        return self.dialect.limit(max_size=self.get_max_bytes(request), max_age_s=max_age)
+
+    def _know(self, request: HttpRequest, upload: Upload, *, location: bool = False) -> None:
+        """Headers every later answer to this request carries (errors included)."""
+        if location:
+            self.headers["Location"] = self.resource_url(request, upload.upload_id)
+        if upload.status == UPLOADING:
+            self.headers["Upload-Offset"] = str(upload.offset)
+        self.headers["Upload-Limit"] = self.limit(request, upload)
+
+    # -- requests --------------------------------------------------------------
+    def answer_options(self, upload_id: str | None) -> HttpResponse:
+        allow = CREATION_METHODS if upload_id is None else ("HEAD", "GET", "PATCH", "DELETE")
+        headers = {
+            "Allow": ", ".join([*allow, "OPTIONS"]),
+            "Accept-Patch": PARTIAL_UPLOAD,
+            "Upload-Limit": self.limit(self.request, None),
+        }
+        return empty_response(204, self.dialect, headers)
+
+    def offset(self, request: HttpRequest, upload_id: str) -> HttpResponse:
+        upload = self.get_service().status(owner=self.get_owner(request), upload_id=upload_id)
+        self._know(request, upload)
+        headers = {**self.headers, **self.dialect.complete_headers(upload.status != UPLOADING)}
+        headers["Upload-Offset"] = str(upload.offset)
+        if upload.length_known:
+            headers["Upload-Length"] = str(upload.size)
+        return empty_response(204, self.dialect, headers)
+
+    def cancel(self, request: HttpRequest, upload_id: str) -> HttpResponse:
+        self._refuse_state_headers(request)
+        self.get_service().terminate(owner=self.get_owner(request), upload_id=upload_id)
+        return empty_response(204, self.dialect, {})
+
+    def create(self, request: HttpRequest, upload_id: None) -> HttpResponse:
+        complete = self._upload_complete(request)
+        body_length = self._body_length(request)
+        length = self._declared_length(request, offset=0, body_length=body_length, complete=complete)
+        if length is not None and body_length > length:
+            raise InconsistentLength(f"The body has {body_length} bytes; Upload-Length is {length}.")
+        self.validate(request)
+        filename = filename_from_content_disposition(request.headers.get(CONTENT_DISPOSITION, ""))
+        upload = self.get_service().create(
+            owner=self.get_owner(request),
+            length=length,
+            max_bytes=self.get_max_bytes(request),
+            quota=self.get_quota(request),
+            filename=filename or filename_from_metadata(request.headers.get("Upload-Metadata")),
+            extra=self.get_extra_attrs(request),
+        )
+        self._know(request, upload, location=True)
+        if body_length:
+            upload = self._write(request, upload, body_length)
+        if complete:
+            return self._complete(request, upload)
+        headers = {**self.headers, **self.dialect.complete_headers(False)}
+        return empty_response(201, self.dialect, headers)
+
+    def append(self, request: HttpRequest, upload_id: str) -> HttpResponse:
+        complete = self._upload_complete(request)
+        provided = sf_integer(request.headers.get("Upload-Offset"))
+        if provided is None:
+            raise MissingUploadOffset()
+        if self.dialect.requires_partial_upload and request.content_type != PARTIAL_UPLOAD:
+            raise UnsupportedMediaType()
+        body_length = self._body_length(request)
+        service, owner = self.get_service(), self.get_owner(request)
+        upload = service.status(owner=owner, upload_id=upload_id)
+        self._know(request, upload)
+        if upload.status != UPLOADING:
+            return self._replay(request, upload, provided, body_length, complete)
+        if provided != upload.offset:
+            raise exc.OffsetMismatch(upload.offset, provided)
+        length = self._declared_length(
+            request, offset=provided, body_length=body_length, complete=complete
+        )
+        if length is not None:
+            if not upload.length_known:
+                max_bytes = self.get_max_bytes(request)
+                upload = service.declare_length(
+                    owner=owner, upload_id=upload_id, length=length, max_bytes=max_bytes
+                )
+            elif length != upload.size:
+                raise exc.TotalChanged(length, upload.size)
+        if body_length:
+            if not upload.length_known:
+                raise InconsistentLength(
+                    "This upload's length is not known yet: send Upload-Length with the data.",
+                    code="length_unknown",
+                )
+            if provided + body_length > upload.size:
+                raise InconsistentLength(
+                    f"{body_length} bytes at offset {provided} run past the upload's "
+                    f"length, {upload.size}."
+                )
+            self.validate(request)
+            upload = self._write(request, upload, body_length)
+        if complete:
+            return self._complete(request, upload)
+        headers = {**self.headers, **self.dialect.complete_headers(False)}
+        return empty_response(self.dialect.append_status, self.dialect, headers)
+
+    # -- steps -------------------------------------------------------------------
+    def _upload_complete(self, request: HttpRequest) -> bool:
+        complete = self.dialect.upload_complete(request)
+        if complete is None:
+            raise MissingUploadComplete()
+        return complete
+
+    def _refuse_state_headers(self, request: HttpRequest) -> None:
+        # Versions 3-6: a DELETE carrying Upload-Offset or Upload-Complete MUST be refused.
+        names = ("Upload-Offset", "Upload-Complete", "Upload-Incomplete")
+        if self.dialect.version <= 6 and any(n in request.headers for n in names):
+            raise exc.ChunkyError(
+                "A cancellation carries no Upload-Offset or Upload-Complete.",
+                code="unexpected_upload_headers",
+            )
+
+    def _body_length(self, request: HttpRequest) -> int:
+        if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+            raise LengthRequired()
+        return content_length(request)
+
+    def _declared_length(
+        self, request: HttpRequest, *, offset: int, body_length: int, complete: bool
+    ) -> int | None:
+        """The upload's length as this request states it, or None; two statements must agree."""
+        declared = sf_integer(request.headers.get("Upload-Length"))
+        implied = offset + body_length if complete else None
+        if declared is not None and implied is not None and declared != implied:
+            raise InconsistentLength(
+                f"Upload-Length is {declared}, but this request completes the upload "
+                f"at {implied} bytes."
+            )
+        return implied if declared is None else declared
+
+    def _write(self, request: HttpRequest, upload: Upload, body_length: int) -> Upload:
+        start = upload.offset
+        session = self.get_service().start_chunk(
+            owner=upload.owner,
+            upload_id=upload.upload_id,
+            byte_range=ByteRange(start, start + body_length - 1, upload.size),
+            length=body_length,
+            max_bytes=self.get_max_bytes(request),
+        )
+        with aborting(session):
+            body = bodies.Body("raw", body_length)
+            bodies.stream(request, body, session, field_name="", block_size=conf.BLOCK_SIZE)
+            upload = session.finish()
+        self._know(request, upload)
+        return upload
+
+    def _complete(self, request: HttpRequest, upload: Upload) -> HttpResponse:
+        checksum = our_checksum(self.get_service(), upload)
+        upload = self.get_service().complete(
+            owner=upload.owner, upload_id=upload.upload_id, checksum=checksum
+        )
+        return self._completed_response(request, upload)
+
+    def _completed_response(self, request: HttpRequest, upload: Upload) -> HttpResponse:
+        response = json_response(self.get_response_data(upload, request))
+        headers = {**self.headers, **self.dialect.complete_headers(True)}
+        headers["Location"] = self.resource_url(request, upload.upload_id)
+        headers["Upload-Offset"] = str(upload.offset)
+        headers[VERSION_HEADER] = str(self.dialect.version)
+        for name, value in headers.items():
+            response[name] = value
+        return response
+
+    def _replay(
+        self, request: HttpRequest, upload: Upload, provided: int, body_length: int, complete: bool
+    ) -> HttpResponse:
+        """An append to a completed upload: a retried completion gets the final response again."""
+        if not (complete and body_length == 0 and provided == upload.offset):
+            raise exc.AlreadyComplete(status=upload.status)
+        if upload.status != "processing":
+            return self._completed_response(request, upload)
+        try:  # the core queues post-processing again if the first hand-off was lost
+            upload = self.get_service().complete(
+                owner=upload.owner, upload_id=upload.upload_id, checksum=upload.checksum
+            )
+        except exc.AlreadyComplete:
+            pass
+        return self._completed_response(request, upload)

@@ -95,6 +95,8 @@ class ResumableUploadView(UploadHooks, View):
                 raise exc.ChunkyError(str(e), code="suspicious_request") from e
         except exc.ChunkyError as e:
             drain(request)
+            # A 413 SHOULD say the limits; every refusal does.
+            self.headers.setdefault("Upload-Limit", self.limit(request, None))
             return problem_response(e, self.dialect, self.headers)
         except Exception:
             return problem_response(report_bug(request, type(self)), self.dialect, self.headers)
@@ -134,6 +136,7 @@ class ResumableUploadView(UploadHooks, View):
         return empty_response(204, self.dialect, headers)
 
     def offset(self, request: HttpRequest, upload_id: str) -> HttpResponse:
+        self._refuse_state_headers(request)
         upload = self.get_service().status(owner=self.get_owner(request), upload_id=upload_id)
         self._know(request, upload)
         headers = {**self.headers, **self.dialect.complete_headers(upload.status != UPLOADING)}
@@ -176,9 +179,11 @@ class ResumableUploadView(UploadHooks, View):
         provided = sf_integer(request.headers.get("Upload-Offset"))
         if provided is None:
             raise MissingUploadOffset()
-        if self.dialect.requires_partial_upload and request.content_type != PARTIAL_UPLOAD:
-            raise UnsupportedMediaType()
         body_length = self._body_length(request)
+        # An empty append may come without a Content-Type: it carries no patch document.
+        typed = body_length or request.content_type
+        if self.dialect.requires_partial_upload and typed and request.content_type != PARTIAL_UPLOAD:
+            raise UnsupportedMediaType()
         service, owner = self.get_service(), self.get_owner(request)
         upload = service.status(owner=owner, upload_id=upload_id)
         self._know(request, upload)
@@ -223,11 +228,11 @@ class ResumableUploadView(UploadHooks, View):
         return complete
 
     def _refuse_state_headers(self, request: HttpRequest) -> None:
-        # Versions 3-6: a DELETE carrying Upload-Offset or Upload-Complete MUST be refused.
+        # Versions 3-6: offset retrieval and cancellation carrying them MUST be refused.
         names = ("Upload-Offset", "Upload-Complete", "Upload-Incomplete")
         if self.dialect.version <= 6 and any(n in request.headers for n in names):
             raise exc.ChunkyError(
-                "A cancellation carries no Upload-Offset or Upload-Complete.",
+                f"A {request.method} carries no Upload-Offset or Upload-Complete.",
                 code="unexpected_upload_headers",
             )
 
@@ -286,7 +291,8 @@ class ResumableUploadView(UploadHooks, View):
         self, request: HttpRequest, upload: Upload, provided: int, body_length: int, complete: bool
     ) -> HttpResponse:
         """An append to a completed upload: a retried completion gets the final response again."""
-        if not (complete and body_length == 0 and provided == upload.offset):
+        retried = complete and body_length == 0 and provided == upload.offset
+        if not retried or self.dialect.version <= 6:  # 3-6: MUST answer 400
             raise exc.AlreadyComplete(status=upload.status)
         if upload.status != "processing":
             return self._completed_response(request, upload)

@@ -217,18 +217,17 @@ def test_cancellation_removes_record_and_bytes(chunky):
     assert client.delete(location, **headers()).status_code == 404
 
 
-def test_a_retried_completion_replays_the_final_response(chunky, signal_log):
+def test_a_completed_upload_refuses_appends_and_says_complete(chunky, signal_log):
     client = Client()
     reply = create(client, b"abc", complete=False, upload_length="3")
     location = reply["Location"]
-    first = append(client, location, b"", 3, complete=True)
+    assert append(client, location, b"", 3, complete=True).status_code == 200
     again = append(client, location, b"", 3, complete=True)
-    assert first.status_code == again.status_code == 200
-    assert again.json()["upload_id"] == first.json()["upload_id"]
-    assert again["Upload-Complete"] == "?1"
+    assert again.status_code == 400 and again.json()["code"] == "already_complete"
+    assert again.json()["type"].endswith("#completed-upload")
+    head = client.head(location, **headers())
+    assert head["Upload-Complete"] == "?1" and head["Upload-Offset"] == "3"
     assert [name for name, _ in signal_log].count("upload_completed") == 1
-    more = append(client, location, b"x", 3, complete=True)
-    assert more.status_code == 400 and more.json()["code"] == "already_complete"
 
 
 def test_the_max_size_limit_is_announced_and_enforced(chunky):
@@ -259,9 +258,11 @@ def test_bad_creations_are_4xx_problems_and_create_nothing(chunky, fields, code)
     assert 400 <= reply.status_code < 500, reply.content
     assert reply["Content-Type"] == "application/problem+json"
     assert reply.json()["code"] == code
-    assert not list(Path(chunky.CHUNKY_REDIS_UPLOAD_DIR).glob("*")) if Path(
-        chunky.CHUNKY_REDIS_UPLOAD_DIR
-    ).exists() else True
+    assert (
+        not list(Path(chunky.CHUNKY_REDIS_UPLOAD_DIR).glob("*"))
+        if Path(chunky.CHUNKY_REDIS_UPLOAD_DIR).exists()
+        else True
+    )
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,12 @@ from django.views.decorators.csrf import csrf_exempt
 
 from ..conf import conf
 from ..core import errors as exc
-from ..core.http import CONTENT_DISPOSITION, ByteRange, filename_from_content_disposition, is_upload_id
+from ..core.http import (
+    CONTENT_DISPOSITION,
+    ByteRange,
+    filename_from_content_disposition,
+    is_upload_id,
+)
 from ..core.store import UPLOADING, Upload
 from . import bodies
 from .base import aborting, drain, json_response, logger, report_bug
@@ -153,9 +158,13 @@ class ResumableUploadView(UploadHooks, View):
     def create(self, request: HttpRequest, upload_id: None) -> HttpResponse:
         complete = self._upload_complete(request)
         body_length = self._body_length(request)
-        length = self._declared_length(request, offset=0, body_length=body_length, complete=complete)
+        length = self._declared_length(
+            request, offset=0, body_length=body_length, complete=complete
+        )
         if length is not None and body_length > length:
-            raise InconsistentLength(f"The body has {body_length} bytes; Upload-Length is {length}.")
+            raise InconsistentLength(
+                f"The body has {body_length} bytes; Upload-Length is {length}."
+            )
         self.validate(request)
         filename = filename_from_content_disposition(request.headers.get(CONTENT_DISPOSITION, ""))
         upload = self.get_service().create(
@@ -182,13 +191,18 @@ class ResumableUploadView(UploadHooks, View):
         body_length = self._body_length(request)
         # An empty append may come without a Content-Type: it carries no patch document.
         typed = body_length or request.content_type
-        if self.dialect.requires_partial_upload and typed and request.content_type != PARTIAL_UPLOAD:
+        if (
+            self.dialect.requires_partial_upload
+            and typed
+            and request.content_type != PARTIAL_UPLOAD
+        ):
             raise UnsupportedMediaType()
         service, owner = self.get_service(), self.get_owner(request)
         upload = service.status(owner=owner, upload_id=upload_id)
         self._know(request, upload)
         if upload.status != UPLOADING:
-            return self._replay(request, upload, provided, body_length, complete)
+            # MUST NOT modify a completed upload, and MUST reject the request (4.4.2).
+            raise exc.AlreadyComplete(status=upload.status)
         if provided != upload.offset:
             raise exc.OffsetMismatch(upload.offset, provided)
         length = self._declared_length(
@@ -275,9 +289,6 @@ class ResumableUploadView(UploadHooks, View):
         upload = self.get_service().complete(
             owner=upload.owner, upload_id=upload.upload_id, checksum=checksum
         )
-        return self._completed_response(request, upload)
-
-    def _completed_response(self, request: HttpRequest, upload: Upload) -> HttpResponse:
         response = json_response(self.get_response_data(upload, request))
         headers = {**self.headers, **self.dialect.complete_headers(True)}
         headers["Location"] = self.resource_url(request, upload.upload_id)
@@ -286,20 +297,3 @@ class ResumableUploadView(UploadHooks, View):
         for name, value in headers.items():
             response[name] = value
         return response
-
-    def _replay(
-        self, request: HttpRequest, upload: Upload, provided: int, body_length: int, complete: bool
-    ) -> HttpResponse:
-        """An append to a completed upload: a retried completion gets the final response again."""
-        retried = complete and body_length == 0 and provided == upload.offset
-        if not retried or self.dialect.version <= 6:  # 3-6: MUST answer 400
-            raise exc.AlreadyComplete(status=upload.status)
-        if upload.status != "processing":
-            return self._completed_response(request, upload)
-        try:  # the core queues post-processing again if the first hand-off was lost
-            upload = self.get_service().complete(
-                owner=upload.owner, upload_id=upload.upload_id, checksum=upload.checksum
-            )
-        except exc.AlreadyComplete:
-            pass
-        return self._completed_response(request, upload)

@@ -56,6 +56,8 @@ def problem_body(error: exc.ChunkyError, status: int) -> dict[str, Any]:
         body["type"] = PROBLEM_TYPES + "mismatching-upload-offset"
     elif isinstance(error, LENGTH_ERRORS):
         body["type"] = PROBLEM_TYPES + "inconsistent-upload-length"
+    elif isinstance(error, exc.AlreadyComplete):
+        body["type"] = PROBLEM_TYPES + "completed-upload"
     body.update(title=HTTPStatus(status).phrase, detail=error.detail, code=error.code)
     if isinstance(error, exc.OffsetMismatch):
         body["expected-offset"], body["provided-offset"] = error.expected, error.provided

@@ -13,6 +13,8 @@ final response of a creation carries Location, and a client resumes from HEAD.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from django.core.exceptions import SuspiciousOperation
@@ -80,21 +82,10 @@ class ResumableUploadView(UploadHooks, View):
                 method = request.method or ""
                 if method == "OPTIONS":
                     return self.answer_options(upload_id)
-                if upload_id is None:
-                    if method not in CREATION_METHODS:
-                        raise self._not_allowed(upload_id)
-                    handler = self.create
-                else:
-                    if not is_upload_id(upload_id):
-                        raise exc.UploadNotFound()
-                    handlers = {"HEAD": self.offset, "GET": self.offset}
-                    handlers.update(PATCH=self.append, DELETE=self.cancel)
-                    if method not in handlers:
-                        raise self._not_allowed(upload_id)
-                    handler = handlers[method]
+                handler = self._handler(method, upload_id)
                 self.check_permissions(request)
                 self.enforce_csrf(request)
-                return handler(request, upload_id)
+                return handler(request)
             except SuspiciousOperation as e:
                 logger.warning("chunky_redis: suspicious request refused: %s", e)
                 raise exc.ChunkyError(str(e), code="suspicious_request") from e
@@ -105,6 +96,19 @@ class ResumableUploadView(UploadHooks, View):
             return problem_response(e, self.dialect, self.headers)
         except Exception:
             return problem_response(report_bug(request, type(self)), self.dialect, self.headers)
+
+    def _handler(self, method: str, upload_id: str | None) -> Callable[[HttpRequest], HttpResponse]:
+        if upload_id is None:
+            if method not in CREATION_METHODS:
+                raise self._not_allowed(upload_id)
+            return self.create
+        if not is_upload_id(upload_id):
+            raise exc.UploadNotFound()
+        handlers = {"HEAD": self.offset, "GET": self.offset, "PATCH": self.append}
+        handlers["DELETE"] = self.cancel
+        if method not in handlers:
+            raise self._not_allowed(upload_id)
+        return partial(handlers[method], upload_id=upload_id)
 
     def _not_allowed(self, upload_id: str | None) -> MethodNotAllowed:
         allow = CREATION_METHODS if upload_id is None else ("HEAD", "GET", "PATCH", "DELETE")
@@ -155,7 +159,7 @@ class ResumableUploadView(UploadHooks, View):
         self.get_service().terminate(owner=self.get_owner(request), upload_id=upload_id)
         return empty_response(204, self.dialect, {})
 
-    def create(self, request: HttpRequest, upload_id: None) -> HttpResponse:
+    def create(self, request: HttpRequest) -> HttpResponse:
         complete = self._upload_complete(request)
         body_length = self._body_length(request)
         length = self._declared_length(

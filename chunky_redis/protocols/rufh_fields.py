@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from http import HTTPStatus
 
 from django.http import HttpRequest
 
@@ -48,7 +49,7 @@ class MissingUploadOffset(HttpError):
 
 
 class UnsupportedMediaType(HttpError):
-    status_code = 415
+    status_code = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
     default_detail = f"An append's Content-Type must be {PARTIAL_UPLOAD}."
     default_code = "unsupported_media_type"
 

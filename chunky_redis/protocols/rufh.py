@@ -256,6 +256,12 @@ class ResumableUploadView(UploadHooks, View):
 
     def _body_length(self, request: HttpRequest) -> int:
         if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+            # Django reads a body by its Content-Length. node sends an empty body chunked;
+            # where the server ends the input (gunicorn's wsgi.input_terminated), that one
+            # is taken as empty, any other is refused.
+            stream = request.environ.get("wsgi.input")
+            if request.environ.get("wsgi.input_terminated") and stream and not stream.read(1):
+                return 0
             raise LengthRequired()
         return content_length(request)
 

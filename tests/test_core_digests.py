@@ -237,3 +237,25 @@ def test_an_append_at_another_offset_or_past_the_length(service, store):
     assert empty.offset == 4
     append(service, upload.upload_id, b"456789", 4, length=None)
     assert store.get(upload.upload_id).offset == 10
+
+
+def test_a_short_body_is_kept_as_far_as_it_came_only_when_asked(service, store):
+    upload = service.create(owner="u1", length=10, max_bytes=None)
+    with pytest.raises(exc.LengthMismatch):
+        append(service, upload.upload_id, b"0123", 0, length=6)
+    assert store.get(upload.upload_id).offset == 0
+    done = append(service, upload.upload_id, b"0123", 0, length=6, keep_partial=True)
+    assert done.offset == 4 and store.get(upload.upload_id).offset == 4
+    with pytest.raises(exc.TooLarge):  # never more than announced
+        append(service, upload.upload_id, b"4567", 4, length=3, keep_partial=True)
+    with pytest.raises(exc.ChunkChecksumMismatch):  # a digest covers the whole announced body
+        append(
+            service,
+            upload.upload_id,
+            b"45",
+            4,
+            length=6,
+            keep_partial=True,
+            chunk_digest=digest("sha1", b"456789"),
+        )
+    assert store.get(upload.upload_id).offset == 4

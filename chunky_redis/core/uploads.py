@@ -11,7 +11,7 @@ What the tus and IETF dialects use (stable API):
   (lifecycle.py): an upload with no byte yet; ``digests`` are whole-file digests computed
   while streaming beside ``Policy.algorithm``, each with its state in the Redis record.
 - ``start_append(owner=, upload_id=, offset=, length=, max_bytes=, length_unknown_ok=,
-  chunk_digest=ChunkDigest(algorithm, raw_bytes))`` -> ChunkSession: ``write()`` the body,
+  chunk_digest=ChunkDigest(algorithm, raw_bytes), keep_partial=)`` -> ChunkSession: ``write()`` the body,
   ``finish()``; on an error ``abort()``. A body whose digest differs from ``chunk_digest``
   raises ChunkChecksumMismatch in ``finish()`` and records nothing (the next append at that
   offset overwrites its bytes); an algorithm outside md5/sha1/sha256/sha512 UnsupportedDigest.
@@ -155,6 +155,7 @@ class UploadService(Lifecycle):
         max_bytes: int | None,
         length_unknown_ok: bool = False,
         chunk_digest: ChunkDigest | None = None,
+        keep_partial: bool = False,
     ) -> ChunkSession:
         """Prepare to append a body at ``offset`` (tus PATCH, the IETF draft's appends).
 
@@ -165,6 +166,8 @@ class UploadService(Lifecycle):
         the length is not declared yet, past ``max_bytes``. Appending before
         the length is declared is refused (code ``length_unknown``) unless
         ``length_unknown_ok``. ``chunk_digest`` as in ``start_chunk()``.
+        ``keep_partial``: a body that ends before ``length`` bytes (a broken
+        connection) is recorded as far as it came, instead of refused.
         """
         check_algorithms(chunk_digest, ())
         if offset < 0 or (length is not None and length < 0):
@@ -190,6 +193,8 @@ class UploadService(Lifecycle):
                     )
                 raise exc.TooLarge(offset + length, max_bytes)
             byte_range = ByteRange(offset, offset + length - 1, end or 0) if length else None
+            if keep_partial and length is not None:
+                byte_range, room = None, length  # at most what was announced, maybe less
             session = ChunkSession(
                 self.context,
                 upload,

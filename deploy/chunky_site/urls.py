@@ -14,6 +14,7 @@ handler500 = "chunky_site.views.server_error"
 urlpatterns = [
     path("", demo.index, name="demo"),
     path("healthz", views.health, name="health"),
+    path("files/", include("chunky_redis.urls_tus")),  # tus 1.0
     path("", include("chunky_redis.urls")),
 ]
 

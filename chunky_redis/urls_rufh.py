@@ -1,5 +1,5 @@
 """The IETF resumable-upload dialect's URLs; a host mounts them where it likes:
-``path("resumable/", include("chunky_redis.rufh_urls"))`` (the bundled site does)."""
+``path("resumable/", include("chunky_redis.urls_rufh"))`` (the bundled site does)."""
 
 from django.urls import path
 

@@ -6,6 +6,7 @@ flows a client goes through, the version switch, the completion hand-off and bad
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from pathlib import Path
 
@@ -158,13 +159,21 @@ def test_an_empty_append_completes_what_was_sent(chunky):
     assert done.status_code == 200 and done.json()["size"] == 5
 
 
-def test_a_deferred_length_is_fixed_by_upload_length_then_data_flows(chunky):
+def test_data_flows_before_the_length_is_known_and_the_last_append_fixes_it(chunky):
     client = Client()
     location = create(client, complete=False)["Location"]
+    assert "Upload-Length" not in client.head(location, **headers())
+    assert append(client, location, b"abc", 0, complete=False).status_code == 204
     head = client.head(location, **headers())
-    assert "Upload-Length" not in head
-    refused = append(client, location, b"abc", 0, complete=False)
-    assert refused.status_code == 400 and refused.json()["code"] == "length_unknown"
+    assert head["Upload-Offset"] == "3" and "Upload-Length" not in head
+    done = append(client, location, b"def", 3, complete=True)
+    assert done.status_code == 200 and done.json()["size"] == 6
+    assert final_bytes(chunky, done.json()["upload_id"]) == b"abcdef"
+
+
+def test_upload_length_on_an_append_fixes_the_length(chunky):
+    client = Client()
+    location = create(client, complete=False)["Location"]
     reply = client.patch(
         location,
         data=b"abc",
@@ -173,6 +182,13 @@ def test_a_deferred_length_is_fixed_by_upload_length_then_data_flows(chunky):
     )
     assert reply.status_code == 204, reply.content
     assert client.head(location, **headers())["Upload-Length"] == "6"
+    again = client.patch(
+        location,
+        data=b"d",
+        content_type=PARTIAL,
+        **headers(upload_offset="3", upload_complete="?0", upload_length="7"),
+    )
+    assert again.status_code == 400 and again.json()["type"].endswith("#inconsistent-upload-length")
 
 
 def test_offset_mismatch_is_a_409_problem_and_changes_nothing(chunky):
@@ -312,3 +328,113 @@ def test_filename_comes_from_content_disposition_sanitized(chunky):
         content_disposition='inline; filename="../../etc/passwd"',
     )
     assert reply.json()["filename"] == "passwd"
+
+
+# -- digests (RFC 9530) ---------------------------------------------------------------------
+
+
+def sf_digest(algorithm: str, data: bytes) -> str:
+    name = {"sha-256": "sha256", "sha-512": "sha512", "md5": "md5"}[algorithm]
+    return f"{algorithm}=:{base64.b64encode(hashlib.new(name, data).digest()).decode()}:"
+
+
+def test_content_digest_is_checked_per_request(chunky):
+    client = Client()
+    location = create(client, b"abc", complete=False, upload_length="9")["Location"]
+    good = client.patch(
+        location,
+        data=b"def",
+        content_type=PARTIAL,
+        **headers(
+            upload_offset="3", upload_complete="?0", content_digest=sf_digest("sha-256", b"def")
+        ),
+    )
+    assert good.status_code == 204, good.content
+    bad = client.patch(
+        location,
+        data=b"ghi",
+        content_type=PARTIAL,
+        **headers(
+            upload_offset="6", upload_complete="?0", content_digest=sf_digest("sha-256", b"GHI")
+        ),
+    )
+    assert bad.status_code == 400 and bad.json()["code"] == "chunk_checksum_mismatch"
+    assert bad["Upload-Complete"] == "?0"
+    assert client.head(location, **headers())["Upload-Offset"] == "6"  # the chunk was discarded
+    retry = append(client, location, b"ghi", 6, complete=True)
+    assert retry.status_code == 200
+    assert final_bytes(chunky, retry.json()["upload_id"]) == b"abcdefghi"
+
+
+@pytest.mark.parametrize(
+    "value, status",
+    [
+        ("sha-256=abc", 400),  # not a byte sequence
+        ("sha-256=:not base64!:", 400),
+        ("not a dictionary", 400),
+        ("crc32c=:AAAAAA==:", 200),  # an algorithm the server does not compute is ignored
+    ],
+)
+def test_bad_or_unknown_content_digests(chunky, value, status):
+    reply = create(Client(), b"abc", complete=True, content_digest=value)
+    assert reply.status_code == status, reply.content
+    if status == 400:
+        assert reply.json()["code"] == "bad_digest_field"
+
+
+def test_content_digest_of_a_creation_with_data(chunky):
+    reply = create(Client(), b"abc", complete=True, content_digest=sf_digest("md5", b"abd"))
+    assert reply.status_code == 400 and reply.json()["code"] == "chunk_checksum_mismatch"
+
+
+def test_repr_digest_at_creation_is_checked_from_the_streaming_state(chunky, monkeypatch):
+    """No file read at completion: the storage's digest() must not be called."""
+    storage_class = type(runtime.get_storage())
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("the file was read again")
+
+    monkeypatch.setattr(storage_class, "digest", no_read)
+    client, data = Client(), b"0123456789" * 1000
+    reply = create(
+        client,
+        data[:4000],
+        complete=False,
+        upload_length="10000",
+        repr_digest=sf_digest("sha-256", data),
+    )
+    done = append(client, reply["Location"], data[4000:], 4000, complete=True)
+    assert done.status_code == 200, done.content
+    assert done["Repr-Digest"] == sf_digest("sha-256", data)
+
+
+def test_a_wrong_repr_digest_fails_the_upload(chunky, signal_log):
+    client = Client()
+    reply = create(
+        client, b"abc", complete=False, upload_length="6", repr_digest=sf_digest("sha-256", b"x")
+    )
+    location = reply["Location"]
+    done = append(client, location, b"def", 3, complete=True)
+    assert done.status_code == 400 and done.json()["code"] == "repr_digest_mismatch"
+    assert done["Upload-Complete"] == "?1"  # resuming would not help
+    assert client.head(location, **headers()).status_code == 404
+    assert not [name for name, _ in signal_log if name == "upload_completed"]
+
+
+def test_repr_digest_on_the_completing_request(chunky):
+    client = Client()
+    location = create(client, b"abc", complete=False, upload_length="6")["Location"]
+    done = client.patch(
+        location,
+        data=b"def",
+        content_type=PARTIAL,
+        **headers(upload_offset="3", upload_complete="?1", repr_digest=sf_digest("md5", b"abcdef")),
+    )
+    assert done.status_code == 200, done.content
+
+
+def test_want_repr_digest_adds_an_algorithm(chunky):
+    reply = create(Client(), b"abc", complete=True, want_repr_digest="sha-512=5, sha-256=0")
+    assert reply.status_code == 200
+    assert sf_digest("sha-512", b"abc") in reply["Repr-Digest"]
+    assert sf_digest("sha-256", b"abc") in reply["Repr-Digest"]  # the view's own, always

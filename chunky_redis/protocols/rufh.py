@@ -27,14 +27,14 @@ from ..conf import conf
 from ..core import errors as exc
 from ..core.http import (
     CONTENT_DISPOSITION,
-    ByteRange,
     filename_from_content_disposition,
     is_upload_id,
 )
 from ..core.store import UPLOADING, Upload
 from . import bodies
+from . import rufh_digests as digests
 from .base import aborting, drain, json_response, logger, report_bug
-from .errors import LengthRequired, MethodNotAllowed
+from .errors import MethodNotAllowed
 from .hooks import UploadHooks
 from .rufh_fields import (
     LATEST,
@@ -49,7 +49,7 @@ from .rufh_fields import (
     sf_integer,
 )
 from .rufh_responses import empty_response, problem_response
-from .rufh_uploads import content_length, filename_from_metadata, our_checksum
+from .rufh_uploads import BodyCutShort, body_length_of, declared_length, filename_from_metadata
 
 CREATION_METHODS = ("POST", "PUT", "PATCH")
 
@@ -59,6 +59,9 @@ class ResumableUploadView(UploadHooks, View):
     """Override the hooks (those of UploadHooks, and get_response_data) to adapt it to a host."""
 
     http_method_names = ["post", "put", "patch", "head", "get", "delete", "options"]
+    # Whole-file digests kept while streaming for every upload (the completing response's
+    # Repr-Digest); a client's Repr-Digest or Want-Repr-Digest at creation adds its own.
+    repr_digests: tuple[str, ...] = ("sha256",)
 
     def get_response_data(self, upload: Upload, request: HttpRequest) -> dict[str, Any]:
         """The body of the response that completes an upload."""
@@ -161,27 +164,27 @@ class ResumableUploadView(UploadHooks, View):
 
     def create(self, request: HttpRequest) -> HttpResponse:
         complete = self._upload_complete(request)
-        body_length = self._body_length(request)
-        length = self._declared_length(
-            request, offset=0, body_length=body_length, complete=complete
-        )
+        body_length = body_length_of(request)
+        length = declared_length(request, offset=0, body_length=body_length, complete=complete)
         if length is not None and body_length > length:
             raise InconsistentLength(
                 f"The body has {body_length} bytes; Upload-Length is {length}."
             )
         self.validate(request)
         filename = filename_from_content_disposition(request.headers.get(CONTENT_DISPOSITION, ""))
+        extra = self.get_extra_attrs(request)
         upload = self.get_service().create(
             owner=self.get_owner(request),
             length=length,
             max_bytes=self.get_max_bytes(request),
             quota=self.get_quota(request),
             filename=filename or filename_from_metadata(request.headers.get("Upload-Metadata")),
-            extra=self.get_extra_attrs(request),
+            extra={**extra, **digests.to_extra(digests.digests_in(request, "Repr-Digest"))},
+            digests=digests.wanted(request, self.repr_digests),
         )
         self._know(request, upload, location=True)
         if body_length:
-            upload = self._write(request, upload, body_length)
+            upload = self._write(request, upload, 0, body_length)
         if complete:
             return self._complete(request, upload)
         headers = {**self.headers, **self.dialect.complete_headers(False)}
@@ -192,7 +195,7 @@ class ResumableUploadView(UploadHooks, View):
         provided = sf_integer(request.headers.get("Upload-Offset"))
         if provided is None:
             raise MissingUploadOffset()
-        body_length = self._body_length(request)
+        body_length = body_length_of(request)
         # An empty append may come without a Content-Type: it carries no patch document.
         typed = body_length or request.content_type
         if (
@@ -209,7 +212,7 @@ class ResumableUploadView(UploadHooks, View):
             raise exc.AlreadyComplete(status=upload.status)
         if provided != upload.offset:
             raise exc.OffsetMismatch(upload.offset, provided)
-        length = self._declared_length(
+        length = declared_length(
             request, offset=provided, body_length=body_length, complete=complete
         )
         if length is not None:
@@ -221,18 +224,8 @@ class ResumableUploadView(UploadHooks, View):
             elif length != upload.size:
                 raise exc.TotalChanged(length, upload.size)
         if body_length:
-            if not upload.length_known:
-                raise InconsistentLength(
-                    "This upload's length is not known yet: send Upload-Length with the data.",
-                    code="length_unknown",
-                )
-            if provided + body_length > upload.size:
-                raise InconsistentLength(
-                    f"{body_length} bytes at offset {provided} run past the upload's "
-                    f"length, {upload.size}."
-                )
             self.validate(request)
-            upload = self._write(request, upload, body_length)
+            upload = self._write(request, upload, provided, body_length)
         if complete:
             return self._complete(request, upload)
         headers = {**self.headers, **self.dialect.complete_headers(False)}
@@ -254,56 +247,47 @@ class ResumableUploadView(UploadHooks, View):
                 code="unexpected_upload_headers",
             )
 
-    def _body_length(self, request: HttpRequest) -> int:
-        if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
-            # Django reads a body by its Content-Length. node sends an empty body chunked;
-            # where the server ends the input (gunicorn's wsgi.input_terminated), that one
-            # is taken as empty, any other is refused.
-            stream = request.environ.get("wsgi.input")
-            if request.environ.get("wsgi.input_terminated") and stream and not stream.read(1):
-                return 0
-            raise LengthRequired()
-        return content_length(request)
+    def _write(self, request: HttpRequest, upload: Upload, offset: int, length: int) -> Upload:
+        """Append the body at ``offset``, checked against its Content-Digest while it streams.
 
-    def _declared_length(
-        self, request: HttpRequest, *, offset: int, body_length: int, complete: bool
-    ) -> int | None:
-        """The upload's length as this request states it, or None; two statements must agree."""
-        declared = sf_integer(request.headers.get("Upload-Length"))
-        implied = offset + body_length if complete else None
-        if declared is not None and implied is not None and declared != implied:
-            raise InconsistentLength(
-                f"Upload-Length is {declared}, but this request completes the upload "
-                f"at {implied} bytes."
-            )
-        return implied if declared is None else declared
-
-    def _write(self, request: HttpRequest, upload: Upload, body_length: int) -> Upload:
-        start = upload.offset
-        session = self.get_service().start_chunk(
+        A body cut short is kept as far as it came (the draft's SHOULD); the request then
+        completes nothing and the client resumes from the offset HEAD gives.
+        """
+        session = self.get_service().start_append(
             owner=upload.owner,
             upload_id=upload.upload_id,
-            byte_range=ByteRange(start, start + body_length - 1, upload.size),
-            length=body_length,
+            offset=offset,
+            length=length,
             max_bytes=self.get_max_bytes(request),
+            length_unknown_ok=True,
+            chunk_digest=digests.chunk_digest(request),
+            keep_partial=True,
         )
         with aborting(session):
-            body = bodies.Body("raw", body_length)
-            bodies.stream(request, body, session, field_name="", block_size=conf.BLOCK_SIZE)
+            received = bodies.stream_prefix(request, session, length, conf.BLOCK_SIZE)
             upload = session.finish()
         self._know(request, upload)
+        if received < length:
+            raise BodyCutShort(received, length)
         return upload
 
     def _complete(self, request: HttpRequest, upload: Upload) -> HttpResponse:
-        checksum = our_checksum(self.get_service(), upload)
-        upload = self.get_service().complete(
-            owner=upload.owner, upload_id=upload.upload_id, checksum=checksum
-        )
+        service = self.get_service()
+        if digests.digests_in(request, "Repr-Digest") or upload.extra.get("repr_digest"):
+            upload = service.status(owner=upload.owner, upload_id=upload.upload_id)
+            try:
+                digests.check_repr(service, upload, request)
+            except digests.ReprDigestMismatch:
+                service.terminate(owner=upload.owner, upload_id=upload.upload_id)
+                raise
+        upload = service.complete(owner=upload.owner, upload_id=upload.upload_id, checksum=None)
         response = json_response(self.get_response_data(upload, request))
         headers = {**self.headers, **self.dialect.complete_headers(True)}
         headers["Location"] = self.resource_url(request, upload.upload_id)
         headers["Upload-Offset"] = str(upload.offset)
         headers[VERSION_HEADER] = str(self.dialect.version)
+        if repr_digest := digests.repr_header(upload):
+            headers["Repr-Digest"] = repr_digest
         for name, value in headers.items():
             response[name] = value
         return response

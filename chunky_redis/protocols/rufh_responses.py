@@ -70,7 +70,8 @@ def problem_response(
     error: exc.ChunkyError, dialect: Dialect, headers: dict[str, str]
 ) -> JsonResponse:
     status = status_for(error, dialect)
-    headers = {**headers, **dialect.complete_headers(False)}
+    # Only an answer from processing the whole upload says it is complete.
+    headers = {**headers, **dialect.complete_headers(getattr(error, "completes", False))}
     if isinstance(error, exc.OffsetMismatch):
         headers["Upload-Offset"] = str(error.expected)  # MUST: the correct offset
     if hasattr(error, "headers"):

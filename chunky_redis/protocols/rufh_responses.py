@@ -90,4 +90,6 @@ def empty_response(status: int, dialect: Dialect, headers: dict[str, str]) -> Ht
         response[name] = value
     response[VERSION_HEADER] = str(dialect.version)
     response[CACHE_CONTROL] = "no-store"
+    if status != 204:
+        response["Content-Length"] = "0"  # else servers send an empty body chunked
     return response

@@ -438,3 +438,22 @@ def test_want_repr_digest_adds_an_algorithm(chunky):
     assert reply.status_code == 200
     assert sf_digest("sha-512", b"abc") in reply["Repr-Digest"]
     assert sf_digest("sha-256", b"abc") in reply["Repr-Digest"]  # the view's own, always
+
+
+@pytest.mark.parametrize("version, status", [(5, 404), (6, 404), (7, 410), (8, 410)])
+def test_an_expired_upload_is_404_up_to_version_6_and_410_after(chunky, version, status):
+    client = Client()
+    location = create(client, b"abc", complete=False, upload_length="6")["Location"]
+    store = runtime.get_store()
+    upload_id = location.rstrip("/").rsplit("/", 1)[1]
+    store.redis.hset(store.record_key(upload_id), "expires", store.now() - 1000)
+    assert client.head(location, **headers(version)).status_code == status
+
+
+def test_a_creation_body_longer_than_its_upload_length_creates_nothing(chunky):
+    reply = create(Client(), b"abcdef", complete=False, upload_length="4")
+    assert reply.status_code == 400
+    assert reply.json()["type"].endswith("#inconsistent-upload-length")
+    assert "Location" not in reply
+    chunks = Path(chunky.CHUNKY_REDIS_UPLOAD_DIR)
+    assert not chunks.exists() or not any(chunks.iterdir())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -12,6 +13,7 @@ from django.http import HttpRequest, JsonResponse
 from ..core import errors as exc
 from ..core.http import CACHE_CONTROL
 from ..core.session import ChunkSession
+from ..core.store import Upload
 from .errors import ServerError
 
 logger = logging.getLogger("chunky_redis")
@@ -22,6 +24,37 @@ def iso(ms: int) -> str | None:
         return None
     stamp = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
     return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def status_from(error: exc.ChunkyError, statuses: Mapping[type[exc.ChunkyError], int]) -> int:
+    """A dialect's status for an error: the class's own (HTTP refusals, a host app's errors),
+    else the dialect's mapping for the nearest class, else 400."""
+    for klass in type(error).__mro__:
+        own = vars(klass).get("status_code")
+        if isinstance(own, int):
+            return own
+        if klass in statuses:
+            return int(statuses[klass])
+    return 400
+
+
+def upload_url(request: HttpRequest, upload_id: str) -> str:
+    """The absolute URL of an upload below the view's mount point (the request's own, there)."""
+    path = request.path
+    if not path.rstrip("/").endswith(upload_id):
+        path = path.rstrip("/") + f"/{upload_id}/"
+    return request.build_absolute_uri(path)
+
+
+def completion_data(upload: Upload, status_url: str) -> dict[str, Any]:
+    """The body of a successful completion, the same in every dialect that answers with JSON."""
+    return {
+        "upload_id": upload.upload_id,
+        "filename": upload.filename,
+        "size": upload.size,
+        "status": upload.status,
+        "status_url": status_url,
+    }
 
 
 def json_response(data: dict[str, Any], status: int = 200) -> JsonResponse:

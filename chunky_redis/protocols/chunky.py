@@ -24,7 +24,18 @@ from ..core.http import CONTENT_RANGE, is_upload_id, parse_content_range
 from ..core.session import ChunkSession
 from ..core.store import Upload
 from . import bodies
-from .base import aborting, drain, iso, json_error, json_response, logger, report_bug
+from .base import (
+    aborting,
+    completion_data,
+    drain,
+    iso,
+    json_error,
+    json_response,
+    logger,
+    report_bug,
+    status_from,
+    upload_url,
+)
 from .errors import LengthRequired, MethodNotAllowed
 from .hooks import UploadHooks
 
@@ -44,14 +55,7 @@ STATUSES: dict[type[exc.ChunkyError], HTTPStatus] = {
 
 
 def status_for(error: exc.ChunkyError) -> int:
-    for klass in type(error).__mro__:
-        # HTTP refusals, and a host app's own error classes, may carry their status.
-        own = vars(klass).get("status_code")
-        if isinstance(own, int):
-            return own
-        if klass in STATUSES:
-            return STATUSES[klass]
-    return HTTPStatus.BAD_REQUEST
+    return status_from(error, STATUSES)
 
 
 exc.install_legacy_status(status_for)
@@ -81,13 +85,7 @@ class ChunkedUploadView(UploadHooks, View):
     # -- hooks (and those of UploadHooks) -----------------------------------------
     def get_response_data(self, upload: Upload, request: HttpRequest) -> dict[str, Any]:
         """The body of a successful completion."""
-        return {
-            "upload_id": upload.upload_id,
-            "filename": upload.filename,
-            "size": upload.size,
-            "status": upload.status,
-            "status_url": self.status_url(request, upload.upload_id),
-        }
+        return completion_data(upload, self.status_url(request, upload.upload_id))
 
     # -- plumbing --------------------------------------------------------------
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -136,10 +134,7 @@ class ChunkedUploadView(UploadHooks, View):
         return response
 
     def status_url(self, request: HttpRequest, upload_id: str) -> str:
-        path = request.path
-        if not path.rstrip("/").endswith(upload_id):
-            path = path.rstrip("/") + f"/{upload_id}/"
-        return request.build_absolute_uri(path)
+        return upload_url(request, upload_id)
 
     # -- handlers --------------------------------------------------------------
     def get(self, request: HttpRequest, upload_id: str | None = None) -> HttpResponse:

@@ -33,7 +33,15 @@ from ..core.http import (
 from ..core.store import UPLOADING, Upload
 from . import bodies
 from . import rufh_digests as digests
-from .base import aborting, drain, json_response, logger, report_bug
+from .base import (
+    aborting,
+    completion_data,
+    drain,
+    json_response,
+    logger,
+    report_bug,
+    upload_url,
+)
 from .errors import MethodNotAllowed
 from .hooks import UploadHooks
 from .rufh_fields import (
@@ -64,14 +72,8 @@ class ResumableUploadView(UploadHooks, View):
     repr_digests: tuple[str, ...] = ("sha256",)
 
     def get_response_data(self, upload: Upload, request: HttpRequest) -> dict[str, Any]:
-        """The body of the response that completes an upload."""
-        return {
-            "upload_id": upload.upload_id,
-            "filename": upload.filename,
-            "size": upload.size,
-            "status": upload.status,
-            "status_url": self.resource_url(request, upload.upload_id),
-        }
+        """The body of the response that completes an upload (the chunky dialect's completion)."""
+        return completion_data(upload, self.resource_url(request, upload.upload_id))
 
     # -- plumbing --------------------------------------------------------------
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -118,10 +120,7 @@ class ResumableUploadView(UploadHooks, View):
         return MethodNotAllowed(allow=[*allow, "OPTIONS"])
 
     def resource_url(self, request: HttpRequest, upload_id: str) -> str:
-        path = request.path
-        if not path.rstrip("/").endswith(upload_id):
-            path = path.rstrip("/") + f"/{upload_id}/"
-        return request.build_absolute_uri(path)
+        return upload_url(request, upload_id)
 
     def limit(self, request: HttpRequest, upload: Upload | None) -> str:
         max_age = None

@@ -9,7 +9,7 @@ from django.http import HttpResponse, JsonResponse
 
 from ..core import errors as exc
 from ..core.http import CACHE_CONTROL
-from .base import json_error
+from .base import json_error, status_from
 from .rufh_fields import (
     PROBLEM_JSON,
     PROBLEM_TYPES,
@@ -40,13 +40,7 @@ LENGTH_ERRORS = (InconsistentLength, exc.TotalChanged, exc.LengthMismatch)
 def status_for(error: exc.ChunkyError, dialect: Dialect) -> int:
     if isinstance(error, exc.UploadExpired) and dialect.version <= 6:
         return HTTPStatus.NOT_FOUND  # versions 3-6: an inactive upload MUST answer 404
-    for klass in type(error).__mro__:
-        own = vars(klass).get("status_code")
-        if isinstance(own, int):
-            return own
-        if klass in STATUSES:
-            return STATUSES[klass]
-    return HTTPStatus.BAD_REQUEST
+    return status_from(error, STATUSES)
 
 
 def problem_body(error: exc.ChunkyError, status: int) -> dict[str, Any]:

@@ -457,3 +457,15 @@ def test_a_creation_body_longer_than_its_upload_length_creates_nothing(chunky):
     assert "Location" not in reply
     chunks = Path(chunky.CHUNKY_REDIS_UPLOAD_DIR)
     assert not chunks.exists() or not any(chunks.iterdir())
+
+
+def test_get_answers_like_head_and_options_on_an_upload(chunky):
+    client = Client()
+    location = create(client, b"abc", complete=False, upload_length="6")["Location"]
+    got = client.get(location, **headers())
+    assert got.status_code == 204 and got["Upload-Offset"] == "3" and not got.content
+    options = client.options(location, **headers())
+    assert options.status_code == 204
+    assert options["Allow"] == "HEAD, GET, PATCH, DELETE, OPTIONS"
+    assert client.post(URL, **headers()).status_code == 400  # no Upload-Complete
+    assert client.get(URL, **headers()).status_code == 405

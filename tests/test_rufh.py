@@ -469,3 +469,24 @@ def test_get_answers_like_head_and_options_on_an_upload(chunky):
     assert options["Allow"] == "HEAD, GET, PATCH, DELETE, OPTIONS"
     assert client.post(URL, **headers()).status_code == 400  # no Upload-Complete
     assert client.get(URL, **headers()).status_code == 405
+
+
+def test_a_failed_hand_off_is_a_503_and_the_completion_can_be_sent_again(
+    chunky, signal_log, monkeypatch
+):
+    client = Client()
+    location = create(client, b"abc", complete=False, upload_length="3")["Location"]
+    real = runtime._completion_handler
+
+    def broken(upload):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(runtime, "_completion_handler", broken)
+    down = append(client, location, b"", 3, complete=True)
+    assert down.status_code == 503 and down["Retry-After"] == "1"
+    assert down["Upload-Complete"] == "?0"
+    assert client.head(location, **headers())["Upload-Complete"] == "?0"
+    monkeypatch.setattr(runtime, "_completion_handler", real)
+    again = append(client, location, b"", 3, complete=True)
+    assert again.status_code == 200, again.content
+    assert [name for name, _ in signal_log].count("upload_completed") == 1

@@ -30,6 +30,31 @@ PARTIAL_UPLOAD = "application/partial-upload"
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPES = "https://iana.org/assignments/http-problem-types#"
 
+# For a browser client's CORS configuration (django-cors-headers' CORS_ALLOW_HEADERS and
+# CORS_EXPOSE_HEADERS): what the dialect reads, and what it answers that a script must see.
+REQUEST_HEADERS = (
+    VERSION_HEADER,
+    "Upload-Complete",
+    "Upload-Incomplete",
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Metadata",
+    "Content-Digest",
+    "Repr-Digest",
+    "Want-Repr-Digest",
+    "Content-Disposition",
+)
+RESPONSE_HEADERS = (
+    "Location",
+    "Upload-Complete",
+    "Upload-Incomplete",
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Limit",
+    "Repr-Digest",
+    VERSION_HEADER,
+)
+
 _SF_INTEGER = re.compile(r"^-?[0-9]{1,15}$")
 
 

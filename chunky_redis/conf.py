@@ -33,7 +33,7 @@ def milliseconds(value: timedelta) -> int:
 class Settings:
     def _get(self, name: str, default: _T) -> _T:
         # Typed as the property's annotation (mypy infers _T from the return type): a value of
-        # another type is the user's mistake, which a system check in checks.py reports.
+        # another type is the user's mistake, which checks.py reports where it can.
         value: _T = getattr(settings, _PREFIX + name, default)
         return value
 

@@ -31,6 +31,7 @@ pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 SCRIPT = REPO / "tests" / "support" / "tus_js_ietf.mjs"
 PORT = 7540  # in the range this suite's author was given
+ORIGIN = "http://page.example"
 PROTOCOLS = {"ietf-draft-03": "5", "ietf-draft-05": "6"}
 
 
@@ -38,7 +39,7 @@ PROTOCOLS = {"ietf-draft-03": "5", "ietf-draft-05": "6"}
 def site(tmp_path_factory):
     if shutil.which("node") is None or not (REPO / "node_modules" / "tus-js-client").exists():
         pytest.fail("node and `npm ci` (package.json's tus-js-client) are needed")
-    env = live_env(tmp_path_factory.mktemp("rufh-live"))
+    env = live_env(tmp_path_factory.mktemp("rufh-live"), CORS_ALLOWED_ORIGINS=ORIGIN)
     with SiteProcess(env, port=PORT, workers=2) as server, WorkerProcess(env):
         yield server, env
 
@@ -148,3 +149,29 @@ def test_data_during_creation_then_appends(site, tmp_path, protocol):
     )
     assert result["ok"], result
     assert final_bytes(site, completed(site, result["url"])) == file.read_bytes()
+
+
+def test_a_page_on_another_origin_may_speak_the_draft(site):
+    """The bundled site's CORS allows the draft's request headers and exposes its answers'."""
+    server, _ = site
+    asked = "upload-complete, upload-offset, upload-length, upload-draft-interop-version"
+    preflight = requests.options(
+        server.url + "/resumable/",
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "PATCH",
+            "Access-Control-Request-Headers": asked + ", content-digest, repr-digest",
+        },
+        timeout=10,
+    )
+    allowed = preflight.headers["Access-Control-Allow-Headers"].lower()
+    for name in [*asked.split(", "), "content-digest", "repr-digest"]:
+        assert name in allowed
+    created = requests.post(
+        server.url + "/resumable/",
+        headers={"Origin": ORIGIN, "Upload-Complete": "?0", "Upload-Draft-Interop-Version": "8"},
+        timeout=10,
+    )
+    exposed = created.headers["Access-Control-Expose-Headers"]
+    for name in ("Location", "Upload-Offset", "Upload-Complete", "Upload-Limit", "Repr-Digest"):
+        assert name in exposed

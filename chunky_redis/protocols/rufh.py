@@ -14,7 +14,7 @@ final response of a creation carries Location, and a client resumes from HEAD.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
+from functools import cached_property, partial
 from typing import Any
 
 from django.core.exceptions import SuspiciousOperation
@@ -31,6 +31,7 @@ from ..core.http import (
     is_upload_id,
 )
 from ..core.store import UPLOADING, Upload
+from ..core.uploads import UploadService
 from . import bodies
 from . import rufh_digests as digests
 from .base import (
@@ -70,6 +71,11 @@ class ResumableUploadView(UploadHooks, View):
     # Whole-file digests kept while streaming for every upload (the completing response's
     # Repr-Digest); a client's Repr-Digest or Want-Repr-Digest at creation adds its own.
     repr_digests: tuple[str, ...] = ("sha256",)
+
+    @cached_property
+    def service(self) -> UploadService:
+        """The host's service (``get_service()``), built once per request (a view per request)."""
+        return self.get_service()
 
     def get_response_data(self, upload: Upload, request: HttpRequest) -> dict[str, Any]:
         """The body of the response that completes an upload (the chunky dialect's completion)."""
@@ -125,7 +131,7 @@ class ResumableUploadView(UploadHooks, View):
     def limit(self, request: HttpRequest, upload: Upload | None) -> str:
         max_age = None
         if upload is not None and upload.status == UPLOADING:
-            max_age = (upload.expires - self.get_service().store.now()) // 1000
+            max_age = (upload.expires - self.service.store.now()) // 1000
         return self.dialect.limit(max_size=self.get_max_bytes(request), max_age_s=max_age)
 
     def _know(self, request: HttpRequest, upload: Upload, *, location: bool = False) -> None:
@@ -148,7 +154,7 @@ class ResumableUploadView(UploadHooks, View):
 
     def offset(self, request: HttpRequest, upload_id: str) -> HttpResponse:
         self._refuse_state_headers(request)
-        upload = self.get_service().status(owner=self.get_owner(request), upload_id=upload_id)
+        upload = self.service.status(owner=self.get_owner(request), upload_id=upload_id)
         self._know(request, upload)
         headers = {**self.headers, **self.dialect.complete_headers(upload.status != UPLOADING)}
         headers["Upload-Offset"] = str(upload.offset)
@@ -158,7 +164,7 @@ class ResumableUploadView(UploadHooks, View):
 
     def cancel(self, request: HttpRequest, upload_id: str) -> HttpResponse:
         self._refuse_state_headers(request)
-        self.get_service().terminate(owner=self.get_owner(request), upload_id=upload_id)
+        self.service.terminate(owner=self.get_owner(request), upload_id=upload_id)
         return empty_response(204, self.dialect, {})
 
     def create(self, request: HttpRequest) -> HttpResponse:
@@ -172,7 +178,7 @@ class ResumableUploadView(UploadHooks, View):
         self.validate(request)
         filename = filename_from_content_disposition(request.headers.get(CONTENT_DISPOSITION, ""))
         extra = self.get_extra_attrs(request)
-        upload = self.get_service().create(
+        upload = self.service.create(
             owner=self.get_owner(request),
             length=length,
             max_bytes=self.get_max_bytes(request),
@@ -203,7 +209,7 @@ class ResumableUploadView(UploadHooks, View):
             and request.content_type != PARTIAL_UPLOAD
         ):
             raise UnsupportedMediaType()
-        service, owner = self.get_service(), self.get_owner(request)
+        service, owner = self.service, self.get_owner(request)
         upload = service.status(owner=owner, upload_id=upload_id)
         self._know(request, upload)
         if upload.status != UPLOADING:
@@ -252,7 +258,7 @@ class ResumableUploadView(UploadHooks, View):
         A body cut short is kept as far as it came (the draft's SHOULD); the request then
         completes nothing and the client resumes from the offset HEAD gives.
         """
-        session = self.get_service().start_append(
+        session = self.service.start_append(
             owner=upload.owner,
             upload_id=upload.upload_id,
             offset=offset,
@@ -271,7 +277,7 @@ class ResumableUploadView(UploadHooks, View):
         return upload
 
     def _complete(self, request: HttpRequest, upload: Upload) -> HttpResponse:
-        service = self.get_service()
+        service = self.service
         if digests.digests_in(request, "Repr-Digest") or upload.extra.get("repr_digest"):
             upload = service.status(owner=upload.owner, upload_id=upload.upload_id)
             try:

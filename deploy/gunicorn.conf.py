@@ -3,6 +3,8 @@
 import multiprocessing
 import os
 import resource
+import shutil
+import tempfile
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 # Uploads are slow clients by nature. With gevent each connection is a greenlet, so a client that
@@ -45,3 +47,28 @@ def _raise_open_file_limit(connections: int) -> None:
 
 
 _raise_open_file_limit(worker_connections)
+
+
+# Prometheus metrics (CHUNKY_METRICS=1, docs/howto/metrics.md). Every worker process counts its
+# own; in multiprocess mode each writes its samples into PROMETHEUS_MULTIPROC_DIR, and /metrics,
+# whichever worker answers it, reads them all. Set here, in the master, before any worker forks
+# (prometheus_client picks its mode when it is imported); a directory of its own when none is given.
+_metrics_on = os.environ.get("CHUNKY_METRICS", "").strip().lower() in ("1", "true", "yes", "on")
+if _metrics_on and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="chunky-metrics-")
+
+
+def on_starting(server):
+    """Start with an empty metrics directory: samples of a previous run would be counted again."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if _metrics_on and directory:
+        shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(directory, exist_ok=True)
+
+
+def child_exit(server, worker):
+    """A worker exited: drop its live gauges (its counters stay counted, as Prometheus expects)."""
+    if _metrics_on and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -98,6 +98,12 @@ STORAGE_ERRORS = Counter(
     ["role"],
 )
 
+# Series that exist from the start, at 0: a rate over a series that appears only with its first
+# error would miss that error.
+for _role in ("web", "worker", "scrape"):
+    REDIS_ERRORS.labels(_role)
+    STORAGE_ERRORS.labels(_role)
+
 
 class PrometheusObserver(UploadObserver):
     def chunk_recorded(self, upload: Upload, received: int, seconds: float, created: bool) -> None:

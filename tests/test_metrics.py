@@ -292,3 +292,31 @@ print("prometheus_client" in sys.modules)
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+DASHBOARD = REPO / "deploy" / "grafana" / "chunky_redis.json"
+
+
+@pytest.mark.parametrize("backend", ["fakeredis"], indirect=True)
+def test_the_dashboard_queries_only_metrics_that_exist_and_shows_every_one(metrics, client):
+    import json
+    import re
+
+    from tests.support.scrape import family_names
+
+    upload(client, os.urandom(100))
+    response = client.get("/metrics")
+    exposed = {n for n in family_names(response.content.decode()) if n.startswith("chunky_redis_")}
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    queried = {name for expr in exprs for name in re.findall(r"\bchunky_redis_\w+", expr)}
+    assert queried, "no query names a metric"
+    assert queried <= exposed, f"queries of metrics that do not exist: {queried - exposed}"
+    # (prometheus_client's *_created series, outside multiprocess mode, are not ours to show)
+    families = {
+        line.split()[2]
+        for line in response.content.decode().splitlines()
+        if line.startswith("# HELP chunky_redis_") and not line.split()[2].endswith("_created")
+    }
+    shown = {f for f in families if any(name.startswith(f) for name in queried)}
+    assert shown == families, f"metrics without a panel: {families - shown}"

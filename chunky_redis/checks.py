@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.checks import Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
-from .conf import as_timedelta, conf
+from .conf import as_timedelta, conf, multiproc_dir
 from .core.checksums import ALGORITHMS, incremental_available
 from .core.redis_clients import parse
 from .extras import EXTRAS, install_command, installed, missing_message
@@ -229,11 +229,6 @@ def _check_redis() -> list:
             )
         )
     return errors
-
-
-def multiproc_dir() -> str | None:
-    """Where prometheus_client's multiprocess mode keeps every process's samples, if on."""
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 def _check_metrics() -> list:

@@ -24,6 +24,12 @@ def as_timedelta(value: Any) -> timedelta:
     raise TypeError(f"Expected a timedelta or a number of seconds, got {value!r}.")
 
 
+def multiproc_dir() -> str | None:
+    """prometheus_client's multiprocess directory, when set (its own variable, not a setting):
+    every process of a server that forks writes its metrics there."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
 def milliseconds(value: timedelta) -> int:
     return int(value.total_seconds() * 1000)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -29,11 +29,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from . import runtime
-from .checks import multiproc_dir
+from .conf import multiproc_dir
 from .core import errors as exc
 from .core.observer import UploadObserver
 from .core.records import Upload
+from .core.store import UploadStore
 
 logger = logging.getLogger("chunky_redis")
 
@@ -162,13 +162,16 @@ class RedisGauges(Collector):
     Redis error), so that the other metrics still come through.
     """
 
+    def __init__(self, get_store: Callable[[], UploadStore]):
+        self.get_store = get_store
+
     def describe(self) -> Iterator[Metric]:
         for name, text in _GAUGES.items():
             yield GaugeMetricFamily(name, text)
 
     def collect(self) -> Iterator[Metric]:
         try:
-            store = runtime.get_store()
+            store = self.get_store()
             values = (store.count_in_flight(), store.count_processing())
         except exc.StoreUnavailable as e:
             logger.warning("chunky_redis: metrics: cannot count the uploads in Redis: %s", e)
@@ -182,8 +185,8 @@ _registry: list[CollectorRegistry] = []
 _registry_lock = threading.Lock()  # two first scrapes at once must not register twice
 
 
-def registry() -> CollectorRegistry:
-    """What a scrape of this process shows.
+def registry(get_store: Callable[[], UploadStore]) -> CollectorRegistry:
+    """What a scrape of this process shows (``get_store``: runtime's, for the Redis gauges).
 
     In multiprocess mode, the samples of every process in ``PROMETHEUS_MULTIPROC_DIR`` (read at
     each scrape); otherwise this process's default registry, a host's own metrics included."""
@@ -194,11 +197,11 @@ def registry() -> CollectorRegistry:
                 MultiProcessCollector(found)
             else:
                 found = REGISTRY
-            found.register(RedisGauges())
+            found.register(RedisGauges(get_store))
             _registry.append(found)
         return _registry[0]
 
 
-def exposition() -> tuple[bytes, str]:
+def exposition(get_store: Callable[[], UploadStore]) -> tuple[bytes, str]:
     """The scrape's body and content type."""
-    return generate_latest(registry()), CONTENT_TYPE_LATEST
+    return generate_latest(registry(get_store)), CONTENT_TYPE_LATEST

@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse
 
 from .conf import conf
 from .protocols.base import json_response
+from .runtime import get_store
 
 
 def metrics(request: HttpRequest) -> HttpResponse:
@@ -36,7 +37,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
             return response
     from .metrics import exposition
 
-    body, content_type = exposition()
+    body, content_type = exposition(get_store)
     response = HttpResponse(body, content_type=content_type)
     response["Cache-Control"] = "no-store"
     return response

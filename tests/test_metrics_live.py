@@ -78,8 +78,10 @@ def test_web_and_worker_processes_expose_what_they_counted(tmp_path):
         for size in sizes:
             upload(site.url, os.urandom(size))
         wait_for(
-            lambda: len([s for s in read_signals(env) if s.get("signal") == "upload_completed"])
-            == UPLOADS,
+            lambda: (
+                len([s for s in read_signals(env) if s.get("signal") == "upload_completed"])
+                == UPLOADS
+            ),
             timeout=60,
             message="every upload finalized",
         )
@@ -95,9 +97,11 @@ def test_web_and_worker_processes_expose_what_they_counted(tmp_path):
         # Both gunicorn workers wrote samples (a file each in the directory).
         assert len(list(web_dir.glob("counter_*.db"))) == 2, sorted(web_dir.iterdir())
         samples = wait_for(
-            lambda: (s := scrape(worker))
-            and value(s, "chunky_redis_uploads_completed_total") == UPLOADS
-            and s,
+            lambda: (
+                (s := scrape(worker))
+                and value(s, "chunky_redis_uploads_completed_total") == UPLOADS
+                and s
+            ),
             timeout=30,
             message="the worker's count",
         )

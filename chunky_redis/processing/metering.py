@@ -15,8 +15,8 @@ from typing import Any
 
 from celery.signals import worker_process_shutdown, worker_ready
 
-from ..checks import multiproc_dir
-from ..conf import conf
+from .. import runtime
+from ..conf import conf, multiproc_dir
 from . import signals
 from .finalize import FinalizeBusy, Outcome
 
@@ -72,7 +72,7 @@ def _serve(**kwargs: Any) -> None:
 
     from ..metrics import registry
 
-    start_http_server(port, registry=registry())
+    start_http_server(port, registry=registry(runtime.get_store))
     logger.info("chunky_redis: metrics on port %s (http://HOST:%s/metrics)", port, port)
 
 

@@ -16,7 +16,7 @@ import re
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from django.core.files.storage import Storage
@@ -47,8 +47,9 @@ class Outcome:
     status: str  # "complete", "failed", or "skipped" (nothing to do)
     reason: str = ""
     # ms from the upload's queueing (its queued stamp) to this attempt's start, when the
-    # attempt took the lease and ran (the metrics' queue delay); None otherwise.
-    waited_ms: int | None = None
+    # attempt took the lease and ran (the metrics' queue delay); None otherwise. A measurement,
+    # not part of what the outcome is.
+    waited_ms: int | None = field(default=None, compare=False)
 
 
 def finalize(
@@ -67,7 +68,7 @@ def finalize(
         outcome = _finalize_under_lease(upload, store, chunks, final)
     finally:
         lease.drop()
-    if outcome.status != "skipped":
+    if outcome.status != "skipped" and upload.queued:  # (a record from before the stamp has none)
         outcome.waited_ms = max(0, started - upload.queued)
     return outcome
 

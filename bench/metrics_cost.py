@@ -4,7 +4,8 @@ Two measurements, each with metrics off and on interleaved round by round, so th
 on/off comes from one run on one (noisy) machine:
 
 - in process: the upload service alone (start_chunk, write, finish of one 64 KiB chunk on the
-  Redis at BENCH_REDIS_URL), as the views call it, metrics counted in this process's registry;
+  Redis at BENCH_REDIS_URL, no fsync), as the views call it, metrics counted in this process's
+  registry; a service with the metrics off and one with them on take chunks alternately;
 - end to end: two copies of the bundled site under gunicorn gevent (2 workers), identical but for
   CHUNKY_METRICS (on: multiprocess mode, deploy/gunicorn.conf.py), each sent the same uploads by one
   client over keep-alive; median chunk latency and throughput.
@@ -36,44 +37,54 @@ WORKLOADS = {
 }
 
 
-def in_process(metrics: bool, chunks: int, work: Path) -> float:
-    """Microseconds per 64 KiB chunk through UploadService, with the metrics off or on."""
+def in_process(chunks: int, work: Path) -> dict[bool, float]:
+    """Microseconds per 64 KiB chunk through UploadService, metrics off and on.
+
+    Two services, one built with the metrics off and one with them on, take the chunks of their
+    own upload alternately, so that drift (the disk writing back earlier chunks, other load) falls
+    on both alike."""
     from django.test import override_settings
 
     from chunky_redis import runtime
+    from chunky_redis.core.http import ByteRange
 
     data = os.urandom(64 * KiB)
     total = chunks * len(data)
-    with override_settings(
+    base = dict(
         CHUNKY_REDIS_REDIS_URL=REDIS_URL,
-        CHUNKY_REDIS_KEY_PREFIX=f"chunky-bench-metrics-{os.getpid()}-{int(metrics)}",
+        CHUNKY_REDIS_KEY_PREFIX=f"chunky-bench-metrics-{os.getpid()}",
         CHUNKY_REDIS_UPLOAD_DIR=str(work / "chunks"),
         CHUNKY_REDIS_FSYNC=False,  # the disk's noise would hide what is measured
-        CHUNKY_REDIS_METRICS=metrics,
-    ):
-        from chunky_redis.core.http import ByteRange
-
-        service = runtime.get_service()
-        upload_id = None
-        started = time.perf_counter()
+    )
+    services = {}
+    for on in (False, True):
+        with override_settings(**base, CHUNKY_REDIS_METRICS=on):
+            services[on] = runtime.get_service()
+    upload_ids: dict[bool, str | None] = {False: None, True: None}
+    seconds = {False: 0.0, True: 0.0}
+    with override_settings(**base):
         for n in range(chunks):
             start = n * len(data)
-            session = service.start_chunk(
-                owner="",
-                upload_id=upload_id,
-                byte_range=ByteRange(start, start + len(data) - 1, total),
-                length=len(data),
-                max_bytes=None,
-            )
-            session.write(data)
-            upload_id = session.finish(filename="bench.bin").upload_id
-        seconds = time.perf_counter() - started
-        store = service.store
+            for on in (False, True) if n % 2 else (True, False):
+                began = time.perf_counter()
+                session = services[on].start_chunk(
+                    owner="",
+                    upload_id=upload_ids[on],
+                    byte_range=ByteRange(start, start + len(data) - 1, total),
+                    length=len(data),
+                    max_bytes=None,
+                )
+                session.write(data)
+                upload_ids[on] = session.finish(filename="bench.bin").upload_id
+                seconds[on] += time.perf_counter() - began
+        store = services[False].store
         keys = list(store.redis.scan_iter(match=f"{store.prefix}:*"))
         if keys:
             store.redis.delete(*keys)
-        service.storage.delete(upload_id)
-    return seconds / chunks * 1e6
+        for on, upload_id in upload_ids.items():
+            if upload_id:
+                services[on].storage.delete(upload_id)
+    return {on: seconds[on] / chunks * 1e6 for on in (False, True)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,12 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         for server in servers:
             server.wait_healthy()
         for round_no in range(rounds):
-            for on in (False, True):
-                us = in_process(on, chunks, run_dir)
+            for on, us in in_process(chunks, run_dir).items():
                 row = results.setdefault("UploadService, one 64 KiB chunk", {})
                 row.setdefault(f"metrics-{int(on)}", []).append((1e6 / us, us / 1000))
             for name, size, chunk in workloads:
-                for server in servers:
+                # Off first in even rounds, on first in odd ones: an order's bias falls on both.
+                for server in servers if round_no % 2 == 0 else servers[::-1]:
                     result = upload(server.protocol(), str(source), size, chunk)
                     row = results.setdefault(name, {}).setdefault(server.name, [])
                     row.append((result.mb_s, statistics.median(result.chunk_ms)))

@@ -72,6 +72,12 @@ def _serve(**kwargs: Any) -> None:
 
     from ..metrics import registry
 
+    if not multiproc_dir():
+        logger.warning(
+            "chunky_redis: PROMETHEUS_MULTIPROC_DIR is not set: the metrics on port %s show this "
+            "process only, not the tasks its prefork pool runs",
+            port,
+        )
     start_http_server(port, registry=registry(runtime.get_store))
     logger.info("chunky_redis: metrics on port %s (http://HOST:%s/metrics)", port, port)
 

@@ -231,9 +231,9 @@ def _check_redis() -> list[CheckMessage]:
     return errors
 
 
-def _check_metrics() -> list:
+def _check_metrics() -> list[CheckMessage]:
     """The metrics settings (ids 070 and up)."""
-    errors: list = []
+    errors: list[CheckMessage] = []
     if conf.METRICS and not installed("prometheus_client"):
         errors.append(
             Error(

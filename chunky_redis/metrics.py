@@ -194,7 +194,8 @@ def registry(get_store: Callable[[], UploadStore]) -> CollectorRegistry:
         if not _registry:
             if multiproc_dir():
                 found = CollectorRegistry()
-                MultiProcessCollector(found)
+                # (prometheus_client leaves this constructor unannotated)
+                MultiProcessCollector(found)  # type: ignore[no-untyped-call]
             else:
                 found = REGISTRY
             found.register(RedisGauges(get_store))

@@ -38,6 +38,6 @@ def metrics(request: HttpRequest) -> HttpResponse:
     from .metrics import exposition
 
     body, content_type = exposition(get_store)
-    response = HttpResponse(body, content_type=content_type)
-    response["Cache-Control"] = "no-store"
-    return response
+    scrape = HttpResponse(body, content_type=content_type)
+    scrape["Cache-Control"] = "no-store"
+    return scrape

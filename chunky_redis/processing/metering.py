@@ -87,7 +87,8 @@ def _forget_process(**kwargs: Any) -> None:
     if conf.METRICS and multiproc_dir():
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(os.getpid())
+        # (prometheus_client leaves this function unannotated)
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
 def connect() -> None:

@@ -136,6 +136,11 @@ def count_finalization(outcome: str, seconds: float, waited_ms: int | None) -> N
 
 def count_finalize_error(error: BaseException, seconds: float) -> None:
     FINALIZE_SECONDS.labels("error").observe(seconds)
+    count_worker_error(error)
+
+
+def count_worker_error(error: BaseException) -> None:
+    """A Redis or a storage error in a worker's job (finalization, sweep); others are bugs."""
     if isinstance(error, exc.StoreUnavailable) or _from_package(error, "redis"):
         REDIS_ERRORS.labels("worker").inc()
     elif isinstance(error, (exc.StorageError, OSError)) or _from_package(error, "botocore"):

@@ -172,6 +172,21 @@ def test_a_finalization_error_counts_as_a_redis_or_storage_error(
     )
 
 
+def test_a_sweep_that_fails_on_redis_counts_a_redis_error(metrics, client, monkeypatch):
+    from chunky_redis.tasks import purge_expired_uploads as purge_task
+
+    before = scrape(client)
+    monkeypatch.setattr(
+        "chunky_redis.core.store.UploadStore.due_expiries", _raise(exc.StoreUnavailable())
+    )
+    with pytest.raises(exc.StoreUnavailable):
+        purge_task()
+    monkeypatch.undo()
+    after = scrape(client)
+    assert delta(before, after, "chunky_redis_redis_errors_total", role="worker") == 1
+    assert delta(before, after, "chunky_redis_storage_errors_total", role="worker") == 0
+
+
 def _raise(error: BaseException):
     def fail(*args, **kwargs):
         raise error

@@ -42,6 +42,14 @@ def timed_finalization(attempt: Callable[[], Outcome]) -> Outcome:
     return outcome
 
 
+def count_error(error: BaseException) -> None:
+    """A worker's job failed with ``error``: count it if it is a Redis or a storage error."""
+    if conf.METRICS:
+        from .. import metrics
+
+        metrics.count_worker_error(error)
+
+
 def _completed(**kwargs: Any) -> None:
     if conf.METRICS:
         from ..metrics import UPLOADS_COMPLETED

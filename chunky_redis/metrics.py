@@ -88,13 +88,13 @@ LOCK_CONFLICTS = Counter(
 REDIS_ERRORS = Counter(
     "chunky_redis_redis_errors",
     "Redis unreachable or refusing: requests answered 503 (role web), finalization attempts "
-    "retried (role worker), scrapes without the Redis gauges (role scrape).",
+    "retried or sweeps failed (role worker), scrapes without the Redis gauges (role scrape).",
     ["role"],
 )
 STORAGE_ERRORS = Counter(
     "chunky_redis_storage_errors",
     "The chunk storage failing a request (role web), or the chunk or final storage failing a "
-    "finalization attempt (role worker).",
+    "finalization attempt or a sweep (role worker).",
     ["role"],
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import yaml
 
 from tests.test_deploy_files import (  # noqa: F401  (compose and k8s are fixtures)
@@ -59,3 +60,13 @@ def test_the_sample_nginx_never_serves_the_metrics():
     conf = (DEPLOY / "nginx" / "chunky_redis.conf").read_text()
     block = re.search(r"location ~ \^/metrics/\?\$ \{(.*?)\}", conf, re.DOTALL)
     assert block and block.group(1).strip() == "return 404;"
+
+
+@pytest.mark.live  # imports the settings in fresh interpreters
+def test_the_bundled_site_refuses_the_example_metrics_token():
+    from tests.test_newcomer import settings_error
+
+    example = "change-me-to-a-random-metrics-token"  # deploy/k8s/secret.yaml's
+    assert example in (DEPLOY / "k8s" / "secret.yaml").read_text()
+    assert "example value" in settings_error(CHUNKY_METRICS_TOKEN=example)
+    assert settings_error(CHUNKY_METRICS_TOKEN="x" * 32) == ""

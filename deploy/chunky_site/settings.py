@@ -150,6 +150,8 @@ if os.environ.get("CHUNKY_REDIS_CONNECT_TIMEOUT_SECONDS"):
 # serves them; elsewhere set CHUNKY_METRICS_TOKEN, which Prometheus then sends as a bearer token.
 CHUNKY_REDIS_METRICS = env_bool("CHUNKY_METRICS", False)
 CHUNKY_REDIS_METRICS_TOKEN = os.environ.get("CHUNKY_METRICS_TOKEN") or None
+if CHUNKY_REDIS_METRICS_TOKEN and CHUNKY_REDIS_METRICS_TOKEN.startswith("change-me"):
+    raise ImproperlyConfigured("CHUNKY_METRICS_TOKEN is still the example value: set a random one.")
 if os.environ.get("CHUNKY_METRICS_WORKER_PORT"):  # each Celery worker's own metrics server
     CHUNKY_REDIS_METRICS_WORKER_PORT = int(os.environ["CHUNKY_METRICS_WORKER_PORT"])
 

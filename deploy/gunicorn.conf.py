@@ -1,9 +1,9 @@
 """gunicorn settings for the bundled service. Every value can be overridden from the environment."""
 
+import glob
 import multiprocessing
 import os
 import resource
-import shutil
 import tempfile
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
@@ -59,11 +59,13 @@ if _metrics_on and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 
 def on_starting(server):
-    """Start with an empty metrics directory: samples of a previous run would be counted again."""
+    """Start without the samples of a previous run, which would be counted again (only
+    prometheus_client's *.db files go: the directory may be one you chose)."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if _metrics_on and directory:
-        shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory, exist_ok=True)
+        for stale in glob.glob(os.path.join(directory, "*.db")):
+            os.remove(stale)
 
 
 def child_exit(server, worker):

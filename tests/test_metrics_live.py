@@ -67,6 +67,8 @@ def test_web_and_worker_processes_expose_what_they_counted(tmp_path):
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     web_dir, worker_dir = tmp_path / "metrics-web", tmp_path / "metrics-worker"
     worker_dir.mkdir()
+    web_dir.mkdir()
+    (web_dir / "counter_1.db").write_bytes(b"a previous run's")  # gunicorn must clear it
     sizes = [3 * CHUNK + 1000 * (i + 1) for i in range(UPLOADS)]  # 4 chunks each
     with (
         SiteProcess({**env, "PROMETHEUS_MULTIPROC_DIR": str(web_dir)}, workers=2) as site,

@@ -187,3 +187,44 @@ def test_a_page_on_another_origin_may_speak_the_draft(site):
     exposed = created.headers["Access-Control-Expose-Headers"]
     for name in ("Location", "Upload-Offset", "Upload-Complete", "Upload-Limit", "Repr-Digest"):
         assert name in exposed
+
+
+def test_an_append_cut_short_under_gunicorn_keeps_what_arrived(site, tmp_path):
+    """4.4.2 SHOULD: the client goes away mid-body; the bytes that reached the server stay, the
+    upload is not complete, and the rest appended from HEAD's offset completes it."""
+    server, _ = site
+    data = os.urandom(300_000)
+    created = requests.post(
+        server.url + "/resumable/",
+        headers={"Upload-Complete": "?0", "Upload-Length": str(len(data))},
+        timeout=10,
+    )
+    location = created.headers["Location"]
+    path = location.split(str(server.port), 1)[1]
+    head = (
+        f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        "Upload-Offset: 0\r\nUpload-Complete: ?1\r\n"
+        f"Content-Type: application/partial-upload\r\nContent-Length: {len(data)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head + data[:120_000])
+    # gunicorn sees the connection end and the view records the prefix it read.
+    offset = wait_for(
+        lambda: int(requests.head(location, timeout=10).headers["Upload-Offset"]) or None,
+        timeout=30,
+        message="the prefix recorded",
+    )
+    state = requests.head(location, timeout=10)
+    assert 0 < offset <= 120_000 and state.headers["Upload-Complete"] == "?0"
+    done = requests.patch(
+        location,
+        data=data[offset:],
+        headers={
+            "Upload-Offset": str(offset),
+            "Upload-Complete": "?1",
+            "Content-Type": "application/partial-upload",
+        },
+        timeout=30,
+    )
+    assert done.status_code == 200, done.text
+    assert final_bytes(site, completed(site, location)) == data

@@ -5,5 +5,6 @@ from tests.support.views import HookedView
 urlpatterns = [
     path("hooked/upload/", HookedView.as_view()),
     path("hooked/upload/<str:upload_id>/", HookedView.as_view()),
+    path("chunked/", include("chunky_redis.chunked_upload_urls")),
     path("", include("chunky_redis.urls")),
 ]

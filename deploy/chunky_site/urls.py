@@ -14,6 +14,7 @@ handler500 = "chunky_site.views.server_error"
 urlpatterns = [
     path("", demo.index, name="demo"),
     path("healthz", views.health, name="health"),
+    path("chunked/", include("chunky_redis.chunked_upload_urls")),
     path("", include("chunky_redis.urls")),
 ]
 

@@ -115,7 +115,11 @@ class ChunkedUploadView(_DialectView):
 
     def get_response_data(self, upload: Upload, request: HttpRequest) -> dict[str, Any]:
         """The body of an accepted chunk."""
-        return {"upload_id": upload.upload_id, "offset": upload.offset, "expires": iso(upload.expires)}
+        return {
+            "upload_id": upload.upload_id,
+            "offset": upload.offset,
+            "expires": iso(upload.expires),
+        }
 
     def post(self, request: HttpRequest) -> HttpResponse:
         if "chunked" in request.headers.get("Transfer-Encoding", "").lower():

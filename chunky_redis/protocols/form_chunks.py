@@ -110,7 +110,6 @@ class _Receiver(FileUploadHandler):
         self.spool: IO[bytes] | None = None
         self.found = False
         self.filename = ""
-        self._opened_for: str | None = None
         self._active = False
 
     # -- the parser's calls -------------------------------------------------------
@@ -152,10 +151,8 @@ class _Receiver(FileUploadHandler):
 
     def settle(self, fields: QueryDict) -> ChunkSession:
         """The session holding the chunk, once the whole form is known."""
-        upload_id = upload_id_in(fields)
+        upload_id = upload_id_in(fields)  # refuses an upload_id after the file unlike the one before
         if self.session is not None:
-            if upload_id != self._opened_for:
-                raise BadBody(f"The form names more than one '{UPLOAD_ID_FIELD}'.")
             return self.session
         assert self.spool is not None
         length = self.spool.seek(0, 2)
@@ -177,7 +174,6 @@ class _Receiver(FileUploadHandler):
         if not hasattr(self.request, "_files"):
             self.request._files = MultiValueDict()
         self.session = self.open_session(upload_id, length)
-        self._opened_for = upload_id
         return self.session
 
     def _fields_so_far(self) -> QueryDict | None:

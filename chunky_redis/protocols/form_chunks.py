@@ -151,7 +151,9 @@ class _Receiver(FileUploadHandler):
 
     def settle(self, fields: QueryDict) -> ChunkSession:
         """The session holding the chunk, once the whole form is known."""
-        upload_id = upload_id_in(fields)  # refuses an upload_id after the file unlike the one before
+        upload_id = upload_id_in(
+            fields
+        )  # refuses an upload_id after the file unlike the one before
         if self.session is not None:
             return self.session
         assert self.spool is not None

@@ -19,7 +19,7 @@ from http import HTTPStatus
 from typing import Any
 
 from django.core.exceptions import SuspiciousOperation
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
@@ -77,11 +77,11 @@ def error_response(error: exc.ChunkyError) -> JsonResponse:
 class _DialectView(UploadHooks, View):
     http_method_names = ["post", "options"]
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         try:
             try:
                 request.get_host()  # a Host outside ALLOWED_HOSTS: refuse before any work
-                if request.method.lower() not in self.http_method_names:
+                if (request.method or "").lower() not in self.http_method_names:
                     raise MethodNotAllowed(
                         f"{request.method} is not allowed here.", allow=self._allowed()
                     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.files.uploadedfile import UploadedFile
@@ -70,13 +70,13 @@ def receive(
         if hasattr(request, "_files"):
             # Something (a middleware) has already parsed the form with Django's own
             # handlers: the chunk is in an uploaded file; copy it from there.
-            fields, files = request.POST, request.FILES
+            fields, files = cast(QueryDict, request.POST), request.FILES
             chunk = files.get(field_name)
             if chunk is not None:
                 receiver.take(chunk, fields)
         else:
             fields, files = _parse(request, receiver)
-            request._post, request._files = fields, files  # as Django itself sets them
+            _set_form(request, fields, files)
         if not receiver.found:
             raise MissingChunk(f"No file was found in the multipart field '{field_name}'.")
         session = receiver.settle(fields)
@@ -86,11 +86,17 @@ def receive(
         raise
 
 
-def _parse(request: HttpRequest, receiver: _Receiver) -> tuple[QueryDict, MultiValueDict]:
+def _set_form(request: HttpRequest, fields: QueryDict, files: MultiValueDict[str, Any]) -> None:
+    """What ``request.POST`` and ``request.FILES`` answer from now on, as Django itself sets them."""
+    setattr(request, "_post", fields)  # noqa: B010 (private attributes of HttpRequest)
+    setattr(request, "_files", files)  # noqa: B010
+
+
+def _parse(request: HttpRequest, receiver: _Receiver) -> tuple[QueryDict, MultiValueDict[str, Any]]:
     parser = MultiPartParser(request.META, request, [receiver], request.encoding)
     receiver.parser = parser
     try:
-        return parser.parse()  # type: ignore[no-any-return]
+        return parser.parse()
     except (MultiPartParserError, UnreadablePostError, RequestDataTooBig, SuspiciousOperation) as e:
         raise BadBody(f"The multipart body could not be parsed: {e}") from e
 
@@ -122,7 +128,7 @@ class _Receiver(FileUploadHandler):
         self.found, self._active, self.filename = True, True, file_name or ""
         before = self._fields_so_far()
         upload_id = upload_id_in(before) if before is not None else None
-        if upload_id is not None:
+        if upload_id is not None and before is not None:
             self._open(upload_id, None, before)
         else:
             # A new upload, or an upload_id still to come: wait for the end of the form.
@@ -137,14 +143,14 @@ class _Receiver(FileUploadHandler):
                 self.spool.write(raw_data)
         return None
 
-    def file_complete(self, file_size: int) -> UploadedFile | None:
+    def file_complete(self, file_size: int) -> UploadedFile[Any] | None:
         if not self._active:
             return None
         self._active = False
         return _Received(file=None, name=self.filename, size=file_size)
 
     # -- after the form was read ----------------------------------------------------
-    def take(self, chunk: UploadedFile, fields: QueryDict) -> None:
+    def take(self, chunk: UploadedFile[Any], fields: QueryDict) -> None:
         """The chunk as an uploaded file Django's own handlers made."""
         self.found, self.filename = True, chunk.name or ""
         self.spool = chunk.file
@@ -172,9 +178,9 @@ class _Receiver(FileUploadHandler):
     # -- helpers -----------------------------------------------------------------
     def _open(self, upload_id: str | None, length: int | None, fields: QueryDict) -> ChunkSession:
         # The view's hooks (validate(), get_max_bytes()...) see the fields read so far.
-        self.request._post = fields
-        if not hasattr(self.request, "_files"):
-            self.request._files = MultiValueDict()
+        assert self.request is not None
+        files = getattr(self.request, "_files", None)
+        _set_form(self.request, fields, files if files is not None else MultiValueDict())
         self.session = self.open_session(upload_id, length)
         return self.session
 
@@ -185,8 +191,11 @@ class _Receiver(FileUploadHandler):
         return post.copy() if isinstance(post, QueryDict) else None
 
 
-class _Received(UploadedFile):
-    """Stands in request.FILES for the part already written; it has nothing to close."""
+class _Received(UploadedFile):  # type: ignore[type-arg]
+    """Stands in request.FILES for the part already written; it has nothing to close.
+
+    (Not UploadedFile[...]: the class is not subscriptable at run time.)
+    """
 
     def close(self) -> None:
         pass

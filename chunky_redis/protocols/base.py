@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime, timezone
+from http import HTTPStatus
 from typing import Any
 
 from django.core.signals import got_request_exception
@@ -78,6 +80,33 @@ def json_error(
     for name, value in (headers or {}).items():
         response[name] = value
     return response
+
+
+def status_in(error: exc.ChunkyError, statuses: Mapping[type[exc.ChunkyError], int]) -> int:
+    """The status of ``error`` in a dialect's table (the nearest class wins); 400 if none."""
+    for klass in type(error).__mro__:
+        # HTTP refusals, and a host app's own error classes, may carry their status.
+        own = vars(klass).get("status_code")
+        if isinstance(own, int):
+            return own
+        if klass in statuses:
+            return statuses[klass]
+    return HTTPStatus.BAD_REQUEST
+
+
+def detail_response(error: exc.ChunkyError, status: int) -> JsonResponse:
+    """``{"detail", "code", ...facts}``, as django-chunked-upload and django-chunky-upload answer.
+
+    An offset mismatch adds ``offset``, django-chunked-upload's name for the server's offset.
+    """
+    body: dict[str, Any] = {"detail": error.detail, "code": error.code}
+    if isinstance(error, exc.OffsetMismatch):
+        body["offset"] = error.expected
+    body.update(error.extra)
+    headers = dict(error.headers()) if hasattr(error, "headers") else {}
+    if status in (HTTPStatus.CONFLICT, HTTPStatus.SERVICE_UNAVAILABLE):
+        headers["Retry-After"] = "1"
+    return json_error(error, status=status, body=body, headers=headers)
 
 
 def report_bug(request: HttpRequest, sender: type) -> ServerError:

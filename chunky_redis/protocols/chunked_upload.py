@@ -30,7 +30,16 @@ from ..core.http import CONTENT_RANGE, clean_filename, is_upload_id, parse_conte
 from ..core.session import ChunkSession
 from ..core.store import Upload
 from . import bodies, form_chunks
-from .base import aborting, drain, iso, json_error, json_response, logger, report_bug
+from .base import (
+    aborting,
+    detail_response,
+    drain,
+    iso,
+    json_response,
+    logger,
+    report_bug,
+    status_in,
+)
 from .errors import LengthRequired, MethodNotAllowed
 from .hooks import UploadHooks
 
@@ -51,26 +60,12 @@ STATUSES: dict[type[exc.ChunkyError], HTTPStatus] = {
 
 
 def status_for(error: exc.ChunkyError) -> int:
-    for klass in type(error).__mro__:
-        own = vars(klass).get("status_code")  # HTTP refusals and a host app's own errors
-        if isinstance(own, int):
-            return own
-        if klass in STATUSES:
-            return STATUSES[klass]
-    return HTTPStatus.BAD_REQUEST
+    return status_in(error, STATUSES)
 
 
 def error_response(error: exc.ChunkyError) -> JsonResponse:
     """``{"detail", "code", ...facts}``; an offset mismatch adds the server's ``offset``."""
-    status = status_for(error)
-    body: dict[str, Any] = {"detail": error.detail, "code": error.code}
-    if isinstance(error, exc.OffsetMismatch):
-        body["offset"] = error.expected  # where the client resumes from
-    body.update(error.extra)
-    headers = dict(error.headers()) if hasattr(error, "headers") else {}
-    if status in (HTTPStatus.CONFLICT, HTTPStatus.SERVICE_UNAVAILABLE):
-        headers["Retry-After"] = "1"
-    return json_error(error, status=status, body=body, headers=headers)
+    return detail_response(error, status_for(error))
 
 
 @method_decorator(csrf_exempt, name="dispatch")  # enforced in enforce_csrf() for session users

@@ -82,6 +82,22 @@ def json_error(
     return response
 
 
+# django-chunked-upload answers 404 for an unknown upload, 410 for an expired one and 400
+# for every other refusal (403 comes with the HTTP errors); django-chunky-upload kept them.
+# What neither has (a held lock, quotas, an unavailable store) has the status that says what it is.
+DJANGO_UPLOAD_STATUSES: dict[type[exc.ChunkyError], int] = {
+    exc.UploadNotFound: HTTPStatus.NOT_FOUND,
+    exc.UploadExpired: HTTPStatus.GONE,
+    exc.ChunkFileMissing: HTTPStatus.GONE,  # the bytes are gone: start a new upload
+    exc.UploadLocked: HTTPStatus.CONFLICT,
+    exc.TooManyUploads: HTTPStatus.TOO_MANY_REQUESTS,
+    exc.QuotaExceeded: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    exc.StoreUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
+    exc.StorageError: HTTPStatus.SERVICE_UNAVAILABLE,
+    exc.QueueUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
+}
+
+
 def status_in(error: exc.ChunkyError, statuses: Mapping[type[exc.ChunkyError], int]) -> int:
     """The status of ``error`` in a dialect's table (the nearest class wins); 400 if none."""
     for klass in type(error).__mro__:

@@ -15,7 +15,6 @@ that says what they are, as in the chunky dialect.
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from typing import Any
 
 from django.core.exceptions import SuspiciousOperation
@@ -31,6 +30,7 @@ from ..core.session import ChunkSession
 from ..core.store import Upload
 from . import bodies, form_chunks
 from .base import (
+    DJANGO_UPLOAD_STATUSES,
     aborting,
     detail_response,
     drain,
@@ -43,20 +43,7 @@ from .base import (
 from .errors import LengthRequired, MethodNotAllowed
 from .hooks import UploadHooks
 
-STATUSES: dict[type[exc.ChunkyError], HTTPStatus] = {
-    # django-chunked-upload's own: get_object_or_404, and its expiry check.
-    exc.UploadNotFound: HTTPStatus.NOT_FOUND,
-    exc.UploadExpired: HTTPStatus.GONE,
-    exc.ChunkFileMissing: HTTPStatus.GONE,  # the bytes are gone: start a new upload
-    # What it does not have: its clients treat any non-200 as a failed request.
-    exc.UploadLocked: HTTPStatus.CONFLICT,
-    exc.TooManyUploads: HTTPStatus.TOO_MANY_REQUESTS,
-    exc.QuotaExceeded: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-    exc.StoreUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
-    exc.StorageError: HTTPStatus.SERVICE_UNAVAILABLE,
-    exc.QueueUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
-}
-# Everything else, an offset mismatch and a size over the limit included, is a 400.
+STATUSES = DJANGO_UPLOAD_STATUSES
 
 
 def status_for(error: exc.ChunkyError) -> int:

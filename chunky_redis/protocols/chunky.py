@@ -9,7 +9,6 @@ GET  upload/<id>/   the upload's state, never cached
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from typing import Any
 
 from django.core.exceptions import SuspiciousOperation
@@ -25,6 +24,7 @@ from ..core.session import ChunkSession
 from ..core.store import Upload
 from . import bodies
 from .base import (
+    DJANGO_UPLOAD_STATUSES,
     aborting,
     detail_response,
     drain,
@@ -37,19 +37,10 @@ from .base import (
 from .errors import LengthRequired, MethodNotAllowed
 from .hooks import UploadHooks
 
-# How this dialect answers each of the core's errors; any other is a 400.
+# How this dialect answers each of the core's errors; any other is a 400. They are
+# django-chunked-upload's statuses, which django-chunky-upload kept.
 # (tus and the IETF draft answer an offset mismatch with 409, this dialect with 400.)
-STATUSES: dict[type[exc.ChunkyError], HTTPStatus] = {
-    exc.UploadNotFound: HTTPStatus.NOT_FOUND,
-    exc.UploadExpired: HTTPStatus.GONE,
-    exc.ChunkFileMissing: HTTPStatus.GONE,  # the bytes are gone: start a new upload
-    exc.UploadLocked: HTTPStatus.CONFLICT,
-    exc.TooManyUploads: HTTPStatus.TOO_MANY_REQUESTS,
-    exc.QuotaExceeded: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-    exc.StoreUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
-    exc.StorageError: HTTPStatus.SERVICE_UNAVAILABLE,
-    exc.QueueUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
-}
+STATUSES = DJANGO_UPLOAD_STATUSES
 
 
 def status_for(error: exc.ChunkyError) -> int:

@@ -191,11 +191,8 @@ class _Receiver(FileUploadHandler):
         return post.copy() if isinstance(post, QueryDict) else None
 
 
-class _Received(UploadedFile):  # type: ignore[type-arg]
-    """Stands in request.FILES for the part already written; it has nothing to close.
-
-    (Not UploadedFile[...]: the class is not subscriptable at run time.)
-    """
+class _Received(UploadedFile):  # type: ignore[type-arg]  # not subscriptable at run time
+    """Stands in request.FILES for the part already written; it has nothing to close."""
 
     def close(self) -> None:
         pass

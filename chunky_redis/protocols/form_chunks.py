@@ -30,7 +30,7 @@ from django.utils.datastructures import MultiValueDict
 
 from ..core.errors import MissingChunk
 from ..core.session import ChunkSession
-from .bodies import MULTIPART, BadBody
+from .bodies import MULTIPART, BadBody, _StreamedFile
 
 UPLOAD_ID_FIELD = "upload_id"
 
@@ -147,7 +147,7 @@ class _Receiver(FileUploadHandler):
         if not self._active:
             return None
         self._active = False
-        return _Received(file=None, name=self.filename, size=file_size)
+        return _StreamedFile(file=None, name=self.filename, size=file_size)
 
     # -- after the form was read ----------------------------------------------------
     def take(self, chunk: UploadedFile[Any], fields: QueryDict) -> None:
@@ -189,10 +189,3 @@ class _Receiver(FileUploadHandler):
         # that ever change, the chunk takes the spool's way, which is slower but as correct.
         post = getattr(self.parser, "_post", None)
         return post.copy() if isinstance(post, QueryDict) else None
-
-
-class _Received(UploadedFile):  # type: ignore[type-arg]  # not subscriptable at run time
-    """Stands in request.FILES for the part already written; it has nothing to close."""
-
-    def close(self) -> None:
-        pass

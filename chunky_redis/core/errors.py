@@ -211,3 +211,38 @@ class StorageError(ChunkyError):
 class QueueUnavailable(ChunkyError):
     default_detail = "Post-processing could not be queued; send the completion again."
     default_code = "queue_unavailable"
+
+
+class ChunkChecksumMismatch(ChunkyError):
+    """The digest a request announced for its own body does not match the bytes that arrived.
+
+    The chunk is not recorded: the offset and the digest states stay where they were,
+    and the next chunk at that offset overwrites what was written.
+    """
+
+    default_code = "chunk_checksum_mismatch"
+
+    def __init__(self, algorithm: str, expected: bytes, computed: bytes):
+        self.algorithm, self.expected, self.computed = algorithm, expected, computed
+        super().__init__(
+            f"The {algorithm} of this request's body is {computed.hex()}, "
+            f"not {expected.hex()} as announced; the chunk was discarded.",
+            algorithm=algorithm,
+            expected=expected.hex(),
+            computed=computed.hex(),
+        )
+
+
+class UnsupportedDigest(ChunkyError):
+    """A digest algorithm the server does not compute."""
+
+    default_code = "unsupported_digest"
+
+    def __init__(self, algorithm: str, supported: tuple[str, ...]):
+        self.algorithm, self.supported = algorithm, supported
+        super().__init__(
+            f"The digest algorithm {algorithm!r} is not supported; use one of "
+            f"{', '.join(supported)}.",
+            algorithm=algorithm,
+            supported=list(supported),
+        )

@@ -7,9 +7,11 @@ fakeredis and eager Celery tasks. That is for trying it out on one process.
 import os
 from pathlib import Path
 
+from corsheaders.defaults import default_headers, default_methods
 from django.core.exceptions import ImproperlyConfigured
 
 from chunky_redis.core.redis_clients import celery_broker_for
+from chunky_redis.protocols import tus_headers
 
 BASE_DIR = Path(__file__).resolve().parent
 REPO_DIR = BASE_DIR.parent.parent
@@ -44,12 +46,14 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.staticfiles",
+    "corsheaders",
     "chunky_redis",
     "chunky_site",
 ]
 
 # Kept short on purpose: every middleware runs once per chunk.
 MIDDLEWARE = [
+    "corsheaders.middleware.CorsMiddleware",  # first: it answers preflights itself
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files under gunicorn, DEBUG or not
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -197,3 +201,13 @@ LOGGING = {
         for name in ("chunky_redis", "chunky_site")
     },
 }
+
+# CORS (django-cors-headers), for browser clients on another origin (tus-js-client, Uppy):
+# CORS_ALLOWED_ORIGINS lists the origins ("*" for any; none by default). The tus requests'
+# headers are allowed, and the headers of its answers exposed to the page's script.
+_cors_origins = env_list("CORS_ALLOWED_ORIGINS", "")
+CORS_ALLOW_ALL_ORIGINS = _cors_origins == ["*"]
+CORS_ALLOWED_ORIGINS = [] if CORS_ALLOW_ALL_ORIGINS else _cors_origins
+CORS_ALLOW_HEADERS = (*default_headers, *(h.lower() for h in tus_headers.REQUEST_HEADERS))
+CORS_EXPOSE_HEADERS = list(tus_headers.EXPOSED_HEADERS)
+CORS_ALLOW_METHODS = (*default_methods, "HEAD")

@@ -16,6 +16,7 @@ urlpatterns = [
     path("demo/chunked-upload/", demo.chunked_upload_page, name="demo-chunked-upload"),
     path("healthz", views.health, name="health"),
     path("chunked/", include("chunky_redis.chunked_upload_urls")),
+    path("files/", include("chunky_redis.urls_tus")),  # tus 1.0
     path("", include("chunky_redis.urls")),
 ]
 

@@ -140,6 +140,8 @@ def test_head_hands_on_an_upload_whose_completion_was_lost(api, signal_log, monk
     monkeypatch.setattr(runtime, "_completion_handler", _queue_down)
     reply = patch(api, path, 0, b"ab")
     assert reply.status == 503 and reply.headers["retry-after"] == "1"
+    still_down = head(api, path)  # HEAD tries again, and answers the facts whatever happens
+    assert still_down.status == 200 and still_down.headers["upload-offset"] == "2"
     monkeypatch.undo()
     assert not [kw for name, kw in signal_log if name == "upload_completed"]
     assert head(api, path).headers["upload-offset"] == "2"

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -259,3 +260,45 @@ def test_curl_style_cors_preflight_over_the_socket(live):
     )
     assert created.status_code == 201
     assert "location" in created.headers["Access-Control-Expose-Headers"].lower()
+
+
+def test_a_patch_cut_short_keeps_what_arrived(live):
+    """PATCH: the Server SHOULD store as much of the received data as possible."""
+    site, env, tmp = live
+    created = requests.post(
+        site.url + "/files/",
+        headers={"Tus-Resumable": "1.0.0", "Upload-Length": "100000"},
+        timeout=10,
+    )
+    path = urlsplit(created.headers["Location"]).path
+    data = os.urandom(100_000)
+    with socket.create_connection(("127.0.0.1", site.port), timeout=10) as conn:
+        head = (
+            f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
+            "Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
+            "Content-Length: 100000\r\n\r\n"
+        )
+        conn.sendall(head.encode() + data[:60_000])
+        time.sleep(0.5)  # let the server write what it got before the connection goes
+    offset = wait_for(
+        lambda: int(
+            requests.head(site.url + path, headers={"Tus-Resumable": "1.0.0"}, timeout=10).headers[
+                "Upload-Offset"
+            ]
+        ),
+        timeout=30,
+        message="the received prefix recorded",
+    )
+    assert offset == 60_000
+    reply = requests.patch(
+        site.url + path,
+        data=data[offset:],
+        headers={
+            "Tus-Resumable": "1.0.0",
+            "Upload-Offset": str(offset),
+            "Content-Type": "application/offset+octet-stream",
+        },
+        timeout=30,
+    )
+    assert reply.status_code == 204 and reply.headers["Upload-Offset"] == "100000"
+    wait_completed_once(env, id_of(path), data)

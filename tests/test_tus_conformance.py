@@ -213,7 +213,7 @@ def test_creation_metadata_must_be_well_formed(api, store):
 def test_creation_post_is_201_with_location(api):
     """Creation > Requests > POST: MUST answer 201 with Location, the upload's URL."""
     reply = create(api, 7)
-    assert reply.status == 201
+    assert reply.status == 201 and reply.headers["content-length"] == "0"
     assert re.fullmatch(r"http://testserver/files/[0-9a-f]{32}", reply.headers["location"])
     assert head(api, path_of(reply)).status == 200
 

@@ -82,6 +82,8 @@ def no_content(
 ) -> HttpResponse:
     response = HttpResponse(status=status)
     del response["Content-Type"]
+    if status != HTTPStatus.NO_CONTENT:  # a 204 may not carry it; without it, a chunked answer
+        response["Content-Length"] = "0"
     return th.with_headers(response, headers or {})
 
 

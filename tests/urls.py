@@ -7,5 +7,6 @@ urlpatterns = [
     path("hooked/upload/<str:upload_id>/", HookedView.as_view()),
     path("chunked/", include("chunky_redis.chunked_upload_urls")),
     path("files/", include("chunky_redis.urls_tus")),
+    path("", include("chunky_redis.urls_metrics")),
     path("", include("chunky_redis.urls")),
 ]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 import uuid
 from collections.abc import Callable, Sequence
 
@@ -33,6 +34,7 @@ from .checksums import ChunkDigest, check_algorithms
 from .context import Policy, UploadContext, raise_for, require_uploading
 from .http import ByteRange
 from .lifecycle import Lifecycle
+from .observer import NO_OBSERVER, UploadObserver
 from .quotas import Quota, QuotaTracker
 from .session import ChunkSession, clean_checksum
 from .storage import ChunkStorage
@@ -50,9 +52,15 @@ class UploadService(Lifecycle):
         policy: Policy,
         on_complete: Callable[[Upload], None],
         quotas: QuotaTracker | None = None,
+        observer: UploadObserver = NO_OBSERVER,
     ):
         self.context = UploadContext(
-            store=store, storage=storage, policy=policy, on_complete=on_complete, quotas=quotas
+            store=store,
+            storage=storage,
+            policy=policy,
+            on_complete=on_complete,
+            quotas=quotas,
+            observer=observer,
         )
 
     # The parts live in the context that chunk sessions share; setting one here
@@ -113,6 +121,7 @@ class UploadService(Lifecycle):
         compute while streaming beside the policy's algorithm (``Upload.hexdigest()``).
         """
         check_algorithms(chunk_digest, digests)
+        began = time.monotonic()  # the observer's chunk duration counts the lock in
         empty_file_ok = empty_file_ok and upload_id is None and byte_range is None
         if byte_range is None and length is not None:
             if length == 0 and not empty_file_ok:
@@ -140,10 +149,12 @@ class UploadService(Lifecycle):
                 digests=digests,
             )
             session.allow_empty = empty_file_ok
-            return session
-        return self._start_existing(
-            owner, upload_id, byte_range, max_bytes, chunk_digest=chunk_digest
-        )
+        else:
+            session = self._start_existing(
+                owner, upload_id, byte_range, max_bytes, chunk_digest=chunk_digest
+            )
+        session.began = began
+        return session
 
     def start_append(
         self,

@@ -18,6 +18,8 @@ urlpatterns = [
     path("healthz", views.health, name="health"),
     path("chunked/", include("chunky_redis.chunked_upload_urls")),
     path("files/", include("chunky_redis.urls_tus")),  # tus 1.0
+    # /metrics: 404 unless CHUNKY_METRICS=1 (then behind CHUNKY_METRICS_TOKEN, if set).
+    path("", include("chunky_redis.urls_metrics")),
     path("", include("chunky_redis.urls")),
 ]
 

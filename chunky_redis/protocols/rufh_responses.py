@@ -9,7 +9,7 @@ from django.http import HttpResponse, JsonResponse
 
 from ..core import errors as exc
 from ..core.http import CACHE_CONTROL
-from .base import json_error, status_from
+from .base import json_error, status_in
 from .rufh_fields import (
     PROBLEM_JSON,
     PROBLEM_TYPES,
@@ -40,7 +40,7 @@ LENGTH_ERRORS = (InconsistentLength, exc.TotalChanged, exc.LengthMismatch)
 def status_for(error: exc.ChunkyError, dialect: Dialect) -> int:
     if isinstance(error, exc.UploadExpired) and dialect.version <= 6:
         return HTTPStatus.NOT_FOUND  # versions 3-6: an inactive upload MUST answer 404
-    return status_from(error, STATUSES)
+    return status_in(error, STATUSES)
 
 
 def problem_body(error: exc.ChunkyError, status: int) -> dict[str, Any]:

@@ -95,6 +95,8 @@ STATICFILES_DIRS = [
     for package, folder in [("jquery", "dist"), ("blueimp-file-upload", "js"), ("spark-md5", "")]
     if (NODE_MODULES / package / folder).is_dir()
 ]
+if (NODE_MODULES / ".chunky-demo").is_dir():  # the Uppy page's bundle (npm run build-demo)
+    STATICFILES_DIRS.append(("vendor/uppy-demo", NODE_MODULES / ".chunky-demo"))
 STATIC_ROOT = os.environ.get("STATIC_ROOT") or None  # for `collectstatic` output, if wanted
 WHITENOISE_USE_FINDERS = True  # serve the app and npm folders as they are, no collectstatic
 MEDIA_ROOT = os.environ.get("MEDIA_ROOT", str(VAR_DIR / "media"))

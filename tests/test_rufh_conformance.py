@@ -24,8 +24,8 @@ from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
 from django.core.wsgi import get_wsgi_application
 
 from chunky_redis import runtime
+from tests.support.processes import free_port
 
-PORTS = range(7530, 7540)  # the range this suite's author was given; one server per module
 URL = "/resumable/"
 
 
@@ -34,19 +34,10 @@ class QuietHandler(WSGIRequestHandler):
         pass
 
 
-def bind_in_range() -> ThreadedWSGIServer:
-    """On the first free port of PORTS."""
-    for port in PORTS:
-        try:
-            return ThreadedWSGIServer(("127.0.0.1", port), QuietHandler)
-        except OSError:
-            continue
-    raise RuntimeError(f"no free port in {PORTS}")
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[int]:
-    httpd = bind_in_range()
+    # A port from CHUNKY_TEST_PORTS when set (tests/support/processes.py).
+    httpd = ThreadedWSGIServer(("127.0.0.1", free_port()), QuietHandler)
     httpd.set_app(get_wsgi_application())
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

@@ -31,7 +31,6 @@ from tests.support.processes import (
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 SCRIPT = REPO / "tests" / "support" / "tus_js_ietf.mjs"
-PORTS = range(7540, 7550)  # the range this suite's author was given
 ORIGIN = "http://page.example"
 PROTOCOLS = {"ietf-draft-03": "5", "ietf-draft-05": "6"}
 
@@ -41,19 +40,8 @@ def site(tmp_path_factory):
     if shutil.which("node") is None or not (REPO / "node_modules" / "tus-js-client").exists():
         pytest.fail("node and `npm ci` (package.json's tus-js-client) are needed")
     env = live_env(tmp_path_factory.mktemp("rufh-live"), CORS_ALLOWED_ORIGINS=ORIGIN)
-    with SiteProcess(env, port=free_port_in(PORTS), workers=2) as server, WorkerProcess(env):
+    with SiteProcess(env, workers=2) as server, WorkerProcess(env):
         yield server, env
-
-
-def free_port_in(ports: range) -> int:
-    for port in ports:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {ports}")
 
 
 def run_client(site, file: Path, **options: object) -> dict:

@@ -240,3 +240,21 @@ def test_patch_refusals(api):
         assert reply.status == status, reply.body
         assert reply.is_json and reply.headers["tus-resumable"] == "1.0.0"
     assert head(api, path).headers["upload-offset"] == "0"
+
+
+def test_creation_with_upload_whose_checksum_fails_says_where_the_upload_is(api):
+    reply = create(api, 6, b"abc", headers={"Upload-Checksum": checksum("sha1", b"abd")})
+    assert reply.status == 460 and reply.data["code"] == "chunk_checksum_mismatch"
+    path = reply.headers["location"].split("testserver", 1)[1]
+    assert head(api, path).headers["upload-offset"] == "0"  # created, the body discarded
+    assert patch(api, path, 0, b"abcdef").status == 204
+
+
+def test_the_owners_quota_applies(api, chunky, store):
+    chunky.CHUNKY_REDIS_MAX_UPLOADS_IN_FLIGHT = 1
+    first = path_of(create(api, 5))
+    refused = create(api, 5)
+    assert refused.status == 429 and refused.data["code"] == "too_many_uploads"
+    assert len(list(store.redis.scan_iter(match=f"{store.prefix}:*:upload"))) == 1
+    assert patch(api, first, 0, b"12345").status == 204  # complete: no longer in flight
+    assert create(api, 5).status == 201

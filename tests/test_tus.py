@@ -258,3 +258,63 @@ def test_the_owners_quota_applies(api, chunky, store):
     assert len(list(store.redis.scan_iter(match=f"{store.prefix}:*:upload"))) == 1
     assert patch(api, first, 0, b"12345").status == 204  # complete: no longer in flight
     assert create(api, 5).status == 201
+
+
+def partial(api, data: bytes) -> str:
+    path = path_of(create(api, len(data), headers={"Upload-Concat": "partial"}))
+    if data:
+        assert patch(api, path, 0, data).status == 204
+    return path
+
+
+def test_concatenation_is_finalized_once_from_the_parts(api, chunky, store, signal_log):
+    parts = [b"first-", b"", b"second-", b"third"]
+    paths = [partial(api, data) for data in parts]
+    assert head(api, paths[0]).headers["upload-concat"] == "partial"
+    assert [name for name, _ in signal_log] == []  # a complete part is not finalized
+    concat = "final;" + " ".join(f"http://testserver{p}" for p in paths) + " " + paths[0]
+    meta = metadata(filename="joined.txt")
+    reply = api.request(
+        "POST", "/files/", b"", "", {**V, "Upload-Concat": concat, "Upload-Metadata": meta}
+    )
+    final = path_of(reply)
+    data = b"".join(parts) + parts[0]
+    (done,) = [kw for name, kw in signal_log if name == "upload_completed"]
+    assert done["upload_id"] == upload_id(final) and done["filename"] == "joined.txt"
+    assert done["size"] == len(data) and done["checksum"] == hashlib.md5(data).hexdigest()
+    with open(os.path.join(chunky.MEDIA_ROOT, done["final_name"]), "rb") as f:
+        assert f.read() == data
+    got = head(api, final)
+    assert got.headers["upload-offset"] == got.headers["upload-length"] == str(len(data))
+    assert got.headers["upload-concat"] == concat
+    refused = patch(api, final, len(data), b"x")
+    assert refused.status == 403
+    assert patch(api, final, 0, b"").status == 403
+    for path in paths:  # the parts are gone, records and bytes
+        assert head(api, path).status == 404
+        assert not os.path.exists(
+            os.path.join(chunky.CHUNKY_REDIS_UPLOAD_DIR, upload_id(path) + ".part")
+        )
+
+
+def test_a_final_upload_needs_complete_parts_of_its_owner(api, django_user_model, chunky):
+    done, unfinished = (
+        partial(api, b"abc"),
+        path_of(create(api, 5, headers={"Upload-Concat": "partial"})),
+    )
+    cases = [
+        (f"final;{done} {unfinished}", {}, 400, "incomplete"),
+        (f"final;{done} /files/{'0' * 32}", {}, 404, "not_found"),
+        (f"final;{done} /files/nope", {}, 400, "bad_header"),
+        ("final;", {}, 400, "bad_header"),
+        ("whole", {}, 400, "bad_header"),
+        (f"final;{done}", {"Upload-Length": "3"}, 400, "bad_header"),
+    ]
+    for concat, headers, status, code in cases:
+        reply = api.request("POST", "/files/", b"", "", {**V, "Upload-Concat": concat, **headers})
+        assert (reply.status, reply.data["code"]) == (status, code), concat
+    chunky.CHUNKY_REDIS_ALLOW_ANONYMOUS = False
+    api.client.force_login(django_user_model.objects.create_user("eve", password="pw"))
+    reply = api.request("POST", "/files/", b"", "", {**V, "Upload-Concat": f"final;{done}"})
+    assert reply.status == 404
+    assert head(api, done).status == 404  # eve cannot see it either; the owner still can

@@ -233,6 +233,13 @@ class ChunkChecksumMismatch(ChunkyError):
         )
 
 
+class BadConcatenation(ChunkyError):
+    """A concatenation that cannot be made (no part)."""
+
+    default_detail = "These uploads cannot be concatenated."
+    default_code = "bad_concatenation"
+
+
 class UnsupportedDigest(ChunkyError):
     """A digest algorithm the server does not compute."""
 

@@ -28,7 +28,7 @@ from ..conf import conf
 from ..core import errors as exc
 from ..core.checksums import ChunkDigest
 from ..core.http import CACHE_CONTROL, clean_filename, is_upload_id
-from ..core.store import UPLOADING, Upload
+from ..core.store import CONCAT_PARTS, UPLOADING, Upload
 from . import tus_headers as th
 from .base import drain, json_error, logger, report_bug
 from .errors import LengthRequired, MethodNotAllowed
@@ -52,6 +52,7 @@ STATUSES: dict[type[exc.ChunkyError], int] = {
     exc.QueueUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
 }
 COLLECTION_METHODS = ("OPTIONS", "POST")
+TUS_CONCAT = "tus_concat"  # extra: "partial", or the final upload's Upload-Concat
 UPLOAD_METHODS = ("OPTIONS", "HEAD", "PATCH", "DELETE")
 
 
@@ -139,6 +140,9 @@ class TusUploadView(UploadHooks, View):
         return no_content(headers=headers)
 
     def post(self, request: HttpRequest, upload_id: None) -> HttpResponse:
+        concat, part_ids = th.parse_concat(request.headers.get(th.UPLOAD_CONCAT))
+        if concat == "final":
+            return self._concatenate(request, part_ids)
         length = th.integer(request.headers.get(th.UPLOAD_LENGTH), th.UPLOAD_LENGTH)
         defer = request.headers.get(th.UPLOAD_DEFER_LENGTH)
         if defer is not None and defer.strip() != "1":
@@ -162,9 +166,9 @@ class TusUploadView(UploadHooks, View):
             max_bytes=self.get_max_bytes(request),
             quota=self.get_quota(request),
             filename=clean_filename(metadata.get("filename") or metadata.get("name") or ""),
-            extra=self._extra(request, metadata),
+            extra=self._extra(request, metadata, concat),
         )
-        location = request.build_absolute_uri(request.path.rstrip("/") + "/" + upload.upload_id)
+        location = self._location(request, upload)
         try:
             if body_length:
                 upload = self._append(request, owner, upload.upload_id, 0, body_length, checksum)
@@ -175,6 +179,26 @@ class TusUploadView(UploadHooks, View):
             drain(request)
             return th.with_headers(error_response(e), {"Location": location})
         return no_content(HTTPStatus.CREATED, {"Location": location, **self._progress(upload)})
+
+    def _concatenate(self, request: HttpRequest, part_ids: list[str]) -> HttpResponse:
+        """A final upload: the partial uploads named, in order (concatenation extension)."""
+        for header in (th.UPLOAD_LENGTH, th.UPLOAD_DEFER_LENGTH):
+            if header in request.headers:
+                raise th.BadHeader(header, "a final upload's length is its parts'.")
+        if self._body_length(request):
+            raise th.BadHeader(th.UPLOAD_CONCAT, "a final upload carries no body.")
+        metadata = th.parse_metadata(request.headers.get(th.UPLOAD_METADATA))
+        self.validate(request)
+        concat = request.headers.get(th.UPLOAD_CONCAT, "").strip()  # HEAD gives it back as sent
+        upload = self.get_service().concatenate(
+            owner=self.get_owner(request),
+            part_ids=part_ids,
+            max_bytes=self.get_max_bytes(request),
+            filename=clean_filename(metadata.get("filename") or metadata.get("name") or ""),
+            extra=self._extra(request, metadata, concat),
+        )
+        headers = {"Location": self._location(request, upload), **self._progress(upload)}
+        return no_content(HTTPStatus.CREATED, headers)
 
     def head(self, request: HttpRequest, upload_id: str) -> HttpResponse:
         owner = self.get_owner(request)
@@ -190,6 +214,8 @@ class TusUploadView(UploadHooks, View):
         metadata = upload.extra.get("tus_metadata")
         if metadata:
             headers[th.UPLOAD_METADATA] = th.format_metadata(metadata)
+        if upload.extra.get(TUS_CONCAT):
+            headers[th.UPLOAD_CONCAT] = upload.extra[TUS_CONCAT]
         headers[CACHE_CONTROL] = "no-store"
         return no_content(HTTPStatus.OK, headers)
 
@@ -216,6 +242,8 @@ class TusUploadView(UploadHooks, View):
             upload = self._append(request, owner, upload_id, offset, body_length, checksum)
         except exc.AlreadyComplete:
             upload = service.status(owner=owner, upload_id=upload_id)
+            if upload.extra.get(CONCAT_PARTS):  # concatenation: a final upload takes no PATCH
+                raise
             if offset != upload.offset:
                 raise exc.OffsetMismatch(upload.offset, offset) from None
             if body_length:
@@ -238,9 +266,14 @@ class TusUploadView(UploadHooks, View):
             raise th.WrongContentType()
         return th.parse_checksum(request.headers.get(th.UPLOAD_CHECKSUM))
 
-    def _extra(self, request: HttpRequest, metadata: dict[str, str]) -> dict[str, Any]:
+    def _location(self, request: HttpRequest, upload: Upload) -> str:
+        return request.build_absolute_uri(request.path.rstrip("/") + "/" + upload.upload_id)
+
+    def _extra(self, request: HttpRequest, metadata: dict[str, str], concat: str) -> dict[str, Any]:
         """Kept with the upload and given to the upload_completed receivers."""
         extra = {**self.get_extra_attrs(request), "tus_metadata": metadata}
+        if concat:
+            extra[TUS_CONCAT] = concat
         filetype = metadata.get("filetype") or metadata.get("type")
         if filetype:
             extra["filetype"] = filetype
@@ -295,6 +328,8 @@ class TusUploadView(UploadHooks, View):
         """
         if upload.status != UPLOADING or not upload.length_known or upload.offset < upload.size:
             return upload
+        if upload.extra.get(TUS_CONCAT) == "partial":
+            return upload  # a part waits for its final upload, which is finalized instead
         try:
             return self.get_service().complete(
                 owner=owner, upload_id=upload.upload_id, checksum=None

@@ -349,3 +349,24 @@ def test_a_concatenation_whose_hand_off_failed_is_handed_off_again(service, stor
     service.on_complete = completed.append
     again = service.complete(owner="u1", upload_id=waiting.upload_id, checksum=None)
     assert again.status == PROCESSING and [u.upload_id for u in completed] == [waiting.upload_id]
+
+
+def test_an_unfinished_concatenation_is_handed_off_once_when_its_parts_are_complete(
+    service, store, completed
+):
+    done = complete_part(service, b"abc")
+    later = service.create(owner="u1", length=2, max_bytes=None).upload_id
+    final = service.concatenate(
+        owner="u1", part_ids=[done, later], max_bytes=None, unfinished_ok=True
+    )
+    assert final.status == "uploading" and final.size == 5 and completed == []
+    assert store.get(later).extra["concat_finals"] == [final.upload_id]
+    with pytest.raises(exc.ConcatenationFinal):
+        append(service, final.upload_id, b"x", 0)
+    assert service.finish_concatenation(owner="u1", upload_id=final.upload_id).status == "uploading"
+    append(service, later, b"de", 0)
+    assert completed == []
+    handed = service.finish_concatenation(owner="u1", upload_id=final.upload_id)
+    assert (handed.status, handed.offset, handed.size) == (PROCESSING, 5, 5)
+    assert service.finish_concatenation(owner="u1", upload_id=final.upload_id).status == PROCESSING
+    assert [u.upload_id for u in completed] == [final.upload_id]

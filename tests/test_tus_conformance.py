@@ -25,6 +25,7 @@ EXTENSIONS = [
     "checksum",
     "termination",
     "concatenation",
+    "concatenation-unfinished",
 ]
 
 
@@ -411,6 +412,14 @@ def test_concatenation_head_of_a_partial_upload_has_its_offset(api):
     assert head(api, path).headers["upload-offset"] == "0"
     patch(api, path, 0, b"ab")
     assert head(api, path).headers["upload-offset"] == "2"
+
+
+def test_concatenation_unfinished_is_announced_and_accepted(api):
+    """Concatenation: a final upload of parts still in progress MUST be announced with
+    concatenation-unfinished (it is, and accepted)."""
+    assert "concatenation-unfinished" in options(api).headers["tus-extension"].split(",")
+    part = path_of(create(api, 3, headers={"Upload-Concat": "partial"}))
+    assert final(api, f"final;{part}").status == 201
 
 
 def test_concatenation_head_gives_upload_concat_back_as_received(api):

@@ -233,6 +233,13 @@ class ChunkChecksumMismatch(ChunkyError):
         )
 
 
+class ConcatenationFinal(AlreadyComplete):
+    """A concatenation receives no bytes of its own: they come from its parts."""
+
+    default_detail = "This upload is a concatenation: it receives no bytes of its own."
+    default_code = "concatenation_final"
+
+
 class BadConcatenation(ChunkyError):
     """A concatenation that cannot be made (no part)."""
 

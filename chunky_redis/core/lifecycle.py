@@ -7,16 +7,15 @@ context and the way to open a new upload.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import errors as exc
 from .checksums import check_algorithms
-from .context import UploadContext, raise_for, require_uploading
+from .context import UploadContext, require_uploading
 from .quotas import Quota
 from .session import ChunkSession
-from .store import CONCAT_PARTS, PROCESSING, UNKNOWN_LENGTH, Upload
+from .store import UNKNOWN_LENGTH, Upload
 
 
 class Lifecycle:
@@ -96,56 +95,6 @@ class Lifecycle:
         if result != "ok":  # the lock held: nothing else could have moved the record
             raise exc.UploadLocked("The upload moved while its length was declared.")
         upload.size = length
-        return upload
-
-    def concatenate(
-        self,
-        *,
-        owner: str,
-        part_ids: Sequence[str],
-        max_bytes: int | None,
-        filename: str = "",
-        extra: dict[str, Any] | None = None,
-    ) -> Upload:
-        """A new upload made of the owner's complete uploads, in this order (tus concatenation).
-
-        Each part must be in progress with all its bytes received; a part may appear more
-        than once. The new upload is recorded complete and handed to post-processing at
-        once: the worker writes its bytes from the parts (its digest computed as it goes),
-        finalizes it, then removes the parts. The parts leave their owner's quota now.
-        """
-        if not part_ids:
-            raise exc.BadConcatenation("A concatenation needs at least one part.")
-        parts = []
-        for part_id in part_ids:
-            code, part = self.context.store.acquire(part_id, owner, "", lock=False)
-            raise_for(code)
-            assert part is not None
-            require_uploading(part)
-            if not part.length_known or part.offset < part.size:
-                raise exc.UploadIncomplete(part.offset, part.size)
-            parts.append(part)
-        size = sum(part.size for part in parts)
-        if max_bytes is not None and size > max_bytes:
-            raise exc.TooLarge(size, max_bytes)
-        store, now = self.context.store, self.context.store.now()
-        upload = Upload(
-            upload_id=uuid.uuid4().hex,
-            owner=owner,
-            filename=filename,
-            size=size,
-            offset=size,
-            status=PROCESSING,
-            created=now,
-            expires=now + self.context.policy.expiration_ms,
-            algorithm=self.context.policy.algorithm,
-            queued=now,
-            extra={**(extra or {}), CONCAT_PARTS: list(part_ids)},
-        )
-        store.create(upload)
-        for part in {part.upload_id: part for part in parts}.values():
-            self.context.release_quota(part)
-        self.context.hand_off(upload)
         return upload
 
     def terminate(self, *, owner: str, upload_id: str) -> None:

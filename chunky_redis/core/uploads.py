@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 
 from . import errors as exc
 from .checksums import ChunkDigest, check_algorithms
+from .concatenation import Concatenation
 from .context import Policy, UploadContext, raise_for, require_uploading
 from .http import ByteRange
 from .lifecycle import Lifecycle
@@ -41,7 +42,7 @@ from .store import CONCAT_PARTS, PROCESSING, Upload, UploadStore
 __all__ = ["ChunkSession", "Policy", "UploadService"]
 
 
-class UploadService(Lifecycle):
+class UploadService(Lifecycle, Concatenation):
     def __init__(
         self,
         *,
@@ -175,6 +176,8 @@ class UploadService(Lifecycle):
         token, upload = self._lock(owner, upload_id)
         try:
             require_uploading(upload)
+            if upload.extra.get(CONCAT_PARTS):
+                raise exc.ConcatenationFinal(status=upload.status)
             if not upload.length_known and not length_unknown_ok:
                 raise exc.BadContentRange(
                     "This upload's length is not declared yet.", code="length_unknown"

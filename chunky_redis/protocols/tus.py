@@ -27,6 +27,7 @@ from django.views.decorators.csrf import csrf_exempt
 from ..conf import conf
 from ..core import errors as exc
 from ..core.checksums import ChunkDigest
+from ..core.concatenation import CONCAT_FINALS
 from ..core.http import CACHE_CONTROL, clean_filename, is_upload_id
 from ..core.store import CONCAT_PARTS, UPLOADING, Upload
 from . import tus_headers as th
@@ -196,8 +197,11 @@ class TusUploadView(UploadHooks, View):
             max_bytes=self.get_max_bytes(request),
             filename=clean_filename(metadata.get("filename") or metadata.get("name") or ""),
             extra=self._extra(request, metadata, concat),
+            unfinished_ok=True,  # concatenation-unfinished
         )
-        headers = {"Location": self._location(request, upload), **self._progress(upload)}
+        headers = {"Location": self._location(request, upload)}
+        if upload.status != UPLOADING:
+            headers.update(self._progress(upload))
         return no_content(HTTPStatus.CREATED, headers)
 
     def head(self, request: HttpRequest, upload_id: str) -> HttpResponse:
@@ -207,6 +211,8 @@ class TusUploadView(UploadHooks, View):
             raise exc.UploadFailed(upload.reason, upload.status)
         upload = self._complete_if_full(owner, upload, quiet=True)
         headers = self._progress(upload)
+        if upload.extra.get(CONCAT_PARTS) and upload.status == UPLOADING:
+            del headers[th.UPLOAD_OFFSET]  # a concatenation waiting for its parts has none yet
         if upload.length_known:
             headers[th.UPLOAD_LENGTH] = str(upload.size)
         else:
@@ -326,10 +332,18 @@ class TusUploadView(UploadHooks, View):
         HEAD does it too (``quiet``: errors are logged, the facts answered), for an upload
         whose last PATCH was recorded but whose hand-off failed.
         """
-        if upload.status != UPLOADING or not upload.length_known or upload.offset < upload.size:
+        if upload.status != UPLOADING:
+            return upload
+        if upload.extra.get(CONCAT_PARTS):  # complete once its parts are
+            service = self.get_service()
+            return self._quietly(  # type: ignore[no-any-return]
+                upload, service.finish_concatenation, owner=owner, upload_id=upload.upload_id
+            )
+        if not upload.length_known or upload.offset < upload.size:
             return upload
         if upload.extra.get(TUS_CONCAT) == "partial":
-            return upload  # a part waits for its final upload, which is finalized instead
+            self._finish_concatenations(owner, upload.upload_id)
+            return upload  # a part is never finalized itself: its concatenation is
         try:
             return self.get_service().complete(
                 owner=owner, upload_id=upload.upload_id, checksum=None
@@ -339,6 +353,21 @@ class TusUploadView(UploadHooks, View):
                 raise
             logger.warning("chunky_redis: tus upload %s not handed on: %s", upload.upload_id, e)
             return upload
+
+    def _finish_concatenations(self, owner: str, part_id: str) -> None:
+        """The concatenations waiting for this part, now that it is complete (read afresh:
+        one named just now is in the record, not in what this request loaded)."""
+        service = self.get_service()
+        part = self._quietly(None, service.status, owner=owner, upload_id=part_id)
+        for final_id in part.extra.get(CONCAT_FINALS, []) if part else []:
+            self._quietly(None, service.finish_concatenation, owner=owner, upload_id=final_id)
+
+    def _quietly(self, default: Any, call: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        except exc.ChunkyError as e:
+            logger.warning("chunky_redis: tus concatenation not handed on: %s", e)
+            return default
 
     def _progress(self, upload: Upload) -> dict[str, str]:
         headers = {th.UPLOAD_OFFSET: str(upload.offset)}

@@ -31,6 +31,7 @@ EXTENSIONS = (
     "checksum",
     "termination",
     "concatenation",
+    "concatenation-unfinished",
 )
 # sha1 first: the checksum extension requires it.
 CHECKSUM_ALGORITHMS = ("sha1", "md5", "sha256", "sha512")

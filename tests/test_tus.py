@@ -298,10 +298,7 @@ def test_concatenation_is_finalized_once_from_the_parts(api, chunky, store, sign
 
 
 def test_a_final_upload_needs_parts_of_its_owner(api, django_user_model, chunky):
-    done, unfinished = (
-        partial(api, b"abc"),
-        path_of(create(api, 5, headers={"Upload-Concat": "partial"})),
-    )
+    done = partial(api, b"abc")
     cases = [
         (f"final;{done} /files/{'0' * 32}", {}, 404, "not_found"),
         (f"final;{done} /files/nope", {}, 400, "bad_header"),

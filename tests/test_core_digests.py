@@ -370,3 +370,36 @@ def test_an_unfinished_concatenation_is_handed_off_once_when_its_parts_are_compl
     assert (handed.status, handed.offset, handed.size) == (PROCESSING, 5, 5)
     assert service.finish_concatenation(owner="u1", upload_id=final.upload_id).status == PROCESSING
     assert [u.upload_id for u in completed] == [final.upload_id]
+
+
+def test_a_part_completed_while_the_concatenation_was_made_is_not_missed(
+    service, store, completed, monkeypatch
+):
+    part = complete_part(service, b"abc")
+    stale = store.get(part)
+    stale.offset = 0  # what a request read before the part's last bytes were recorded
+    real_parts = service._parts
+    calls = iter([lambda owner, ids: [stale]])
+    monkeypatch.setattr(service, "_parts", lambda owner, ids: next(calls, real_parts)(owner, ids))
+    final = service.concatenate(owner="u1", part_ids=[part], max_bytes=None, unfinished_ok=True)
+    assert final.status == PROCESSING and [u.upload_id for u in completed] == [final.upload_id]
+
+
+def test_two_requests_finishing_one_concatenation_hand_it_off_once(
+    service, store, completed, monkeypatch
+):
+    part = service.create(owner="u1", length=2, max_bytes=None).upload_id
+    final = service.concatenate(owner="u1", part_ids=[part], max_bytes=None, unfinished_ok=True)
+    append(service, part, b"ok", 0)
+    waiting = store.get(final.upload_id)  # what both requests read
+    service.finish_concatenation(owner="u1", upload_id=final.upload_id)
+    real_status = service._status
+    monkeypatch.setattr(
+        service,
+        "_status",
+        lambda owner, upload_id: (
+            waiting if upload_id == final.upload_id else real_status(owner, upload_id)
+        ),
+    )
+    service.finish_concatenation(owner="u1", upload_id=final.upload_id)
+    assert [u.upload_id for u in completed] == [final.upload_id]

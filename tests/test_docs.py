@@ -98,10 +98,13 @@ class Replay:
                 extra["HTTP_HOST"] = value
             else:
                 extra["HTTP_" + name.upper().replace("-", "_")] = self.real(value)
+        body = self.real(request.body)
+        if content_type.startswith("multipart/form-data"):
+            body = body.replace("\n", "\r\n")  # a page's lines end in LF, multipart's in CRLF
         return client.generic(
             method,
             self.real(target),
-            data=self.real(request.body).encode(),
+            data=body.encode(),
             content_type=content_type,
             **extra,
         )

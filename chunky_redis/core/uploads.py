@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 import uuid
 from collections.abc import Callable, Sequence
 
@@ -35,6 +36,7 @@ from .concatenation import Concatenation
 from .context import Policy, UploadContext, raise_for, require_uploading
 from .http import ByteRange
 from .lifecycle import Lifecycle
+from .observer import NO_OBSERVER, UploadObserver
 from .quotas import Quota, QuotaTracker
 from .session import ChunkSession, clean_checksum
 from .storage import ChunkStorage
@@ -52,9 +54,15 @@ class UploadService(Lifecycle, Appends, Concatenation):
         policy: Policy,
         on_complete: Callable[[Upload], None],
         quotas: QuotaTracker | None = None,
+        observer: UploadObserver = NO_OBSERVER,
     ):
         self.context = UploadContext(
-            store=store, storage=storage, policy=policy, on_complete=on_complete, quotas=quotas
+            store=store,
+            storage=storage,
+            policy=policy,
+            on_complete=on_complete,
+            quotas=quotas,
+            observer=observer,
         )
 
     # The parts live in the context that chunk sessions share; setting one here
@@ -115,6 +123,7 @@ class UploadService(Lifecycle, Appends, Concatenation):
         compute while streaming beside the policy's algorithm (``Upload.hexdigest()``).
         """
         check_algorithms(chunk_digest, digests)
+        began = time.monotonic()  # the observer's chunk duration counts the lock in
         empty_file_ok = empty_file_ok and upload_id is None and byte_range is None
         if byte_range is None and length is not None:
             if length == 0 and not empty_file_ok:
@@ -142,10 +151,12 @@ class UploadService(Lifecycle, Appends, Concatenation):
                 digests=digests,
             )
             session.allow_empty = empty_file_ok
-            return session
-        return self._start_existing(
-            owner, upload_id, byte_range, max_bytes, chunk_digest=chunk_digest
-        )
+        else:
+            session = self._start_existing(
+                owner, upload_id, byte_range, max_bytes, chunk_digest=chunk_digest
+            )
+        session.began = began
+        return session
 
     def _start_new(
         self,

@@ -95,6 +95,8 @@ STATICFILES_DIRS = [
     for package, folder in [("jquery", "dist"), ("blueimp-file-upload", "js"), ("spark-md5", "")]
     if (NODE_MODULES / package / folder).is_dir()
 ]
+if (NODE_MODULES / ".chunky-demo").is_dir():  # the Uppy page's bundle (npm run build-demo)
+    STATICFILES_DIRS.append(("vendor/uppy-demo", NODE_MODULES / ".chunky-demo"))
 STATIC_ROOT = os.environ.get("STATIC_ROOT") or None  # for `collectstatic` output, if wanted
 WHITENOISE_USE_FINDERS = True  # serve the app and npm folders as they are, no collectstatic
 MEDIA_ROOT = os.environ.get("MEDIA_ROOT", str(VAR_DIR / "media"))
@@ -150,6 +152,14 @@ if os.environ.get("CHUNKY_REDIS_TIMEOUT_SECONDS"):
     CHUNKY_REDIS_REDIS_SOCKET_TIMEOUT = float(os.environ["CHUNKY_REDIS_TIMEOUT_SECONDS"])
 if os.environ.get("CHUNKY_REDIS_CONNECT_TIMEOUT_SECONDS"):
     CHUNKY_REDIS_REDIS_CONNECT_TIMEOUT = float(os.environ["CHUNKY_REDIS_CONNECT_TIMEOUT_SECONDS"])
+# Prometheus metrics at /metrics (docs/howto/metrics.md): off by default. The sample nginx never
+# serves them; elsewhere set CHUNKY_METRICS_TOKEN, which Prometheus then sends as a bearer token.
+CHUNKY_REDIS_METRICS = env_bool("CHUNKY_METRICS", False)
+CHUNKY_REDIS_METRICS_TOKEN = os.environ.get("CHUNKY_METRICS_TOKEN") or None
+if CHUNKY_REDIS_METRICS_TOKEN and CHUNKY_REDIS_METRICS_TOKEN.startswith("change-me"):
+    raise ImproperlyConfigured("CHUNKY_METRICS_TOKEN is still the example value: set a random one.")
+if os.environ.get("CHUNKY_METRICS_WORKER_PORT"):  # each Celery worker's own metrics server
+    CHUNKY_REDIS_METRICS_WORKER_PORT = int(os.environ["CHUNKY_METRICS_WORKER_PORT"])
 
 # -- Celery (tasks/) ----------------------------------------------------------
 # The broker is the same Redis by default (a Sentinel URL becomes Celery's sentinel:// transport;

@@ -354,3 +354,14 @@ def test_a_concatenation_whose_last_part_completed_unseen_is_handed_on_by_head(
     got = head(api, final)
     assert got.headers["upload-offset"] == "2"
     assert [kw["size"] for name, kw in signal_log if name == "upload_completed"] == [2]
+
+
+def test_a_refused_patch_does_not_fix_the_deferred_length(api):
+    path = path_of(create(api, None))
+    assert patch(api, path, 0, b"abc").status == 204
+    stale = patch(api, path, 0, b"abc", headers={"Upload-Length": "9"})
+    assert stale.status == 409 and stale.headers["upload-offset"] == "3"
+    too_long = patch(api, path, 3, b"defg", headers={"Upload-Length": "6"})
+    assert too_long.status == 400 and too_long.data["code"] == "length_mismatch"
+    assert head(api, path).headers["upload-defer-length"] == "1"
+    assert patch(api, path, 3, b"def", headers={"Upload-Length": "6"}).status == 204

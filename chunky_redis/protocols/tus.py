@@ -189,6 +189,15 @@ class TusUploadView(UploadHooks, View):
         self.validate(request)
         owner, service = self.get_owner(request), self.get_service()
         if length is not None:
+            # A refused PATCH changes nothing, its Upload-Length neither: check what the
+            # append will check before the length is fixed.
+            current = service.status(owner=owner, upload_id=upload_id)
+            if offset != current.offset and current.status == UPLOADING:
+                raise exc.OffsetMismatch(current.offset, offset)
+            if offset + body_length > length:
+                raise exc.LengthMismatch(
+                    length, offset + body_length, f"The body ends past the length, {length}."
+                )
             service.declare_length(
                 owner=owner,
                 upload_id=upload_id,

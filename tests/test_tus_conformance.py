@@ -78,6 +78,7 @@ def test_core_headers_tus_resumable_on_every_response_but_options(api):
         api.request("DELETE", path, headers=V),
         head(api, path),  # 404
         api.request("GET", "/files/", headers=V),  # 405
+        api.request("GET", "/files/a/b", headers=V),  # 404 below the mount point
     ]
     for reply in replies:
         assert reply.headers.get("tus-resumable") == "1.0.0", reply.status

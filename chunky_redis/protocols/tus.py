@@ -335,3 +335,11 @@ class TusUploadView(UploadHooks, View):
         if upload.status == UPLOADING and upload.expires:
             headers[th.UPLOAD_EXPIRES] = th.expires(upload.expires)
         return headers
+
+
+@csrf_exempt  # a JSON 404 for every method, with the tus version as every tus answer
+def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    drain(request)
+    response = error_response(exc.UploadNotFound("No such endpoint."))
+    response[th.TUS_RESUMABLE] = th.VERSION
+    return response

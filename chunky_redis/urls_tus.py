@@ -6,8 +6,7 @@ The collection is the mount point itself; an upload's URL is the mount point plu
 
 from django.urls import path, re_path
 
-from .protocols.chunky import not_found
-from .protocols.tus import TusUploadView
+from .protocols.tus import TusUploadView, not_found
 
 app_name = "chunky_redis_tus"
 

@@ -13,6 +13,7 @@ from chunky_redis.core.checksums import ALGORITHMS, ChunkDigest
 from chunky_redis.core.context import Policy
 from chunky_redis.core.filesystem import FileSystemChunkStorage
 from chunky_redis.core.http import ByteRange
+from chunky_redis.core.store import PROCESSING
 from chunky_redis.core.uploads import UploadService
 
 pytestmark = pytest.mark.django_db
@@ -259,3 +260,146 @@ def test_a_short_body_is_kept_as_far_as_it_came_only_when_asked(service, store):
             chunk_digest=digest("sha1", b"456789"),
         )
     assert store.get(upload.upload_id).offset == 4
+
+
+# -- concatenation (tus): the parts' bytes are written by the worker ----------------------------
+
+
+def complete_part(service, data: bytes) -> str:
+    upload = service.create(owner="u1", length=len(data), max_bytes=None)
+    if data:
+        append(service, upload.upload_id, data, 0)
+    return upload.upload_id
+
+
+def test_a_concatenation_is_handed_off_at_once_and_assembled_by_the_worker(
+    chunky, service, store, completed, signal_log
+):
+    from chunky_redis.processing import jobs
+
+    parts = [complete_part(service, d) for d in (b"alpha-", b"", b"beta")]
+    final = service.concatenate(
+        owner="u1", part_ids=[*parts, parts[0]], max_bytes=None, filename="ab.txt"
+    )
+    assert [u.upload_id for u in completed] == [final.upload_id]
+    record = store.get(final.upload_id)
+    assert (record.status, record.offset, record.size, record.checksum) == (
+        PROCESSING,
+        16,
+        16,
+        "",
+    )
+    # a worker that died half-way left a part-written file: the next one starts over
+    with open(chunk_file(chunky, final.upload_id), "wb") as f:
+        f.write(b"alpha-be")
+    outcome = jobs.finalize(final.upload_id)
+    assert outcome.status == "complete", outcome.reason
+    data = b"alpha-beta" + b"alpha-"
+    (done,) = [kw for name, kw in signal_log if name == "upload_completed"]
+    assert done["checksum"] == hashlib.md5(data).hexdigest()
+    with open(os.path.join(chunky.MEDIA_ROOT, done["final_name"]), "rb") as f:
+        assert f.read() == data
+    assert jobs.finalize(final.upload_id).status == "skipped"
+    for part in parts:
+        assert store.get(part) is None and not os.path.exists(chunk_file(chunky, part))
+
+
+def test_a_concatenation_whose_part_vanished_fails(chunky, service, store):
+    from chunky_redis.processing import jobs
+
+    parts = [complete_part(service, d) for d in (b"one", b"two")]
+    final = service.concatenate(owner="u1", part_ids=parts, max_bytes=None)
+    service.terminate(owner="u1", upload_id=parts[1])
+    outcome = jobs.finalize(final.upload_id)
+    assert outcome.status == "failed" and "missing" in outcome.reason
+
+
+def test_a_concatenation_refuses_parts_it_cannot_use(service, store, completed):
+    done = complete_part(service, b"abc")
+    unfinished = service.create(owner="u1", length=5, max_bytes=None).upload_id
+    with pytest.raises(exc.UploadIncomplete):
+        service.concatenate(owner="u1", part_ids=[done, unfinished], max_bytes=None)
+    with pytest.raises(exc.UploadNotFound):
+        service.concatenate(owner="u2", part_ids=[done], max_bytes=None)
+    with pytest.raises(exc.BadConcatenation):
+        service.concatenate(owner="u1", part_ids=[], max_bytes=None)
+    with pytest.raises(exc.TooLarge):
+        service.concatenate(owner="u1", part_ids=[done, done], max_bytes=5)
+    assert completed == []
+
+
+def test_a_concatenation_whose_hand_off_failed_is_handed_off_again(service, store, completed):
+    parts = [complete_part(service, b"xy")]
+
+    def down(upload):
+        raise ConnectionError("the broker is down")
+
+    service.on_complete = down
+    with pytest.raises(exc.QueueUnavailable):
+        service.concatenate(owner="u1", part_ids=parts, max_bytes=None)
+    (waiting,) = [
+        u
+        for u in (
+            store.get(k.decode().split("{")[1].split("}")[0])
+            for k in store.redis.scan_iter(match=f"{store.prefix}:*:upload")
+        )
+        if u.extra.get("concat_parts")
+    ]
+    assert waiting.status == "uploading"
+    service.on_complete = completed.append
+    again = service.complete(owner="u1", upload_id=waiting.upload_id, checksum=None)
+    assert again.status == PROCESSING and [u.upload_id for u in completed] == [waiting.upload_id]
+
+
+def test_an_unfinished_concatenation_is_handed_off_once_when_its_parts_are_complete(
+    service, store, completed
+):
+    done = complete_part(service, b"abc")
+    later = service.create(owner="u1", length=2, max_bytes=None).upload_id
+    final = service.concatenate(
+        owner="u1", part_ids=[done, later], max_bytes=None, unfinished_ok=True
+    )
+    assert final.status == "uploading" and final.size == 5 and completed == []
+    assert store.get(later).extra["concat_finals"] == [final.upload_id]
+    with pytest.raises(exc.ConcatenationFinal):
+        append(service, final.upload_id, b"x", 0)
+    assert service.finish_concatenation(owner="u1", upload_id=final.upload_id).status == "uploading"
+    append(service, later, b"de", 0)
+    assert completed == []
+    handed = service.finish_concatenation(owner="u1", upload_id=final.upload_id)
+    assert (handed.status, handed.offset, handed.size) == (PROCESSING, 5, 5)
+    assert service.finish_concatenation(owner="u1", upload_id=final.upload_id).status == PROCESSING
+    assert [u.upload_id for u in completed] == [final.upload_id]
+
+
+def test_a_part_completed_while_the_concatenation_was_made_is_not_missed(
+    service, store, completed, monkeypatch
+):
+    part = complete_part(service, b"abc")
+    stale = store.get(part)
+    stale.offset = 0  # what a request read before the part's last bytes were recorded
+    real_parts = service._parts
+    calls = iter([lambda owner, ids: [stale]])
+    monkeypatch.setattr(service, "_parts", lambda owner, ids: next(calls, real_parts)(owner, ids))
+    final = service.concatenate(owner="u1", part_ids=[part], max_bytes=None, unfinished_ok=True)
+    assert final.status == PROCESSING and [u.upload_id for u in completed] == [final.upload_id]
+
+
+def test_two_requests_finishing_one_concatenation_hand_it_off_once(
+    service, store, completed, monkeypatch
+):
+    part = service.create(owner="u1", length=2, max_bytes=None).upload_id
+    final = service.concatenate(owner="u1", part_ids=[part], max_bytes=None, unfinished_ok=True)
+    append(service, part, b"ok", 0)
+    waiting = store.get(final.upload_id)  # what both requests read
+    service.finish_concatenation(owner="u1", upload_id=final.upload_id)
+    real_status = service._status
+    monkeypatch.setattr(
+        service,
+        "_status",
+        lambda owner, upload_id: (
+            waiting if upload_id == final.upload_id else real_status(owner, upload_id)
+        ),
+    )
+    service.finish_concatenation(owner="u1", upload_id=final.upload_id)
+    assert [u.upload_id for u in completed] == [final.upload_id]

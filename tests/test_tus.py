@@ -240,3 +240,128 @@ def test_patch_refusals(api):
         assert reply.status == status, reply.body
         assert reply.is_json and reply.headers["tus-resumable"] == "1.0.0"
     assert head(api, path).headers["upload-offset"] == "0"
+
+
+def test_creation_with_upload_whose_checksum_fails_says_where_the_upload_is(api):
+    reply = create(api, 6, b"abc", headers={"Upload-Checksum": checksum("sha1", b"abd")})
+    assert reply.status == 460 and reply.data["code"] == "chunk_checksum_mismatch"
+    path = reply.headers["location"].split("testserver", 1)[1]
+    assert head(api, path).headers["upload-offset"] == "0"  # created, the body discarded
+    assert patch(api, path, 0, b"abcdef").status == 204
+
+
+def test_the_owners_quota_applies(api, chunky, store):
+    chunky.CHUNKY_REDIS_MAX_UPLOADS_IN_FLIGHT = 1
+    first = path_of(create(api, 5))
+    refused = create(api, 5)
+    assert refused.status == 429 and refused.data["code"] == "too_many_uploads"
+    assert len(list(store.redis.scan_iter(match=f"{store.prefix}:*:upload"))) == 1
+    assert patch(api, first, 0, b"12345").status == 204  # complete: no longer in flight
+    assert create(api, 5).status == 201
+
+
+def partial(api, data: bytes) -> str:
+    path = path_of(create(api, len(data), headers={"Upload-Concat": "partial"}))
+    if data:
+        assert patch(api, path, 0, data).status == 204
+    return path
+
+
+def test_concatenation_is_finalized_once_from_the_parts(api, chunky, store, signal_log):
+    parts = [b"first-", b"", b"second-", b"third"]
+    paths = [partial(api, data) for data in parts]
+    assert head(api, paths[0]).headers["upload-concat"] == "partial"
+    assert [name for name, _ in signal_log] == []  # a complete part is not finalized
+    concat = "final;" + " ".join(f"http://testserver{p}" for p in paths) + " " + paths[0]
+    meta = metadata(filename="joined.txt")
+    reply = api.request(
+        "POST", "/files/", b"", "", {**V, "Upload-Concat": concat, "Upload-Metadata": meta}
+    )
+    final = path_of(reply)
+    data = b"".join(parts) + parts[0]
+    (done,) = [kw for name, kw in signal_log if name == "upload_completed"]
+    assert done["upload_id"] == upload_id(final) and done["filename"] == "joined.txt"
+    assert done["size"] == len(data) and done["checksum"] == hashlib.md5(data).hexdigest()
+    with open(os.path.join(chunky.MEDIA_ROOT, done["final_name"]), "rb") as f:
+        assert f.read() == data
+    got = head(api, final)
+    assert got.headers["upload-offset"] == got.headers["upload-length"] == str(len(data))
+    assert got.headers["upload-concat"] == concat
+    refused = patch(api, final, len(data), b"x")
+    assert refused.status == 403
+    assert patch(api, final, 0, b"").status == 403
+    for path in paths:  # the parts are gone, records and bytes
+        assert head(api, path).status == 404
+        assert not os.path.exists(
+            os.path.join(chunky.CHUNKY_REDIS_UPLOAD_DIR, upload_id(path) + ".part")
+        )
+
+
+def test_a_final_upload_needs_parts_of_its_owner(api, django_user_model, chunky):
+    done = partial(api, b"abc")
+    cases = [
+        (f"final;{done} /files/{'0' * 32}", {}, 404, "not_found"),
+        (f"final;{done} /files/nope", {}, 400, "bad_header"),
+        ("final;", {}, 400, "bad_header"),
+        ("whole", {}, 400, "bad_header"),
+        (f"final;{done}", {"Upload-Length": "3"}, 400, "bad_header"),
+    ]
+    for concat, headers, status, code in cases:
+        reply = api.request("POST", "/files/", b"", "", {**V, "Upload-Concat": concat, **headers})
+        assert (reply.status, reply.data["code"]) == (status, code), concat
+    chunky.CHUNKY_REDIS_ALLOW_ANONYMOUS = False
+    api.client.force_login(django_user_model.objects.create_user("eve", password="pw"))
+    reply = api.request("POST", "/files/", b"", "", {**V, "Upload-Concat": f"final;{done}"})
+    assert reply.status == 404
+    assert head(api, done).status == 404  # eve cannot see it either; the owner still can
+
+
+def test_concatenation_unfinished_is_handed_on_when_its_last_part_completes(
+    api, chunky, signal_log
+):
+    a = partial(api, b"abc")
+    b = path_of(create(api, 5, headers={"Upload-Concat": "partial"}))
+    c = path_of(create(api, None, headers={"Upload-Concat": "partial"}))
+    reply = api.request("POST", "/files/", b"", "", {**V, "Upload-Concat": f"final;{a} {b} {c}"})
+    final = path_of(reply)
+    assert "upload-offset" not in reply.headers
+    waiting = head(api, final)
+    assert "upload-offset" not in waiting.headers and "upload-length" not in waiting.headers
+    assert patch(api, final, 0, b"x").status == 403
+    assert patch(api, b, 0, b"12345").status == 204
+    assert patch(api, c, 0, b"zz").status == 204  # its length still unknown
+    assert [name for name, _ in signal_log] == []
+    assert patch(api, c, 2, b"", headers={"Upload-Length": "2"}).status == 204  # the last part
+    (done,) = [kw for name, kw in signal_log if name == "upload_completed"]
+    assert done["upload_id"] == upload_id(final)
+    with open(os.path.join(chunky.MEDIA_ROOT, done["final_name"]), "rb") as f:
+        assert f.read() == b"abc12345zz"
+    got = head(api, final)
+    assert got.headers["upload-offset"] == got.headers["upload-length"] == "10"
+    assert len([1 for name, _ in signal_log if name == "upload_completed"]) == 1
+
+
+def test_a_concatenation_whose_last_part_completed_unseen_is_handed_on_by_head(
+    api, chunky, signal_log, monkeypatch
+):
+    from chunky_redis.protocols.tus import TusUploadView
+
+    monkeypatch.setattr(TusUploadView, "_finish_concatenations", lambda *args: None)
+    a = path_of(create(api, 2, headers={"Upload-Concat": "partial"}))
+    final = path_of(api.request("POST", "/files/", b"", "", {**V, "Upload-Concat": f"final;{a}"}))
+    assert patch(api, a, 0, b"ok").status == 204
+    assert [name for name, _ in signal_log] == []  # the part's request did not hand it on
+    got = head(api, final)
+    assert got.headers["upload-offset"] == "2"
+    assert [kw["size"] for name, kw in signal_log if name == "upload_completed"] == [2]
+
+
+def test_a_refused_patch_does_not_fix_the_deferred_length(api):
+    path = path_of(create(api, None))
+    assert patch(api, path, 0, b"abc").status == 204
+    stale = patch(api, path, 0, b"abc", headers={"Upload-Length": "9"})
+    assert stale.status == 409 and stale.headers["upload-offset"] == "3"
+    too_long = patch(api, path, 3, b"defg", headers={"Upload-Length": "6"})
+    assert too_long.status == 400 and too_long.data["code"] == "length_mismatch"
+    assert head(api, path).headers["upload-defer-length"] == "1"
+    assert patch(api, path, 3, b"def", headers={"Upload-Length": "6"}).status == 204

@@ -158,8 +158,9 @@ def success_url(events: list[dict]) -> str:
         {"chunkSize": 50_000, "uploadDataDuringCreation": True},
         {"chunkSize": 50_000, "overridePatchMethod": True},
         {"chunkSize": 1 << 20},  # the whole file in one PATCH
+        {"chunkSize": 30_000, "parallelUploads": 3},  # concatenation
     ],
-    ids=["chunks", "data-during-creation", "method-override", "one-patch"],
+    ids=["chunks", "data-during-creation", "method-override", "one-patch", "parallel"],
 )
 def test_tus_js_client(live, options):
     site, env, tmp = live
@@ -172,6 +173,8 @@ def test_tus_js_client(live, options):
         assert len([s for s in statuses if s[0] == "PATCH"]) == 4  # 5 chunks, the first in the POST
     if options.get("overridePatchMethod"):
         assert all(method == "POST" for method, _ in statuses)
+    if options.get("parallelUploads"):
+        assert statuses.count(("POST", 201)) == 4  # three partial uploads and the final one
     assert wait_completed_once(env, id_of(url), data)["filename"] == "js.bin"
 
 

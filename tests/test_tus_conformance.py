@@ -2,7 +2,7 @@
 each naming its section, through Django's test client on fakeredis and the real Redis.
 
 The extensions tested are those advertised: creation, creation-with-upload,
-creation-defer-length, expiration, checksum, termination.
+creation-defer-length, expiration, checksum, termination, concatenation.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ EXTENSIONS = [
     "expiration",
     "checksum",
     "termination",
+    "concatenation",
+    "concatenation-unfinished",
 ]
 
 
@@ -76,6 +78,7 @@ def test_core_headers_tus_resumable_on_every_response_but_options(api):
         api.request("DELETE", path, headers=V),
         head(api, path),  # 404
         api.request("GET", "/files/", headers=V),  # 405
+        api.request("GET", "/files/a/b", headers=V),  # 404 below the mount point
     ]
     for reply in replies:
         assert reply.headers.get("tus-resumable") == "1.0.0", reply.status
@@ -344,3 +347,86 @@ def test_termination_delete_is_204_and_the_upload_is_gone(api, store):
     assert head(api, path).status in (404, 410)
     assert patch(api, path, 1, b"b").status in (404, 410)
     assert records(store) == []
+
+
+# -- Concatenation ----------------------------------------------------------------------------
+
+
+def partial(api, data: bytes) -> str:
+    path = path_of(create(api, len(data), headers={"Upload-Concat": "partial"}))
+    assert patch(api, path, 0, data).status == 204
+    return path
+
+
+def final(api, concat: str, headers=None):
+    return api.request(
+        "POST", "/files/", b"", "", {**V, "Upload-Concat": concat, **(headers or {})}
+    )
+
+
+def test_concatenation_is_advertised():
+    """Concatenation: the Server MUST add concatenation to Tus-Extension (checked with the list
+    in test_core_headers_tus_extension_lists_the_supported_extensions)."""
+    assert "concatenation" in EXTENSIONS
+
+
+def test_concatenation_final_is_the_parts_in_order_and_their_length(api, chunky, signal_log):
+    """Concatenation: the final length MUST be the sum of the parts'; the parts MUST be
+    concatenated in the order listed."""
+    a, b = partial(api, b"AAAA"), partial(api, b"bb")
+    reply = final(api, f"final;{b} {a}")
+    assert reply.status == 201
+    got = head(api, path_of(reply))
+    assert got.headers["upload-length"] == "6"
+    (done,) = [kw for name, kw in signal_log if name == "upload_completed"]
+    with open(f"{chunky.MEDIA_ROOT}/{done['final_name']}", "rb") as f:
+        assert f.read() == b"bbAAAA"
+
+
+def test_concatenation_final_creation_with_upload_length_is_refused(api, store):
+    """Concatenation: the Client MUST NOT include Upload-Length in the final upload creation
+    (the Server refuses it)."""
+    a = partial(api, b"abc")
+    assert final(api, f"final;{a}", {"Upload-Length": "3"}).status == 400
+    assert len(records(store)) == 1
+
+
+def test_concatenation_patch_on_a_final_upload_is_403(api):
+    """Concatenation: PATCH against a final upload MUST get 403 and modify nothing."""
+    path = path_of(final(api, f"final;{partial(api, b'abc')}"))
+    for offset, body in ((3, b"d"), (0, b"abc"), (3, b"")):
+        assert patch(api, path, offset, body).status == 403
+    got = head(api, path)
+    assert (got.headers["upload-offset"], got.headers["upload-length"]) == ("3", "3")
+
+
+def test_concatenation_head_of_a_final_upload_after_concatenation(api):
+    """Concatenation: after concatenation, Upload-Offset and Upload-Length MUST be set and equal."""
+    path = path_of(final(api, f"final;{partial(api, b'ab')} {partial(api, b'cd')}"))
+    got = head(api, path)
+    assert got.headers["upload-offset"] == got.headers["upload-length"] == "4"
+
+
+def test_concatenation_head_of_a_partial_upload_has_its_offset(api):
+    """Concatenation: HEAD of a partial upload MUST contain Upload-Offset."""
+    path = path_of(create(api, 4, headers={"Upload-Concat": "partial"}))
+    assert head(api, path).headers["upload-offset"] == "0"
+    patch(api, path, 0, b"ab")
+    assert head(api, path).headers["upload-offset"] == "2"
+
+
+def test_concatenation_unfinished_is_announced_and_accepted(api):
+    """Concatenation: a final upload of parts still in progress MUST be announced with
+    concatenation-unfinished (it is, and accepted)."""
+    assert "concatenation-unfinished" in options(api).headers["tus-extension"].split(",")
+    part = path_of(create(api, 3, headers={"Upload-Concat": "partial"}))
+    assert final(api, f"final;{part}").status == 201
+
+
+def test_concatenation_head_gives_upload_concat_back_as_received(api):
+    """Concatenation: HEAD of a partial or final upload MUST include Upload-Concat as received."""
+    a = partial(api, b"xy")
+    assert head(api, a).headers["upload-concat"] == "partial"
+    concat = f"final;http://testserver{a} {a}"
+    path = path_of(final(api, concat))
+    assert head(api, path).headers["upload-concat"] == concat

@@ -233,6 +233,20 @@ class ChunkChecksumMismatch(ChunkyError):
         )
 
 
+class ConcatenationFinal(AlreadyComplete):
+    """A concatenation receives no bytes of its own: they come from its parts."""
+
+    default_detail = "This upload is a concatenation: it receives no bytes of its own."
+    default_code = "concatenation_final"
+
+
+class BadConcatenation(ChunkyError):
+    """A concatenation that cannot be made (no part)."""
+
+    default_detail = "These uploads cannot be concatenated."
+    default_code = "bad_concatenation"
+
+
 class UnsupportedDigest(ChunkyError):
     """A digest algorithm the server does not compute."""
 

@@ -23,6 +23,8 @@ EXPIRED = "expired"
 # The size of an upload whose length is not declared yet (it is set once, never changed).
 UNKNOWN_LENGTH = -1
 DIGEST_FIELD_PREFIX = "hash_state:"
+# The key of ``extra`` that lists, in order, the uploads a concatenated upload is made of.
+CONCAT_PARTS = "concat_parts"
 
 
 @dataclass

@@ -19,6 +19,7 @@ from .errors import StoreUnavailable
 from .indexes import SweepIndexes
 from .records import (
     COMPLETE,
+    CONCAT_PARTS,
     EXPIRED,
     FAILED,
     PROCESSING,
@@ -33,6 +34,7 @@ from .redis_clients import AnyRedis, call_and_wait
 
 __all__ = [
     "COMPLETE",
+    "CONCAT_PARTS",
     "EXPIRED",
     "FAILED",
     "PROCESSING",

@@ -27,64 +27,18 @@ from django.views.decorators.csrf import csrf_exempt
 from ..conf import conf
 from ..core import errors as exc
 from ..core.checksums import ChunkDigest
+from ..core.concatenation import CONCAT_FINALS
 from ..core.http import CACHE_CONTROL, clean_filename, is_upload_id
-from ..core.store import UPLOADING, Upload
+from ..core.store import CONCAT_PARTS, UPLOADING, Upload
 from . import tus_headers as th
-from .base import drain, json_error, logger, report_bug
+from .base import drain, logger, report_bug
 from .errors import LengthRequired, MethodNotAllowed
 from .hooks import UploadHooks
+from .tus_errors import error_response, no_content
 
-# How tus answers each of the core's errors; any other is a 400.
-STATUSES: dict[type[exc.ChunkyError], int] = {
-    exc.UploadNotFound: HTTPStatus.NOT_FOUND,
-    exc.UploadExpired: HTTPStatus.GONE,
-    exc.ChunkFileMissing: HTTPStatus.GONE,
-    exc.UploadFailed: HTTPStatus.GONE,
-    exc.OffsetMismatch: HTTPStatus.CONFLICT,
-    exc.UploadLocked: HTTPStatus.LOCKED,  # tus clients retry a 423 (and a 409) after a HEAD
-    exc.AlreadyComplete: HTTPStatus.FORBIDDEN,
-    exc.TooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-    exc.QuotaExceeded: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-    exc.TooManyUploads: HTTPStatus.TOO_MANY_REQUESTS,
-    exc.ChunkChecksumMismatch: 460,  # tus checksum extension: "Checksum Mismatch"
-    exc.StoreUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
-    exc.StorageError: HTTPStatus.SERVICE_UNAVAILABLE,
-    exc.QueueUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
-}
 COLLECTION_METHODS = ("OPTIONS", "POST")
+TUS_CONCAT = "tus_concat"  # extra: "partial", or the final upload's Upload-Concat
 UPLOAD_METHODS = ("OPTIONS", "HEAD", "PATCH", "DELETE")
-
-
-def status_for(error: exc.ChunkyError) -> int:
-    for klass in type(error).__mro__:
-        own = vars(klass).get("status_code")  # HTTP refusals and a host's own errors
-        if isinstance(own, int):
-            return own
-        if klass in STATUSES:
-            return STATUSES[klass]
-    return HTTPStatus.BAD_REQUEST
-
-
-def error_response(error: exc.ChunkyError) -> HttpResponse:
-    """``{"detail", "code", ...facts}`` with tus's status and headers."""
-    status = status_for(error)
-    headers = dict(error.headers()) if hasattr(error, "headers") else {}
-    if isinstance(error, exc.OffsetMismatch):
-        headers[th.UPLOAD_OFFSET] = str(error.expected)
-    if status in (HTTPStatus.LOCKED, HTTPStatus.SERVICE_UNAVAILABLE):
-        headers["Retry-After"] = "1"
-    body: dict[str, Any] = {"detail": error.detail, "code": error.code, **error.extra}
-    return json_error(error, status=status, body=body, headers=headers)
-
-
-def no_content(
-    status: int = HTTPStatus.NO_CONTENT, headers: dict[str, str] | None = None
-) -> HttpResponse:
-    response = HttpResponse(status=status)
-    del response["Content-Type"]
-    if status != HTTPStatus.NO_CONTENT:  # a 204 may not carry it; without it, a chunked answer
-        response["Content-Length"] = "0"
-    return th.with_headers(response, headers or {})
 
 
 @method_decorator(csrf_exempt, name="dispatch")  # enforced in enforce_csrf() for session users
@@ -139,6 +93,9 @@ class TusUploadView(UploadHooks, View):
         return no_content(headers=headers)
 
     def post(self, request: HttpRequest, upload_id: None) -> HttpResponse:
+        concat, part_ids = th.parse_concat(request.headers.get(th.UPLOAD_CONCAT))
+        if concat == "final":
+            return self._concatenate(request, part_ids)
         length = th.integer(request.headers.get(th.UPLOAD_LENGTH), th.UPLOAD_LENGTH)
         defer = request.headers.get(th.UPLOAD_DEFER_LENGTH)
         if defer is not None and defer.strip() != "1":
@@ -162,9 +119,9 @@ class TusUploadView(UploadHooks, View):
             max_bytes=self.get_max_bytes(request),
             quota=self.get_quota(request),
             filename=clean_filename(metadata.get("filename") or metadata.get("name") or ""),
-            extra=self._extra(request, metadata),
+            extra=self._extra(request, metadata, concat),
         )
-        location = request.build_absolute_uri(request.path.rstrip("/") + "/" + upload.upload_id)
+        location = self._location(request, upload)
         try:
             if body_length:
                 upload = self._append(request, owner, upload.upload_id, 0, body_length, checksum)
@@ -176,6 +133,29 @@ class TusUploadView(UploadHooks, View):
             return th.with_headers(error_response(e), {"Location": location})
         return no_content(HTTPStatus.CREATED, {"Location": location, **self._progress(upload)})
 
+    def _concatenate(self, request: HttpRequest, part_ids: list[str]) -> HttpResponse:
+        """A final upload: the partial uploads named, in order (concatenation extension)."""
+        for header in (th.UPLOAD_LENGTH, th.UPLOAD_DEFER_LENGTH):
+            if header in request.headers:
+                raise th.BadHeader(header, "a final upload's length is its parts'.")
+        if self._body_length(request):
+            raise th.BadHeader(th.UPLOAD_CONCAT, "a final upload carries no body.")
+        metadata = th.parse_metadata(request.headers.get(th.UPLOAD_METADATA))
+        self.validate(request)
+        concat = request.headers.get(th.UPLOAD_CONCAT, "").strip()  # HEAD gives it back as sent
+        upload = self.get_service().concatenate(
+            owner=self.get_owner(request),
+            part_ids=part_ids,
+            max_bytes=self.get_max_bytes(request),
+            filename=clean_filename(metadata.get("filename") or metadata.get("name") or ""),
+            extra=self._extra(request, metadata, concat),
+            unfinished_ok=True,  # concatenation-unfinished
+        )
+        headers = {"Location": self._location(request, upload)}
+        if upload.status != UPLOADING:
+            headers.update(self._progress(upload))
+        return no_content(HTTPStatus.CREATED, headers)
+
     def head(self, request: HttpRequest, upload_id: str) -> HttpResponse:
         owner = self.get_owner(request)
         upload = self.get_service().status(owner=owner, upload_id=upload_id)
@@ -183,6 +163,8 @@ class TusUploadView(UploadHooks, View):
             raise exc.UploadFailed(upload.reason, upload.status)
         upload = self._complete_if_full(owner, upload, quiet=True)
         headers = self._progress(upload)
+        if upload.extra.get(CONCAT_PARTS) and upload.status == UPLOADING:
+            del headers[th.UPLOAD_OFFSET]  # a concatenation waiting for its parts has none yet
         if upload.length_known:
             headers[th.UPLOAD_LENGTH] = str(upload.size)
         else:
@@ -190,6 +172,8 @@ class TusUploadView(UploadHooks, View):
         metadata = upload.extra.get("tus_metadata")
         if metadata:
             headers[th.UPLOAD_METADATA] = th.format_metadata(metadata)
+        if upload.extra.get(TUS_CONCAT):
+            headers[th.UPLOAD_CONCAT] = upload.extra[TUS_CONCAT]
         headers[CACHE_CONTROL] = "no-store"
         return no_content(HTTPStatus.OK, headers)
 
@@ -205,6 +189,15 @@ class TusUploadView(UploadHooks, View):
         self.validate(request)
         owner, service = self.get_owner(request), self.get_service()
         if length is not None:
+            # A refused PATCH changes nothing, its Upload-Length neither: check what the
+            # append will check before the length is fixed.
+            current = service.status(owner=owner, upload_id=upload_id)
+            if offset != current.offset and current.status == UPLOADING:
+                raise exc.OffsetMismatch(current.offset, offset)
+            if offset + body_length > length:
+                raise exc.LengthMismatch(
+                    length, offset + body_length, f"The body ends past the length, {length}."
+                )
             service.declare_length(
                 owner=owner,
                 upload_id=upload_id,
@@ -216,6 +209,8 @@ class TusUploadView(UploadHooks, View):
             upload = self._append(request, owner, upload_id, offset, body_length, checksum)
         except exc.AlreadyComplete:
             upload = service.status(owner=owner, upload_id=upload_id)
+            if upload.extra.get(CONCAT_PARTS):  # concatenation: a final upload takes no PATCH
+                raise
             if offset != upload.offset:
                 raise exc.OffsetMismatch(upload.offset, offset) from None
             if body_length:
@@ -238,9 +233,14 @@ class TusUploadView(UploadHooks, View):
             raise th.WrongContentType()
         return th.parse_checksum(request.headers.get(th.UPLOAD_CHECKSUM))
 
-    def _extra(self, request: HttpRequest, metadata: dict[str, str]) -> dict[str, Any]:
+    def _location(self, request: HttpRequest, upload: Upload) -> str:
+        return request.build_absolute_uri(request.path.rstrip("/") + "/" + upload.upload_id)
+
+    def _extra(self, request: HttpRequest, metadata: dict[str, str], concat: str) -> dict[str, Any]:
         """Kept with the upload and given to the upload_completed receivers."""
         extra = {**self.get_extra_attrs(request), "tus_metadata": metadata}
+        if concat:
+            extra[TUS_CONCAT] = concat
         filetype = metadata.get("filetype") or metadata.get("type")
         if filetype:
             extra["filetype"] = filetype
@@ -293,8 +293,18 @@ class TusUploadView(UploadHooks, View):
         HEAD does it too (``quiet``: errors are logged, the facts answered), for an upload
         whose last PATCH was recorded but whose hand-off failed.
         """
-        if upload.status != UPLOADING or not upload.length_known or upload.offset < upload.size:
+        if upload.status != UPLOADING:
             return upload
+        if upload.extra.get(CONCAT_PARTS):  # complete once its parts are
+            service = self.get_service()
+            return self._quietly(  # type: ignore[no-any-return]
+                upload, service.finish_concatenation, owner=owner, upload_id=upload.upload_id
+            )
+        if not upload.length_known or upload.offset < upload.size:
+            return upload
+        if upload.extra.get(TUS_CONCAT) == "partial":
+            self._finish_concatenations(owner, upload.upload_id)
+            return upload  # a part is never finalized itself: its concatenation is
         try:
             return self.get_service().complete(
                 owner=owner, upload_id=upload.upload_id, checksum=None
@@ -305,8 +315,31 @@ class TusUploadView(UploadHooks, View):
             logger.warning("chunky_redis: tus upload %s not handed on: %s", upload.upload_id, e)
             return upload
 
+    def _finish_concatenations(self, owner: str, part_id: str) -> None:
+        """The concatenations waiting for this part, now that it is complete (read afresh:
+        one named just now is in the record, not in what this request loaded)."""
+        service = self.get_service()
+        part = self._quietly(None, service.status, owner=owner, upload_id=part_id)
+        for final_id in part.extra.get(CONCAT_FINALS, []) if part else []:
+            self._quietly(None, service.finish_concatenation, owner=owner, upload_id=final_id)
+
+    def _quietly(self, default: Any, call: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        except exc.ChunkyError as e:
+            logger.warning("chunky_redis: tus concatenation not handed on: %s", e)
+            return default
+
     def _progress(self, upload: Upload) -> dict[str, str]:
         headers = {th.UPLOAD_OFFSET: str(upload.offset)}
         if upload.status == UPLOADING and upload.expires:
             headers[th.UPLOAD_EXPIRES] = th.expires(upload.expires)
         return headers
+
+
+@csrf_exempt  # a JSON 404 for every method, with the tus version as every tus answer
+def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    drain(request)
+    response = error_response(exc.UploadNotFound("No such endpoint."))
+    response[th.TUS_RESUMABLE] = th.VERSION
+    return response

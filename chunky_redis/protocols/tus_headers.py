@@ -10,12 +10,14 @@ import binascii
 import re
 from http import HTTPStatus
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from django.http import HttpResponse
 from django.utils.http import http_date
 
 from ..core import errors as exc
 from ..core.checksums import ALGORITHMS, ChunkDigest
+from ..core.http import is_upload_id
 from .errors import HttpError
 
 VERSION = "1.0.0"
@@ -28,6 +30,8 @@ EXTENSIONS = (
     "expiration",
     "checksum",
     "termination",
+    "concatenation",
+    "concatenation-unfinished",
 )
 # sha1 first: the checksum extension requires it.
 CHECKSUM_ALGORITHMS = ("sha1", "md5", "sha256", "sha512")
@@ -44,6 +48,7 @@ UPLOAD_DEFER_LENGTH = "Upload-Defer-Length"
 UPLOAD_METADATA = "Upload-Metadata"
 UPLOAD_EXPIRES = "Upload-Expires"
 UPLOAD_CHECKSUM = "Upload-Checksum"
+UPLOAD_CONCAT = "Upload-Concat"
 METHOD_OVERRIDE = "X-HTTP-Method-Override"
 
 # What a browser client on another origin must be allowed to send and to read (CORS).
@@ -54,7 +59,7 @@ REQUEST_HEADERS = (
     UPLOAD_DEFER_LENGTH,
     UPLOAD_METADATA,
     UPLOAD_CHECKSUM,
-    "Upload-Concat",
+    UPLOAD_CONCAT,
     METHOD_OVERRIDE,
     "Content-Type",
 )
@@ -70,7 +75,7 @@ EXPOSED_HEADERS = (
     UPLOAD_DEFER_LENGTH,
     UPLOAD_METADATA,
     UPLOAD_EXPIRES,
-    "Upload-Concat",
+    UPLOAD_CONCAT,
 )
 
 R = TypeVar("R", bound=HttpResponse)
@@ -143,6 +148,27 @@ def format_metadata(metadata: dict[str, str]) -> str:
             encoded = base64.b64encode(value.encode("utf-8", "surrogateescape")).decode()
             pairs.append(f"{key} {encoded}")
     return ",".join(pairs)
+
+
+def parse_concat(value: str | None) -> tuple[str, list[str]]:
+    """``partial`` -> ("partial", []); ``final;<url> <url>...`` -> ("final", the uploads' ids);
+    no header -> ("", [])."""
+    if value is None:
+        return "", []
+    value = value.strip()
+    if value == "partial":
+        return "partial", []
+    if not value.startswith("final;"):
+        raise BadHeader(UPLOAD_CONCAT, "must be 'partial' or 'final;<url> <url>...'.")
+    ids = []
+    for url in value[len("final;") :].split():
+        upload_id = urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
+        if not is_upload_id(upload_id):
+            raise BadHeader(UPLOAD_CONCAT, f"{url!r} is not an upload of this server.")
+        ids.append(upload_id)
+    if not ids:
+        raise BadHeader(UPLOAD_CONCAT, "a final upload names its partial uploads.")
+    return "final", ids
 
 
 def parse_checksum(value: str | None) -> ChunkDigest | None:

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import report, slow, workloads
+from . import report, slow, tus_dialect, workloads
 from .front import front
 from .servers import BENCH, REPO, Setup, clean_redis
 
@@ -44,6 +44,7 @@ SIZES = {
         slow_chunk_timeout=30,
         slow_seconds=600,
         slow_settle=5,
+        tus=[(GiB, 8 * MiB), (64 * MiB, 64 * KiB), (256 * MiB, MiB)],
     ),
     "quick": dict(
         w1=128 * MiB,
@@ -62,6 +63,7 @@ SIZES = {
         slow_chunk_timeout=10,
         slow_seconds=180,
         slow_settle=3,
+        tus=[(128 * MiB, 8 * MiB), (8 * MiB, 64 * KiB), (32 * MiB, MiB)],
     ),
 }
 
@@ -80,7 +82,7 @@ ALL_SERVERS = [
     "django-chunked-upload",
     "tus",
 ]
-ALL_WORKLOADS = ["w1", "w1mp", "w2", "w3", "sweep", "w4", "w5", "slow"]
+ALL_WORKLOADS = ["w1", "w1mp", "w2", "w3", "sweep", "w4", "w5", "slow", "tus"]
 
 
 def make_source(path: Path, size: int) -> Path:
@@ -154,6 +156,8 @@ def render(data: dict) -> str:
     parts = [report.table(data)] if data["results"] else []
     if data.get("slow"):
         parts.append(slow.table(data["slow"], data["servers"], data["sizes"]))
+    if data.get("tus"):
+        parts.append(tus_dialect.table(data["tus"]))
     return "\n\n".join(parts)
 
 
@@ -223,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         results = workloads.run_all(servers, str(source), sizes, chosen)
         slow_records = slow.run(servers, str(source), sizes) if "slow" in chosen else []
+        tus_records = tus_dialect.run(servers, str(source), sizes) if "tus" in chosen else []
     finally:
         for s in servers + helpers:
             s.stop()
@@ -232,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     data = report.assemble(results, servers, sizes, host, elapsed, quick=args.quick)
     if slow_records:
         data["slow"] = slow_records
+    if tus_records:
+        data["tus"] = tus_records
+        data["tus_summary"] = tus_dialect.summary(tus_records)
     text = render(data)
     print(text)
     report.write(data, text, out)

@@ -1,6 +1,7 @@
 """Profile the bundled site's web worker with py-spy while the benchmark client uploads.
 
     python -m bench.profile [--variant sync|gthread|pyuwsgi|granian] [--size MiB] [--chunk KiB] [--fsync 0|1]
+                            [--dialect chunky|tus]
 
 Writes bench/.work/profile-<variant>-<chunk>K.{txt,svg}: the collapsed stacks
 (py-spy's raw format) and a flame graph, and prints the functions with the most
@@ -16,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .client import upload
+from .client import Tus, upload
 from .servers import BENCH, BIN, Setup, clean_redis, tree
 
 
@@ -27,7 +28,7 @@ def summarize(collapsed: Path, top: int = 30, focus: str = "WSGIHandler.__call__
     total = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if not stack:
+        if not stack or not count.isdigit():  # py-spy's last line, cut when it was stopped
             continue
         n = int(count)
         frames = [
@@ -59,6 +60,7 @@ def main() -> int:
     parser.add_argument("--fsync", type=int, default=1)
     parser.add_argument("--idle", action="store_true", help="count idle (waiting) samples too")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--dialect", choices=("chunky", "tus"), default="chunky")
     args = parser.parse_args()
     work = BENCH / ".work"
     run_dir = work / "profile-run"
@@ -74,7 +76,7 @@ def main() -> int:
             )
     setup = Setup(run_dir)
     server = setup.chunky(args.variant, workers=1, threads=4, fsync=bool(args.fsync))
-    name = f"profile-{args.variant}-{args.chunk}K"
+    name = f"profile-{args.variant}-{args.chunk}K" + ("-tus" if args.dialect == "tus" else "")
     collapsed, svg = work / f"{name}.txt", work / f"{name}.svg"
     try:
         server.start(run_dir)
@@ -105,7 +107,8 @@ def main() -> int:
             for fmt, path in (("raw", collapsed), ("flamegraph", svg))
         ]
         time.sleep(1.0)
-        result = upload(server.protocol(), str(source), args.size << 20, args.chunk << 10)
+        protocol = Tus(server.url) if args.dialect == "tus" else server.protocol()
+        result = upload(protocol, str(source), args.size << 20, args.chunk << 10)
         print(
             f"{result.mb_s:.1f} MB/s, median {sorted(result.chunk_ms)[len(result.chunk_ms) // 2]:.2f} ms/chunk"
         )

@@ -23,10 +23,19 @@ DCU_VENV = BENCH / "venvs" / "dcu"
 TUS_DIR = BENCH / "anchors" / "tus"
 
 
+_PORTS = iter(range(int(os.environ.get("BENCH_PORT_BASE", "0")) or 1, 65536))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port: any, or the next free one from BENCH_PORT_BASE on (a shared machine's range)."""
+    while True:
+        port = next(_PORTS) if os.environ.get("BENCH_PORT_BASE") else 0
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
 
 
 # -- installing the anchors ---------------------------------------------------------------------

@@ -98,6 +98,23 @@ def test_deferred_length_declared_on_the_last_patch(api, signal_log):
     assert [kw["size"] for name, kw in signal_log if name == "upload_completed"] == [15]
 
 
+def test_each_request_builds_the_service_once(api, monkeypatch, signal_log):
+    """The dialect stays thin (bench/tus_dialect.py): a service, with its store and scripts, is
+    built once per request, even by a PATCH that fixes the length, appends and completes."""
+    from chunky_redis.protocols import hooks
+
+    built = []
+    real = hooks.get_service
+    monkeypatch.setattr(hooks, "get_service", lambda: built.append(1) or real())
+    path = path_of(create(api, None))
+    assert patch(api, path, 0, b"a" * 10).status == 204
+    reply = patch(api, path, 10, b"b" * 5, headers={"Upload-Length": "15"})
+    assert reply.status == 204 and reply.headers["upload-offset"] == "15"
+    assert head(api, path).status == 200
+    assert len(built) == 4  # POST, PATCH, PATCH, HEAD
+    assert [kw["size"] for name, kw in signal_log if name == "upload_completed"] == [15]
+
+
 def test_deferred_length_may_not_pass_the_size_limit(api, chunky):
     chunky.CHUNKY_REDIS_MAX_BYTES = 20
     path = path_of(create(api, None))

@@ -21,6 +21,7 @@ from typing import Any
 from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, UnreadablePostError
 from django.utils.decorators import method_decorator
+from django.utils.functional import cached_property
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
@@ -30,6 +31,7 @@ from ..core.checksums import ChunkDigest
 from ..core.concatenation import CONCAT_FINALS
 from ..core.http import CACHE_CONTROL, clean_filename, is_upload_id
 from ..core.store import CONCAT_PARTS, UPLOADING, Upload
+from ..core.uploads import UploadService
 from . import tus_headers as th
 from .base import drain, logger, report_bug
 from .errors import LengthRequired, MethodNotAllowed
@@ -46,6 +48,12 @@ class TusUploadView(UploadHooks, View):
     """Override the hooks (UploadHooks) to adapt it to a host app, as for the chunky view."""
 
     http_method_names = ["options", "head", "post", "patch", "delete"]
+
+    @cached_property
+    def service(self) -> UploadService:
+        """The host's service (``get_service()``), built once per request (a view per request):
+        a PATCH that fixes the length, appends and completes needs it three times."""
+        return self.get_service()
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         upload_id: str | None = kwargs.get("upload_id")
@@ -113,7 +121,7 @@ class TusUploadView(UploadHooks, View):
             )
         self.validate(request)
         owner = self.get_owner(request)
-        upload = self.get_service().create(
+        upload = self.service.create(
             owner=owner,
             length=length,
             max_bytes=self.get_max_bytes(request),
@@ -143,7 +151,7 @@ class TusUploadView(UploadHooks, View):
         metadata = th.parse_metadata(request.headers.get(th.UPLOAD_METADATA))
         self.validate(request)
         concat = request.headers.get(th.UPLOAD_CONCAT, "").strip()  # HEAD gives it back as sent
-        upload = self.get_service().concatenate(
+        upload = self.service.concatenate(
             owner=self.get_owner(request),
             part_ids=part_ids,
             max_bytes=self.get_max_bytes(request),
@@ -158,7 +166,7 @@ class TusUploadView(UploadHooks, View):
 
     def head(self, request: HttpRequest, upload_id: str) -> HttpResponse:
         owner = self.get_owner(request)
-        upload = self.get_service().status(owner=owner, upload_id=upload_id)
+        upload = self.service.status(owner=owner, upload_id=upload_id)
         if upload.status == "failed":
             raise exc.UploadFailed(upload.reason, upload.status)
         upload = self._complete_if_full(owner, upload, quiet=True)
@@ -187,7 +195,7 @@ class TusUploadView(UploadHooks, View):
         body_length = self._body_length(request)
         checksum = self._body_checks(request, body_length)
         self.validate(request)
-        owner, service = self.get_owner(request), self.get_service()
+        owner, service = self.get_owner(request), self.service
         if length is not None:
             # A refused PATCH changes nothing, its Upload-Length neither: check what the
             # append will check before the length is fixed.
@@ -218,7 +226,7 @@ class TusUploadView(UploadHooks, View):
         return no_content(headers=self._progress(upload))
 
     def delete(self, request: HttpRequest, upload_id: str) -> HttpResponse:
-        self.get_service().terminate(owner=self.get_owner(request), upload_id=upload_id)
+        self.service.terminate(owner=self.get_owner(request), upload_id=upload_id)
         return no_content()
 
     # -- plumbing --------------------------------------------------------------
@@ -260,7 +268,7 @@ class TusUploadView(UploadHooks, View):
         A body cut short (the client went away) is recorded as far as it came, as tus
         asks: the client learns the offset with HEAD and sends the rest.
         """
-        session = self.get_service().start_append(
+        session = self.service.start_append(
             owner=owner,
             upload_id=upload_id,
             offset=offset,
@@ -296,7 +304,7 @@ class TusUploadView(UploadHooks, View):
         if upload.status != UPLOADING:
             return upload
         if upload.extra.get(CONCAT_PARTS):  # complete once its parts are
-            service = self.get_service()
+            service = self.service
             return self._quietly(  # type: ignore[no-any-return]
                 upload, service.finish_concatenation, owner=owner, upload_id=upload.upload_id
             )
@@ -306,9 +314,7 @@ class TusUploadView(UploadHooks, View):
             self._finish_concatenations(owner, upload.upload_id)
             return upload  # a part is never finalized itself: its concatenation is
         try:
-            return self.get_service().complete(
-                owner=owner, upload_id=upload.upload_id, checksum=None
-            )
+            return self.service.complete(owner=owner, upload_id=upload.upload_id, checksum=None)
         except exc.ChunkyError as e:
             if not quiet:
                 raise
@@ -318,7 +324,7 @@ class TusUploadView(UploadHooks, View):
     def _finish_concatenations(self, owner: str, part_id: str) -> None:
         """The concatenations waiting for this part, now that it is complete (read afresh:
         one named just now is in the record, not in what this request loaded)."""
-        service = self.get_service()
+        service = self.service
         part = self._quietly(None, service.status, owner=owner, upload_id=part_id)
         for final_id in part.extra.get(CONCAT_FINALS, []) if part else []:
             self._quietly(None, service.finish_concatenation, owner=owner, upload_id=final_id)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", help="a git revision: also run gevent on its code")
     parser.add_argument("--out", default=str(BENCH / ".work" / "cpucost.json"))
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the servers
     work = BENCH / ".work" / "cpucost-run"
     subprocess.run(["rm", "-rf", str(work)], check=True)
     work.mkdir(parents=True)
@@ -142,9 +144,11 @@ def table(cells: dict[str, dict[int, list[dict]]], chunks: list[int], reference:
     for name, by_chunk in cells.items():
         for chunk in chunks:
             runs, ref = by_chunk[chunk], cells[reference][chunk]
-            speed = [a["mb_s"] / b["mb_s"] for a, b in zip(runs, ref)]
-            cpu = [a["cpu_s_per_gib"] / b["cpu_s_per_gib"] for a, b in zip(runs, ref)]
-            user = [a["user_s_per_gib"] / b["user_s_per_gib"] for a, b in zip(runs, ref)]
+            speed = [a["mb_s"] / b["mb_s"] for a, b in zip(runs, ref, strict=True)]
+            cpu = [a["cpu_s_per_gib"] / b["cpu_s_per_gib"] for a, b in zip(runs, ref, strict=True)]
+            user = [
+                a["user_s_per_gib"] / b["user_s_per_gib"] for a, b in zip(runs, ref, strict=True)
+            ]
             lines.append(
                 f"| {name} | {chunk} | {_median_spread([x['mb_s'] for x in runs])} "
                 f"| {_median_spread([x['cpu_s_per_gib'] for x in runs])} "

@@ -205,11 +205,10 @@ class ChunkWriter:
     ``heartbeat`` runs before each write, so that a writer that has lost its
     lock stops before it can touch the file again.
 
-    A large block is written, and then fed to ``on_block``, on a helper thread
-    (one hand-off per block: under gevent each costs a hub round trip), one
-    block at a time and in order, while the caller receives the next block; the
-    next ``write()`` and ``close()`` wait for it, so the file and the hash are
-    complete when ``close()`` returns (a block handed to ``write()`` must
+    A large block is written on one helper thread and fed to ``on_block`` on
+    another, side by side, one block at a time and in order, while the caller
+    receives the next block; the next ``write()`` and ``close()`` wait for both,
+    so the file and the hash are complete when ``close()`` returns (a block handed to ``write()`` must
     therefore not be changed afterwards). Small blocks are written and hashed
     inline, where a hand-off would cost more than it saves. With ``fsync``, the
     writeback of each large block starts as soon as it is written
@@ -235,7 +234,7 @@ class ChunkWriter:
         self.heartbeat = heartbeat
         self.overflow = overflow
         self.fsync = fsync
-        self._pending: Future | None = None
+        self._pending: list[Future[None]] = []
 
     @property
     def written(self) -> int:
@@ -251,11 +250,16 @@ class ChunkWriter:
         self._wait_pending()  # blocks go to the file, and to the hash, in order
         position, self.position = self.position, self.position + len(data)
         if len(data) >= OVERLAP_MIN_BLOCK:
-            # One hand-off per block: written, its writeback started and hashed on the pool
-            # while this thread receives the next block.
-            self._pending = _hash_pool().submit(self._store, data, position)
+            # Written (its writeback started) and hashed side by side on the pool, while this
+            # thread receives the next block.
+            pool = _hash_pool()
+            self._pending = [
+                pool.submit(self._store, data, position),
+                pool.submit(self.on_block, data),
+            ]
         else:
             self._store(data, position)
+            self.on_block(data)
 
     def _store(self, data: bytes, position: int) -> None:
         view = memoryview(data)
@@ -268,12 +272,14 @@ class ChunkWriter:
                 _sync_file_range(self.fd, position - len(data), len(data))
         except OSError as e:
             raise StorageError(f"Cannot write the chunk: {e.strerror}.") from e
-        self.on_block(data)
 
     def _wait_pending(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()
+        """Wait for the last large block's write and hash; the first error of them is raised
+        once both are done (the file must not be closed under a write still running)."""
+        errors = [e for e in (future.exception() for future in self._pending) if e is not None]
+        self._pending = []
+        if errors:
+            raise errors[0]
 
     def close(self, *, sync: bool = True) -> None:
         try:
@@ -283,7 +289,12 @@ class ChunkWriter:
         except OSError as e:
             raise StorageError(f"Cannot flush the chunk: {e.strerror}.") from e
         finally:
-            if self._pending is not None:  # an error above: let the helper finish with the block
-                self._pending.exception()
-                self._pending = None
+            if self._pending:  # an error above: let the helpers finish with the block
+                self._wait_pending_quietly()
             os.close(self.fd)
+
+    def _wait_pending_quietly(self) -> None:
+        try:
+            self._wait_pending()
+        except Exception:  # the error that brought us here is the one to report
+            pass

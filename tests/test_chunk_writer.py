@@ -100,3 +100,25 @@ def test_a_block_over_the_limit_is_refused_before_any_byte_of_it(tmp_path):
         writer.write(b"e" * 2)
     writer.close(sync=False)
     assert os.path.getsize(storage.path("u1")) == OVERLAP_MIN_BLOCK
+
+
+def test_the_sync_comes_after_the_last_write(tmp_path, monkeypatch):
+    """The fdatasync at close() must cover every byte: it waits for the helper's write (the hash
+    may still run meanwhile)."""
+    storage, writer = _writer(tmp_path, lambda data: None)
+    real_pwrite, real_sync = os.pwrite, os.fdatasync
+    size_at_sync: list[int] = []
+
+    def slow_pwrite(fd, data, offset):
+        time.sleep(0.1)
+        return real_pwrite(fd, data, offset)
+
+    def sync(fd):
+        size_at_sync.append(os.fstat(fd).st_size)
+        real_sync(fd)
+
+    monkeypatch.setattr(filesystem.os, "pwrite", slow_pwrite)
+    monkeypatch.setattr(filesystem.os, "fdatasync", sync)
+    writer.write(b"f" * OVERLAP_MIN_BLOCK)
+    writer.close()
+    assert size_at_sync == [OVERLAP_MIN_BLOCK]

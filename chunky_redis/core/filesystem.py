@@ -207,8 +207,9 @@ class ChunkWriter:
 
     A large block is written on one helper thread and fed to ``on_block`` on
     another, side by side, one block at a time and in order, while the caller
-    receives the next block; the next ``write()`` and ``close()`` wait for both,
-    so the file and the hash are complete when ``close()`` returns (a block handed to ``write()`` must
+    receives the next block; the next ``write()`` waits for both, ``close()``
+    for the write, then syncs while the hash ends, so the file and the hash are
+    complete when ``close()`` returns (a block handed to ``write()`` must
     therefore not be changed afterwards). Small blocks are written and hashed
     inline, where a hand-off would cost more than it saves. With ``fsync``, the
     writeback of each large block starts as soon as it is written
@@ -254,7 +255,7 @@ class ChunkWriter:
             # thread receives the next block.
             pool = _hash_pool()
             self._pending = [
-                pool.submit(self._store, data, position),
+                pool.submit(self._store, data, position),  # first: close() waits for it alone
                 pool.submit(self.on_block, data),
             ]
         else:
@@ -273,19 +274,22 @@ class ChunkWriter:
         except OSError as e:
             raise StorageError(f"Cannot write the chunk: {e.strerror}.") from e
 
-    def _wait_pending(self) -> None:
-        """Wait for the last large block's write and hash; the first error of them is raised
-        once both are done (the file must not be closed under a write still running)."""
-        errors = [e for e in (future.exception() for future in self._pending) if e is not None]
-        self._pending = []
+    def _wait_pending(self, *, write_only: bool = False) -> None:
+        """Wait for the last large block's write and (unless ``write_only``) its hash; the first
+        error is raised once they are done (the file must not be closed under a write still
+        running)."""
+        waiting = self._pending[:1] if write_only else self._pending
+        errors = [e for e in (future.exception() for future in waiting) if e is not None]
+        self._pending = self._pending[len(waiting) :]
         if errors:
             raise errors[0]
 
     def close(self, *, sync: bool = True) -> None:
         try:
-            self._wait_pending()
+            self._wait_pending(write_only=True)
             if sync and self.fsync and self.written:
-                _off_hub(os.fdatasync, self.fd)
+                _off_hub(os.fdatasync, self.fd)  # meanwhile the last block is still being hashed
+            self._wait_pending()
         except OSError as e:
             raise StorageError(f"Cannot flush the chunk: {e.strerror}.") from e
         finally:

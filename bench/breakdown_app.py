@@ -7,7 +7,7 @@ chunk requests of that stretch. Each part is wall time where it runs:
 
 - read: ``request.read()`` (the body from gunicorn, socket included);
 - hash: ``ResumableHash.update`` (the checksum state);
-- write: ``ChunkWriter._store`` (pwrite, and sync_file_range for large blocks);
+- write: ``ChunkWriter._store`` less the hash inside it (pwrite, sync_file_range for large blocks);
 - sync: ``os.fdatasync``;
 - redis: redis-py's ``execute_command`` and ``Pipeline.execute`` (round trips and scripts);
 - inline: write and hash of blocks under 256 KiB, which run on the request's own thread;
@@ -56,14 +56,31 @@ def _timed(part: str, func: Callable[..., Any], *, outermost: bool = False) -> C
             elapsed = time.perf_counter() - started
             setattr(_local, part, depth)
             _add(part, elapsed)
-            if part in ("write", "hash") and getattr(_local, "in_request", False):
-                _add("inline", elapsed)  # a small block: on the request's own thread
+            if part == "hash":
+                _local.hash_inside = getattr(_local, "hash_inside", 0.0) + elapsed
+
+    return wrapper
+
+
+def _store(func: Callable[..., None]) -> Callable[..., None]:
+    """``ChunkWriter._store`` writes a block and then hashes it: write is the rest."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        _local.hash_inside = 0.0
+        started = time.perf_counter()
+        try:
+            func(*args, **kwargs)
+        finally:
+            elapsed = time.perf_counter() - started
+            _add("write", elapsed - _local.hash_inside)
+            if getattr(_local, "in_request", False):  # a small block: on the request's thread
+                _add("inline", elapsed)
 
     return wrapper
 
 
 checksums.ResumableHash.update = _timed("hash", checksums.ResumableHash.update)  # type: ignore[method-assign]
-filesystem.ChunkWriter._store = _timed("write", filesystem.ChunkWriter._store)  # type: ignore[method-assign]
+filesystem.ChunkWriter._store = _store(filesystem.ChunkWriter._store)  # type: ignore[method-assign]
 filesystem.ChunkWriter._wait_pending = _timed(  # type: ignore[method-assign]
     "helper_wait", filesystem.ChunkWriter._wait_pending
 )

@@ -6,8 +6,8 @@ CPU time is the server's process CPU (user + system of gunicorn and its workers,
 /proc/PID/stat), so a machine loaded by other work disturbs it far less than wall time. The
 servers run side by side and take turns (interleaved rounds); each cell is the median of the
 rounds, with the spread (min-max) beside it. ``--baseline REF`` adds the gevent server once more
-running the code of git revision REF (exported to bench/.work/baseline-REF), to measure a change
-before/after in one run.
+running the code of git revision REF (exported to bench/.work/baseline-REF; several REFs,
+comma-separated), to measure a change before/after in one run.
 """
 
 from __future__ import annotations
@@ -57,9 +57,9 @@ def export_revision(ref: str) -> Path:
     return dest
 
 
-def servers(setup: Setup, baseline: str | None) -> list[Server]:
+def servers(setup: Setup, baselines: list[str]) -> list[Server]:
     out = [setup.chunky("gevent"), setup.chunky("gthread")]
-    if baseline:
+    for baseline in baselines:
         root = export_revision(baseline)
         old = setup.chunky("gevent")
         old.name, old.label = f"chunky-gevent@{baseline}", f"gevent at {baseline}"
@@ -89,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunks", default="64,1024,8192", help="KiB per chunk, comma-separated")
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--baseline", help="a git revision: also run gevent on its code")
+    parser.add_argument(
+        "--baseline", help="git revisions, comma-separated: also run gevent on their code"
+    )
     parser.add_argument("--out", default=str(BENCH / ".work" / "cpucost.json"))
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the servers
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.size_mib):
                 f.write(rnd.read(1 << 20))
     setup = Setup(work)
-    chosen = servers(setup, args.baseline)
+    chosen = servers(setup, [b for b in (args.baseline or "").split(",") if b])
     chunks = [int(c) for c in args.chunks.split(",")]
     cells: dict[str, dict[int, list[dict]]] = {s.name: {c: [] for c in chunks} for s in chosen}
     try:

@@ -102,10 +102,11 @@ def test_a_block_over_the_limit_is_refused_before_any_byte_of_it(tmp_path):
     assert os.path.getsize(storage.path("u1")) == OVERLAP_MIN_BLOCK
 
 
-def test_the_sync_comes_after_the_last_write(tmp_path, monkeypatch):
-    """The fdatasync at close() must cover every byte: it waits for the helper's write (the hash
-    may still run meanwhile)."""
-    storage, writer = _writer(tmp_path, lambda data: None)
+@pytest.mark.parametrize("limit", [None, 2 * OVERLAP_MIN_BLOCK])
+def test_one_sync_after_the_last_write(tmp_path, monkeypatch, limit):
+    """The fdatasync must cover every byte, once: at close(), or (a chunk of announced length)
+    in the job of the block that completes it, after that block's write."""
+    storage, writer = _writer(tmp_path, lambda data: None, limit=limit)
     real_pwrite, real_sync = os.pwrite, os.fdatasync
     size_at_sync: list[int] = []
 
@@ -120,5 +121,6 @@ def test_the_sync_comes_after_the_last_write(tmp_path, monkeypatch):
     monkeypatch.setattr(filesystem.os, "pwrite", slow_pwrite)
     monkeypatch.setattr(filesystem.os, "fdatasync", sync)
     writer.write(b"f" * OVERLAP_MIN_BLOCK)
+    writer.write(b"g" * OVERLAP_MIN_BLOCK)
     writer.close()
-    assert size_at_sync == [OVERLAP_MIN_BLOCK]
+    assert size_at_sync == [2 * OVERLAP_MIN_BLOCK]

@@ -237,6 +237,7 @@ class ChunkWriter:
         self.overflow = overflow
         self.fsync = fsync
         self._pending: Future[None] | None = None
+        self._synced = False  # the last block's job already ran the fdatasync
 
     @property
     def written(self) -> int:
@@ -253,12 +254,14 @@ class ChunkWriter:
         position, self.position = self.position, self.position + len(data)
         if len(data) >= OVERLAP_MIN_BLOCK:
             # One hand-off per block: written, its writeback started and hashed on the pool
-            # while this thread receives the next block.
-            self._pending = _hash_pool().submit(self._store, data, position)
+            # while this thread receives the next block. The block that fills the chunk's
+            # announced length is its last: its job syncs too, which saves close() a hand-off.
+            last = self.fsync and self.written == self.limit
+            self._pending = _hash_pool().submit(self._store, data, position, sync=last)
         else:
             self._store(data, position)
 
-    def _store(self, data: bytes, position: int) -> None:
+    def _store(self, data: bytes, position: int, *, sync: bool = False) -> None:
         view = memoryview(data)
         try:
             while view:
@@ -269,7 +272,13 @@ class ChunkWriter:
                 _sync_file_range(self.fd, position - len(data), len(data))
         except OSError as e:
             raise StorageError(f"Cannot write the chunk: {e.strerror}.") from e
-        self.on_block(data)
+        self.on_block(data)  # meanwhile the block's writeback goes on
+        if sync:
+            try:
+                os.fdatasync(self.fd)
+            except OSError as e:
+                raise StorageError(f"Cannot flush the chunk: {e.strerror}.") from e
+            self._synced = True
 
     def _wait_pending(self) -> None:
         pending = self._pending
@@ -282,7 +291,7 @@ class ChunkWriter:
     def close(self, *, sync: bool = True) -> None:
         try:
             self._wait_pending()
-            if sync and self.fsync and self.written:
+            if sync and self.fsync and self.written and not self._synced:
                 _off_hub(os.fdatasync, self.fd)
         except OSError as e:
             raise StorageError(f"Cannot flush the chunk: {e.strerror}.") from e

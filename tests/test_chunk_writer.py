@@ -16,6 +16,21 @@ from chunky_redis.core.errors import LengthMismatch, StorageError
 from chunky_redis.core.filesystem import OVERLAP_MIN_BLOCK, FileSystemChunkStorage
 
 
+@pytest.fixture(params=["native", "gevent"])
+def pool(request, monkeypatch):
+    """The helper pool as under gthread, and gevent's native-thread pool as under its worker
+    (whose futures behave differently: their exception() raises the job's error)."""
+    if request.param == "gevent":
+        from gevent.threadpool import ThreadPoolExecutor
+
+        executor = ThreadPoolExecutor(max_workers=2)
+        monkeypatch.setattr(filesystem, "_hash_pool", lambda: executor)
+        yield request.param
+        executor.shutdown()
+    else:
+        yield request.param
+
+
 def _writer(tmp_path, on_block, *, limit=None):
     storage = FileSystemChunkStorage(str(tmp_path), fsync=True)
     return storage, storage.writer(
@@ -29,7 +44,7 @@ def _writer(tmp_path, on_block, *, limit=None):
 
 
 @pytest.mark.parametrize("sizes", [[OVERLAP_MIN_BLOCK] * 3, [100, OVERLAP_MIN_BLOCK + 7, 3, 5000]])
-def test_blocks_reach_the_file_and_the_hash_in_order(tmp_path, sizes):
+def test_blocks_reach_the_file_and_the_hash_in_order(tmp_path, sizes, pool):
     blocks = [os.urandom(n) for n in sizes]
     md5 = hashlib.md5()
     fed: list[int] = []
@@ -53,7 +68,10 @@ def test_blocks_reach_the_file_and_the_hash_in_order(tmp_path, sizes):
         assert f.read() == whole
 
 
-def test_a_failed_write_on_the_helper_reaches_the_request(tmp_path, monkeypatch):
+@pytest.mark.parametrize("second", ["write", "close"])
+def test_a_failed_write_on_the_helper_reaches_the_request(tmp_path, monkeypatch, pool, second):
+    """At the next write or at close(); either way the file is closed (a leaked descriptor of a
+    deleted chunk file kept a full disk full)."""
     storage, writer = _writer(tmp_path, lambda data: None)
     real_pwrite = os.pwrite
 
@@ -66,7 +84,12 @@ def test_a_failed_write_on_the_helper_reaches_the_request(tmp_path, monkeypatch)
     writer.write(b"a" * OVERLAP_MIN_BLOCK)
     writer.write(b"b" * OVERLAP_MIN_BLOCK)  # fails on the helper, after this returns
     with pytest.raises(StorageError, match="No space left"):
-        writer.close()
+        if second == "write":
+            writer.write(b"c" * 10)
+        else:
+            writer.close()
+    if second == "write":
+        writer.close(sync=False)  # as the session's abort does
     with pytest.raises(OSError):
         os.fstat(writer.fd)  # closed all the same
 
@@ -103,7 +126,7 @@ def test_a_block_over_the_limit_is_refused_before_any_byte_of_it(tmp_path):
 
 
 @pytest.mark.parametrize("limit", [None, 2 * OVERLAP_MIN_BLOCK])
-def test_one_sync_after_the_last_write(tmp_path, monkeypatch, limit):
+def test_one_sync_after_the_last_write(tmp_path, monkeypatch, limit, pool):
     """The fdatasync must cover every byte, once: at close(), or (a chunk of announced length)
     in the job of the block that completes it, after that block's write."""
     storage, writer = _writer(tmp_path, lambda data: None, limit=limit)

@@ -281,12 +281,17 @@ class ChunkWriter:
             self._synced = True
 
     def _wait_pending(self) -> None:
+        """Wait for the last large block's job; its error is raised here. (Not through
+        ``Future.exception()``: gevent's raises the job's error instead of returning it.)"""
         pending = self._pending
-        if pending is not None:
-            error = pending.exception()  # cleared only once done: close() must not close under it
-            self._pending = None
-            if error is not None:
-                raise error
+        if pending is None:
+            return
+        try:
+            pending.result()
+        except Exception:
+            self._pending = None  # the job is over, with this error
+            raise
+        self._pending = None
 
     def close(self, *, sync: bool = True) -> None:
         try:
@@ -296,7 +301,10 @@ class ChunkWriter:
         except OSError as e:
             raise StorageError(f"Cannot flush the chunk: {e.strerror}.") from e
         finally:
-            if self._pending is not None:  # an error above: let the helper finish with the block
-                self._pending.exception()
-                self._pending = None
-            os.close(self.fd)
+            try:
+                if self._pending is not None:  # interrupted: let the helper finish with the block
+                    self._pending.result()
+            except Exception:  # the error that brought us here is the one to report
+                pass
+            finally:
+                os.close(self.fd)  # always: a leaked descriptor keeps a deleted file's space

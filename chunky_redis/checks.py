@@ -136,6 +136,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     errors += _check_redis()
     errors += _check_metrics()
     errors += _positive_ints(("BLOCK_SIZE", "MAX_JSON_BODY"), "a positive integer", "E007")
+    sync_every = _raw("SYNC_EVERY")
+    if sync_every is not None and not (sync_every == 0 and type(sync_every) is int or _positive_int(sync_every)):
+        errors.append(
+            Error(
+                f"CHUNKY_REDIS_SYNC_EVERY must be 0 (sync every chunk) or a positive number of "
+                f"bytes, not {sync_every!r}.",
+                id="chunky_redis.E080",
+            )
+        )
     template = conf.FINAL_NAME_TEMPLATE
     try:
         rendered = template.format(upload_id="0" * 32, filename="f")

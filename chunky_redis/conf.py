@@ -137,6 +137,24 @@ class Settings:
         return bool(self._get("FSYNC", True))
 
     @property
+    def SYNC_EVERY(self) -> int:
+        """Deferred durability: 0 (the default) syncs (``fdatasync``) every chunk before recording
+        it; above 0, the chunk file is synced once this many bytes of it are unsynced, and before
+        the upload completes.
+
+        Each record then keeps the last synced offset and the boot id of the host holding the
+        bytes past it. After a host crash (a new boot id) a status read reports the synced
+        offset, and the next request re-reads the unsynced bytes (at most this many plus one
+        chunk), keeps them if they match the recorded checksum state and otherwise takes the
+        upload back to the synced offset, from which the client resends: an acknowledged chunk
+        can be asked for again, but no upload completes with bytes the client did not send.
+        Another host serving the upload re-reads them too, so keep an upload on one host (or
+        use 0) when several serve one volume. Needs an incremental checksum (see
+        ``chunky_redis.W001``); without it unsynced bytes are never kept after a crash. No effect
+        with ``CHUNKY_REDIS_FSYNC`` off."""
+        return self._get("SYNC_EVERY", 0)
+
+    @property
     def BLOCK_SIZE(self) -> int:
         """How many bytes are read from the request and written at a time."""
         return self._get("BLOCK_SIZE", 1 << 20)

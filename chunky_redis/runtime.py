@@ -131,7 +131,9 @@ def get_store() -> UploadStore:
 
 
 def get_storage() -> ChunkStorage:
-    return FileSystemChunkStorage(conf.UPLOAD_DIR, fsync=conf.FSYNC)
+    return FileSystemChunkStorage(
+        conf.UPLOAD_DIR, fsync=conf.FSYNC, sync_chunks=not conf.SYNC_EVERY
+    )
 
 
 def get_service(on_complete: CompletionHandler | None = None) -> UploadService:
@@ -144,6 +146,7 @@ def get_service(on_complete: CompletionHandler | None = None) -> UploadService:
             expiration_ms=milliseconds(conf.EXPIRATION),
             sliding_expiration=conf.SLIDING_EXPIRATION,
             requeue_after_ms=milliseconds(conf.REQUEUE_AFTER),
+            sync_every=conf.SYNC_EVERY if conf.FSYNC else 0,
         ),
         on_complete=on_complete or _hand_off,
         quotas=QuotaTracker(store.redis, prefix=conf.KEY_PREFIX, clock=store.clock),

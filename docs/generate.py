@@ -58,6 +58,7 @@ CHECK_EXAMPLES: dict[str, dict[str, Any]] = {
     "chunky_redis.E005": {"settings": {"REDIS_ALIAS": "default"}},
     "chunky_redis.E006": {"settings": {"FINAL_STORAGE": "myproject.storages.Missing"}},
     "chunky_redis.E007": {"settings": {"BLOCK_SIZE": 0}},
+    "chunky_redis.E080": {"settings": {"SYNC_EVERY": -1}},
     "chunky_redis.E008": {"settings": {"FINAL_NAME_TEMPLATE": "uploads/{filename}"}},
     "chunky_redis.E009": {"settings": {"MAX_UPLOADS_IN_FLIGHT": -1}},
     "chunky_redis.E010": {

@@ -92,11 +92,14 @@ def _off_hub(func: Callable[..., T], *args: Any) -> T:
 class FileSystemChunkStorage(ChunkStorage):
     """One ``<upload_id>.part`` file per upload in ``directory``."""
 
-    def __init__(self, directory: str, *, fsync: bool = True):
+    def __init__(self, directory: str, *, fsync: bool = True, sync_chunks: bool = True):
+        """``fsync``: sync at all; ``sync_chunks``: each chunk before it is recorded (else the
+        session calls ``sync()`` at the points deferred durability chooses: durability.py)."""
         if not directory:
             raise StorageError("No upload directory is configured (CHUNKY_REDIS_UPLOAD_DIR).")
         self.directory = directory
         self.fsync = fsync
+        self.sync_chunks = sync_chunks
 
     def path(self, upload_id: str) -> str:
         return os.path.join(self.directory, upload_id + SUFFIX)
@@ -150,7 +153,7 @@ class FileSystemChunkStorage(ChunkStorage):
             on_block=on_block,
             heartbeat=heartbeat,
             overflow=overflow,
-            fsync=self.fsync,
+            fsync=self.fsync and self.sync_chunks,
         )
 
     def size(self, upload_id: str) -> int | None:
@@ -180,6 +183,38 @@ class FileSystemChunkStorage(ChunkStorage):
 
     def truncate(self, upload_id: str, size: int) -> None:
         os.truncate(self.path(upload_id), size)
+
+    def sync(self, upload_id: str) -> None:
+        if not self.fsync:
+            return
+        try:
+            fd = os.open(self.path(upload_id), os.O_RDONLY)
+        except FileNotFoundError as e:
+            raise ChunkFileMissing() from e
+        except OSError as e:
+            raise StorageError(f"Cannot open the chunk file: {e.strerror}.") from e
+        try:
+            _off_hub(os.fdatasync, fd)
+        except OSError as e:
+            raise StorageError(f"Cannot flush the chunk file: {e.strerror}.") from e
+        finally:
+            os.close(fd)
+
+    def feed(
+        self, upload_id: str, start: int, length: int, on_block: Callable[[bytes], None]
+    ) -> int:
+        read = 0
+        try:
+            with open(self.path(upload_id), "rb") as f:
+                f.seek(start)
+                while read < length and (block := f.read(min(1 << 20, length - read))):
+                    on_block(block)
+                    read += len(block)
+        except FileNotFoundError as e:
+            raise ChunkFileMissing() from e
+        except OSError as e:
+            raise StorageError(f"Cannot read the chunk file: {e.strerror}.") from e
+        return read
 
     def concatenate(
         self, upload_id: str, part_ids: list[str], on_block: Callable[[bytes], None]

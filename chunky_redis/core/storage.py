@@ -75,6 +75,17 @@ class ChunkStorage(ABC):
         block to ``on_block``; returns the bytes written. ChunkFileMissing when a part is gone."""
         raise NotImplementedError(f"{type(self).__name__} cannot concatenate uploads")
 
+    def sync(self, upload_id: str) -> None:
+        """Make the upload's stored bytes durable (deferred durability: durability.py).
+        A storage whose writes are durable once acknowledged does nothing."""
+
+    def feed(
+        self, upload_id: str, start: int, length: int, on_block: Callable[[bytes], None]
+    ) -> int:
+        """Feed the stored bytes from ``start`` (``length`` at most) to ``on_block``, in order;
+        returns how many there were. Recovery after a host crash re-checks bytes with it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read bytes back")
+
     @abstractmethod
     def truncate(self, upload_id: str, size: int) -> None:
         """Drop what lies past ``size`` (bytes a dead request wrote past the offset)."""

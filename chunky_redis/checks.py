@@ -137,7 +137,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     errors += _check_metrics()
     errors += _positive_ints(("BLOCK_SIZE", "MAX_JSON_BODY"), "a positive integer", "E007")
     sync_every = _raw("SYNC_EVERY")
-    if sync_every is not None and not (sync_every == 0 and type(sync_every) is int or _positive_int(sync_every)):
+    if sync_every is not None and not (
+        sync_every == 0 and type(sync_every) is int or _positive_int(sync_every)
+    ):
         errors.append(
             Error(
                 f"CHUNKY_REDIS_SYNC_EVERY must be 0 (sync every chunk) or a positive number of "

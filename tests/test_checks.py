@@ -93,6 +93,18 @@ def test_e007_sizes_must_be_positive_integers(settings, name):
     assert "chunky_redis.E007" in ids()
 
 
+@pytest.mark.parametrize("value", [-1, "64M", 1.5, True])
+def test_e080_sync_every_is_zero_or_a_byte_count(settings, value):
+    settings.CHUNKY_REDIS_SYNC_EVERY = value
+    assert "chunky_redis.E080" in ids()
+
+
+@pytest.mark.parametrize("value", [0, 16 << 20])
+def test_e080_accepts_zero_and_a_byte_count(settings, value):
+    settings.CHUNKY_REDIS_SYNC_EVERY = value
+    assert "chunky_redis.E080" not in ids()
+
+
 @pytest.mark.parametrize("template", ["{filename}", "uploads/{upload_id}/{user}", "{upload_id"])
 def test_e008_final_name_template(settings, template):
     settings.CHUNKY_REDIS_FINAL_NAME_TEMPLATE = template

@@ -15,14 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import errors as exc
 from . import durability
+from . import errors as exc
 from .checksums import ResumableHash
 from .durability import host_boot_id
 from .observer import NO_OBSERVER, UploadObserver
 from .quotas import Quota, QuotaTracker
-from .storage import ChunkStorage
 from .records import digest_fields
+from .storage import ChunkStorage
 from .store import FAILED, PROCESSING, UPLOADING, Upload, UploadStore
 
 logger = logging.getLogger("chunky_redis")

@@ -78,6 +78,7 @@ class ChunkStorage(ABC):
     def sync(self, upload_id: str) -> None:
         """Make the upload's stored bytes durable (deferred durability: durability.py).
         A storage whose writes are durable once acknowledged does nothing."""
+        return None
 
     def feed(
         self, upload_id: str, start: int, length: int, on_block: Callable[[bytes], None]

@@ -57,11 +57,14 @@ def export_revision(ref: str) -> Path:
     return dest
 
 
-def servers(setup: Setup, baselines: list[str]) -> list[Server]:
-    out = [setup.chunky("gevent"), setup.chunky("gthread")]
+def servers(setup: Setup, baselines: list[str], sync_every: int = 0) -> list[Server]:
+    out = [
+        setup.chunky("gevent", sync_every=sync_every),
+        setup.chunky("gthread", sync_every=sync_every),
+    ]
     for baseline in baselines:
         root = export_revision(baseline)
-        old = setup.chunky("gevent")
+        old = setup.chunky("gevent", sync_every=sync_every)
         old.name, old.label = f"chunky-gevent@{baseline}", f"gevent at {baseline}"
         old.env["PYTHONPATH"] = os.pathsep.join([str(root / "deploy"), str(root)])
         old.args[2] = str(root / "deploy" / "gunicorn.conf.py")
@@ -92,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline", help="git revisions, comma-separated: also run gevent on their code"
     )
+    parser.add_argument(
+        "--sync-every", type=int, default=0, help="every server's CHUNKY_SYNC_EVERY (bytes)"
+    )
     parser.add_argument("--out", default=str(BENCH / ".work" / "cpucost.json"))
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the servers
@@ -105,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.size_mib):
                 f.write(rnd.read(1 << 20))
     setup = Setup(work)
-    chosen = servers(setup, [b for b in (args.baseline or "").split(",") if b])
+    chosen = servers(setup, [b for b in (args.baseline or "").split(",") if b], args.sync_every)
     chunks = [int(c) for c in args.chunks.split(",")]
     cells: dict[str, dict[int, list[dict]]] = {s.name: {c: [] for c in chunks} for s in chosen}
     try:

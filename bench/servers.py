@@ -288,8 +288,9 @@ class Setup:
             WEB_CONCURRENCY=str(workers),
             GUNICORN_THREADS=str(threads),
             CHUNKY_FSYNC="1" if fsync else "0",
-            CHUNKY_SYNC_EVERY=str(sync_every),
         )
+        if sync_every:  # else as inherited: CHUNKY_SYNC_EVERY=N python -m bench breakdown
+            env["CHUNKY_SYNC_EVERY"] = str(sync_every)
         wsgi = "chunky_site.wsgi:application"
         if variant in ("gthread", "sync", "gevent", "asgi"):
             app = "bench.asgi_app" if variant == "asgi" else "chunky_site.wsgi"

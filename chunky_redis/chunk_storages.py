@@ -11,8 +11,8 @@ import os
 import threading
 from typing import Any
 
-from django.core.files.storage import Storage, storages
 from django.core.exceptions import ImproperlyConfigured
+from django.core.files.storage import Storage, storages
 from django.utils.module_loading import import_string
 
 from .conf import conf

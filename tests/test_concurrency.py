@@ -23,6 +23,7 @@ import pytest
 from chunky_redis.core.session import ChunkSession
 from tests.conftest import cleanup_keys, configure
 from tests.support.api import ClientApi, LiveApi, Reply
+from tests.support.chunk_views import chunk_view, final_bytes, use_s3_chunks
 from tests.support.processes import SiteProcess, WorkerProcess, live_env, wait_for
 
 THREADS = 8
@@ -36,8 +37,22 @@ ROUNDS = UPLOADS * (CHUNKS - 1)
 Send = Callable[[int, str, bytes, str, threading.Barrier], Reply]
 
 
-def race(make_api, send: Send, upload_dir: Path, media_root: Path | None) -> list[Counter]:
-    """Run the race on UPLOADS uploads; returns, per round, how the losers were answered."""
+def race(
+    make_api,
+    send: Send,
+    upload_dir: Path,
+    media_root: Path | None,
+    holds: Callable[[str, bytes], bool] | None = None,
+    final: Callable[[str], bytes] | None = None,
+) -> list[Counter]:
+    """Run the race on UPLOADS uploads; returns, per round, how the losers were answered.
+
+    ``holds(upload_id, data)`` and ``final(name)`` read the chunk storage and the final
+    storage when they are not ``upload_dir`` and ``media_root`` (S3)."""
+    holds = holds or (
+        lambda upload_id, data: (upload_dir / f"{upload_id}.part").read_bytes() == data
+    )
+    final = final or (lambda name: (media_root / name).read_bytes())
     rounds: list[Counter] = []
     total = CHUNK * CHUNKS
     for _ in range(UPLOADS):
@@ -78,7 +93,7 @@ def race(make_api, send: Send, upload_dir: Path, media_root: Path | None) -> lis
             rounds.append(outcomes)
             accepted.append(candidates[winners[0]])
         expected = b"".join(accepted)
-        assert (upload_dir / f"{upload_id}.part").read_bytes() == expected
+        assert holds(upload_id, expected)
         reply = api.post_json(f"/upload/{upload_id}/", {"md5": hashlib.md5(expected).hexdigest()})
         # the incremental digest equals the stored bytes' digest
         assert reply.status == 200, reply.body
@@ -90,14 +105,25 @@ def race(make_api, send: Send, upload_dir: Path, media_root: Path | None) -> lis
                 ),
                 message="completion",
             )
-            assert (media_root / done["final_name"]).read_bytes() == expected
+            assert final(done["final_name"]) == expected
     return rounds
 
 
-@pytest.mark.parametrize("backend", ["fakeredis", "redis", "cluster"])
-def test_racing_chunks_in_process(backend, settings, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "backend, storage",
+    [
+        ("fakeredis", "filesystem"),
+        ("redis", "filesystem"),
+        pytest.param("cluster", "filesystem", marks=pytest.mark.live),
+        pytest.param("redis", "s3", marks=pytest.mark.live),
+    ],
+)
+def test_racing_chunks_in_process(backend, storage, request, settings, tmp_path, monkeypatch):
     """The winner holds its lock until a loser has been answered: that loser is `locked`."""
     configure(settings, backend, tmp_path)
+    if storage == "s3":
+        use_s3_chunks(settings, request.getfixturevalue("local_s3_chunks"))
+    view = chunk_view(settings)
     answered = threading.Event()
     real_finish = ChunkSession.finish
 
@@ -122,7 +148,12 @@ def test_racing_chunks_in_process(backend, settings, tmp_path, monkeypatch):
 
     try:
         rounds = race(
-            next_round_api, send, Path(settings.CHUNKY_REDIS_UPLOAD_DIR), Path(settings.MEDIA_ROOT)
+            next_round_api,
+            send,
+            Path(settings.CHUNKY_REDIS_UPLOAD_DIR),
+            Path(settings.MEDIA_ROOT),
+            view.holds,
+            final_bytes,
         )
     finally:
         cleanup_keys(settings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import CheckMessage, Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
 from .chunk_storages import CHUNK_STORAGES, S3, get_final_storage, is_s3
@@ -41,8 +41,8 @@ def _positive_int(value: Any) -> bool:
 
 
 @register()
-def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
-    errors: list = []
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
     algorithm = conf.CHECKSUM_ALGORITHM
     if algorithm not in ALGORITHMS:
         errors.append(
@@ -140,9 +140,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
     return errors
 
 
-def _positive_ints(names: tuple[str, ...], expected: str, check_id: str) -> list:
+def _positive_ints(names: tuple[str, ...], expected: str, check_id: str) -> list[CheckMessage]:
     """Settings that, when set, must be positive integers (unset means the default)."""
-    errors = []
+    errors: list[CheckMessage] = []
     for name in names:
         value = _raw(name)
         if value is not None and not _positive_int(value):
@@ -155,7 +155,7 @@ def _positive_ints(names: tuple[str, ...], expected: str, check_id: str) -> list
     return errors
 
 
-def _check_final_storage() -> list:
+def _check_final_storage() -> list[CheckMessage]:
     from django.core.files.storage import InvalidStorageError
     from django.utils.module_loading import import_string
 
@@ -185,7 +185,7 @@ def _check_final_storage() -> list:
     return []
 
 
-def _check_chunk_storage() -> list:
+def _check_chunk_storage() -> list[CheckMessage]:
     """The chunk storage and its S3 part size (ids 060 and up)."""
     kind = conf.CHUNK_STORAGE
     if kind not in CHUNK_STORAGES:
@@ -198,7 +198,7 @@ def _check_chunk_storage() -> list:
         ]
     if kind != S3:
         return []
-    errors: list = []
+    errors: list[CheckMessage] = []
     part = _raw("S3_PART_SIZE")
     limit = conf.MAX_BYTES if _positive_int(conf.MAX_BYTES) else None
     if part is not None and (
@@ -239,9 +239,9 @@ def _check_chunk_storage() -> list:
     return errors
 
 
-def _check_redis() -> list:
+def _check_redis() -> list[CheckMessage]:
     """The Redis URL, the key prefix and the replica wait (ids 020 and up)."""
-    errors: list = []
+    errors: list[CheckMessage] = []
     url = conf.REDIS_URL
     if url and not conf.REDIS_ALIAS:
         try:
@@ -255,7 +255,7 @@ def _check_redis() -> list:
                     id="chunky_redis.E020",
                 )
             )
-    prefix = conf.KEY_PREFIX
+    prefix: object = conf.KEY_PREFIX  # whatever the user set, checked here
     if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
         errors.append(
             Error(

@@ -35,7 +35,8 @@ def get_final_storage() -> Storage:
     if not name:
         return storages["default"]
     if "." in name:
-        return import_string(name)()
+        storage: Storage = import_string(name)()
+        return storage
     return storages[name]
 
 

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from chunky_redis.core.session import ChunkSession
-from tests.conftest import cleanup_keys, configure
+from tests.conftest import BACKENDS, cleanup_keys, configure
 from tests.support.api import ClientApi, LiveApi, Reply
 from tests.support.chunk_views import chunk_view, final_bytes, use_s3_chunks
 from tests.support.processes import SiteProcess, WorkerProcess, live_env, wait_for
@@ -112,11 +112,10 @@ def race(
 @pytest.mark.parametrize(
     "backend, storage",
     [
-        ("fakeredis", "filesystem"),
-        ("redis", "filesystem"),
-        pytest.param("cluster", "filesystem", marks=pytest.mark.live),
-        pytest.param("redis", "s3", marks=pytest.mark.live),
-    ],
+        pytest.param(*getattr(b, "values", (b,)), "filesystem", marks=getattr(b, "marks", ()))
+        for b in BACKENDS
+    ]
+    + [pytest.param("redis", "s3", marks=pytest.mark.live)],
 )
 def test_racing_chunks_in_process(backend, storage, request, settings, tmp_path, monkeypatch):
     """The winner holds its lock until a loser has been answered: that loser is `locked`."""

@@ -189,8 +189,6 @@ def object_of(storage: S3ChunkStorage, upload_id: str) -> tuple[bytes, str]:
     return reply["Body"].read(), reply["ETag"].strip('"')
 
 
-
-
 @pytest.mark.live
 @pytest.mark.parametrize(
     "chunk", [64 * 1024, 1 * MiB, 5 * MiB, 8 * MiB, 3 * MiB + 7, 5 * MiB + 1, 12_345]

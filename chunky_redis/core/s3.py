@@ -462,7 +462,7 @@ class _Readable:
     def __init__(self, body: Any):
         self.body = body
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
         return bytes(self.body.read(None if size is None or size < 0 else size))
 
 

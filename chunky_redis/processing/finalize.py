@@ -21,12 +21,13 @@ from datetime import datetime, timezone
 
 from django.core.files.storage import Storage
 
+from ..chunk_storages import get_final_storage
 from ..conf import conf, milliseconds
 from ..core.checksums import ResumableHash
 from ..core.storage import ChunkStorage
 from ..core.store import COMPLETE, FAILED, PROCESSING, Upload, UploadStore
 from . import signals
-from .handoff import ChunkFile, final_name_for, get_final_storage, is_name_refused
+from .handoff import ChunkFile, final_name_for, is_name_refused
 from .handoff import hand_off as _hand_off
 
 logger = logging.getLogger("chunky_redis")

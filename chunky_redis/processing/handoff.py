@@ -13,14 +13,14 @@ import errno
 import hashlib
 import os
 import posixpath
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple, TypeGuard
 
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage
 from django.core.files.utils import validate_file_name
 
-from ..chunk_storages import get_final_storage, s3_name  # noqa: F401 (get_final_storage: re-exported)
+from ..chunk_storages import s3_name
 from ..conf import conf
 from ..core.http import fit_bytes
 from ..core.storage import ChunkStorage, FinalTarget
@@ -163,8 +163,10 @@ def _local_path(final: Storage, name: str) -> str | None:
         return None
 
 
-def _can_rename(final: Storage, path: str) -> bool:
-    if not isinstance(final, FileSystemStorage) or type(final)._save is not FileSystemStorage._save:
+def _can_rename(final: Storage, path: str) -> TypeGuard[FileSystemStorage]:
+    if not isinstance(final, FileSystemStorage):
+        return False
+    if type(final)._save is not FileSystemStorage._save:  # type: ignore[attr-defined]  # private: not in django-stubs
         return False  # a storage that customises saving must be saved through
     location = final.location
     os.makedirs(location, exist_ok=True)

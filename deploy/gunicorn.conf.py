@@ -16,6 +16,13 @@ bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
 if worker_class == "gevent":
     worker_class = "chunky_site.gevent_worker.GeventWorker"
+    # Patch before the master imports the worker class's package (chunky_site -> tasks -> the
+    # Django settings, which may import botocore for AWS_S3_CLIENT_CONFIG): urllib3 imported
+    # unpatched makes every TLS context the workers build recurse (RecursionError), and web
+    # workers build one as soon as they talk to S3 (CHUNKY_REDIS_CHUNK_STORAGE = "s3").
+    from gevent import monkey
+
+    monkey.patch_all()
 # The embedded fakeredis (no REDIS_URL) lives inside one process, so it gets exactly one.
 _default_workers = multiprocessing.cpu_count() if os.environ.get("REDIS_URL") else 1
 workers = int(os.environ.get("WEB_CONCURRENCY", str(_default_workers)))

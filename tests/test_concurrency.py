@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import os
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -20,11 +21,20 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from chunky_redis.core.s3 import S3ChunkStorage
 from chunky_redis.core.session import ChunkSession
 from tests.conftest import BACKENDS, cleanup_keys, configure
 from tests.support.api import ClientApi, LiveApi, Reply
-from tests.support.chunk_views import chunk_view, final_bytes, use_s3_chunks
+from tests.support.chunk_views import (
+    BUCKET,
+    TEST_PART_SIZE,
+    S3Chunks,
+    chunk_view,
+    final_bytes,
+    use_s3_chunks,
+)
 from tests.support.processes import SiteProcess, WorkerProcess, live_env, wait_for
+from tests.support.s3 import CREDENTIALS
 
 THREADS = 8
 CHUNK = 256 * 1024
@@ -192,15 +202,52 @@ def send_in_two_halves(base_url: str) -> Send:
 
 
 @pytest.mark.live
-def test_racing_chunks_against_a_server(tmp_path):
+@pytest.mark.parametrize("storage", ["filesystem", "s3"])
+def test_racing_chunks_against_a_server(storage, request, tmp_path):
+    """Two gunicorn workers and a Celery worker. With S3 chunks, the Celery worker has an
+    upload directory of its own: nothing but Redis and the bucket is shared."""
     env = live_env(tmp_path)
-    with SiteProcess(env, workers=2, threads=4) as site, WorkerProcess(env):
+    holds = final = None
+    worker_env = env
+    if storage == "s3":
+        s3 = request.getfixturevalue("local_s3_chunks")
+        location = f"t-{uuid.uuid4().hex[:12]}"
+        env.update(
+            CREDENTIALS,
+            CHUNKY_TEST_S3_ENDPOINT=s3.endpoint_url,
+            CHUNKY_TEST_S3_BUCKET=BUCKET,
+            CHUNKY_TEST_S3_LOCATION=location,
+            CHUNKY_FINAL_STORAGE="storages.backends.s3.S3Storage",
+            CHUNKY_CHUNK_STORAGE="s3",
+            CHUNKY_S3_PART_SIZE=str(TEST_PART_SIZE),
+        )
+        worker_env = {**env, "CHUNKY_UPLOAD_DIR": str(tmp_path / "worker-chunks")}
+        view = S3Chunks(
+            S3ChunkStorage(
+                s3.client(),
+                BUCKET,
+                object_key=lambda upload_id: f"{location}/chunky_redis/{upload_id}/upload",
+                work_prefix=f"{location}/chunky_redis-uploading/",
+            )
+        )
+        holds = view.holds
+        client = s3.client()
+
+        def final(name: str) -> bytes:
+            return bytes(client.get_object(Bucket=BUCKET, Key=f"{location}/{name}")["Body"].read())
+
+    with SiteProcess(env, workers=2, threads=4) as site, WorkerProcess(worker_env):
         rounds = race(
             lambda: LiveApi(site.url),
             send_in_two_halves(site.url),
             Path(env["CHUNKY_UPLOAD_DIR"]),
             Path(env["MEDIA_ROOT"]),
+            holds,
+            final,
         )
+    if storage == "s3":
+        chunk_dir = Path(env["CHUNKY_UPLOAD_DIR"])
+        assert not chunk_dir.exists() or not any(chunk_dir.iterdir())  # no chunk file, ever
     assert len(rounds) == ROUNDS
     losers = sum(rounds, Counter())
     print("losers answered:", dict(losers))

@@ -14,10 +14,14 @@ from typing import BinaryIO
 
 import pytest
 
+import tasks  # noqa: F401  (the bundled Celery app: eager, configured from tests/settings.py)
+from chunky_redis import runtime
 from chunky_redis.core import s3parts
 from chunky_redis.core.errors import ChunkFileMissing, LengthMismatch, TooLarge
 from chunky_redis.core.s3 import MultipartUpload, S3ChunkStorage
 from chunky_redis.core.storage import FinalTarget
+from chunky_redis.processing.completion import purge_expired_uploads
+from tests.support.chunk_views import final_bytes, use_s3_chunks
 from tests.support.s3 import LocalS3
 
 MiB = s3parts.MiB
@@ -315,3 +319,91 @@ def test_streamed_reads_keep_their_size():
 
     body = _Readable(io.BytesIO(b"abcdef"))
     assert body.read(4) == b"abcd" and body.read() == b"ef"
+
+
+# -- through the service: expiry, orphans, leftovers (the sweeper), verification ----------
+
+
+@pytest.fixture
+def s3_chunky(chunky, local_s3_chunks):
+    use_s3_chunks(chunky, local_s3_chunks)
+    return chunky
+
+
+def _start(client, data: bytes, total: int) -> str:
+    reply = client.put(
+        "/upload/?filename=part.bin",
+        data=data,
+        content_type="application/octet-stream",
+        headers={"Content-Range": f"bytes 0-{len(data) - 1}/{total}"},
+    )
+    assert reply.status_code == 200, reply.json()
+    return str(reply.json()["upload_id"])
+
+
+def _in_progress(storage: S3ChunkStorage, upload_id: str) -> bool:
+    """Work objects or a multipart upload left for the upload."""
+    key = storage.object_key(upload_id)
+    uploads = storage.client.list_multipart_uploads(Bucket=storage.bucket, Prefix=key)
+    listed = [u for u in uploads.get("Uploads", []) if u["Key"] == key]
+    return bool(listed) or any(storage._keys(storage.work_key(upload_id)))
+
+
+@pytest.mark.live
+def test_the_sweeper_aborts_expired_uploads_and_orphans(s3_chunky, store, client, signal_log):
+    s3_chunky.CHUNKY_REDIS_ORPHAN_GRACE = 0
+    s3_chunky.CHUNKY_REDIS_EXPIRATION = 0.001
+    expired = _start(client, os.urandom(300_000), 400_000)  # parts and a tail
+    s3_chunky.CHUNKY_REDIS_EXPIRATION = 3600
+    live = _start(client, os.urandom(1000), 2000)
+    storage = runtime.get_storage()
+    assert isinstance(storage, S3ChunkStorage)
+    storage._create("0" * 32)  # a creation whose request died before its record existed
+    while store.now() <= store.get(expired).expires:
+        pass
+
+    result = purge_expired_uploads()
+
+    assert (result.expired, result.orphans) == (1, 1)
+    assert not _in_progress(storage, expired) and not _in_progress(storage, "0" * 32)
+    assert _in_progress(storage, live)
+    assert client.get(f"/upload/{expired}/").status_code == 410
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("verify_stored_bytes", [False, True])
+def test_finalization_completes_into_the_final_object(
+    s3_chunky, store, client, signal_log, verify_stored_bytes
+):
+    s3_chunky.CHUNKY_REDIS_VERIFY_STORED_BYTES = verify_stored_bytes
+    data = os.urandom(200_000)
+    upload_id = _start(client, data[:150_000], len(data))
+    reply = client.put(
+        f"/upload/{upload_id}/",
+        data=data[150_000:],
+        content_type="application/octet-stream",
+        headers={"Content-Range": f"bytes 150000-{len(data) - 1}/{len(data)}"},
+    )
+    assert reply.status_code == 200
+    reply = client.post(
+        f"/upload/{upload_id}/",
+        data={"md5": hashlib.md5(data).hexdigest()},
+        content_type="application/json",
+    )
+    assert reply.status_code == 200, reply.json()
+    done = client.get(f"/upload/{upload_id}/").json()
+    assert done["status"] == "complete", done
+    assert done["final_name"] == f"chunky_redis/{upload_id}/upload"
+    storage = runtime.get_storage()
+    assert isinstance(storage, S3ChunkStorage)
+    head = storage.client.head_object(Bucket=storage.bucket, Key=storage.object_key(upload_id))
+    assert head["ETag"].strip('"').endswith("-4")  # its parts of 64 KiB: completed, not copied
+    assert final_bytes(done["final_name"]) == data
+    assert s3_chunky.AWS_LOCATION in done["final_url"]
+    assert not _in_progress(storage, upload_id)
+    # A leftover of a worker that died between completing and cleaning up: swept, the object kept.
+    storage.put_tail(upload_id, 0, 10, b"x" * 10)
+    s3_chunky.CHUNKY_REDIS_ORPHAN_GRACE = 0
+    assert purge_expired_uploads().orphans == 1
+    assert not _in_progress(storage, upload_id)
+    assert final_bytes(done["final_name"]) == data

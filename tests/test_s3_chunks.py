@@ -23,6 +23,7 @@ from chunky_redis.core.storage import FinalTarget
 from chunky_redis.processing.completion import purge_expired_uploads
 from tests.support.chunk_views import final_bytes, use_s3_chunks
 from tests.support.s3 import LocalS3
+from tests.test_sweeper import start as start_upload
 
 MiB = s3parts.MiB
 BUCKET = "chunky-parts"
@@ -330,17 +331,6 @@ def s3_chunky(chunky, local_s3_chunks):
     return chunky
 
 
-def _start(client, data: bytes, total: int) -> str:
-    reply = client.put(
-        "/upload/?filename=part.bin",
-        data=data,
-        content_type="application/octet-stream",
-        headers={"Content-Range": f"bytes 0-{len(data) - 1}/{total}"},
-    )
-    assert reply.status_code == 200, reply.json()
-    return str(reply.json()["upload_id"])
-
-
 def _in_progress(storage: S3ChunkStorage, upload_id: str) -> bool:
     """Work objects or a multipart upload left for the upload."""
     key = storage.object_key(upload_id)
@@ -353,9 +343,9 @@ def _in_progress(storage: S3ChunkStorage, upload_id: str) -> bool:
 def test_the_sweeper_aborts_expired_uploads_and_orphans(s3_chunky, store, client, signal_log):
     s3_chunky.CHUNKY_REDIS_ORPHAN_GRACE = 0
     s3_chunky.CHUNKY_REDIS_EXPIRATION = 0.001
-    expired = _start(client, os.urandom(300_000), 400_000)  # parts and a tail
+    expired = start_upload(client, os.urandom(300_000), 400_000)  # parts and a tail
     s3_chunky.CHUNKY_REDIS_EXPIRATION = 3600
-    live = _start(client, os.urandom(1000), 2000)
+    live = start_upload(client, os.urandom(1000), 2000)
     storage = runtime.get_storage()
     assert isinstance(storage, S3ChunkStorage)
     storage._create("0" * 32)  # a creation whose request died before its record existed
@@ -377,7 +367,7 @@ def test_finalization_completes_into_the_final_object(
 ):
     s3_chunky.CHUNKY_REDIS_VERIFY_STORED_BYTES = verify_stored_bytes
     data = os.urandom(200_000)
-    upload_id = _start(client, data[:150_000], len(data))
+    upload_id = start_upload(client, data[:150_000], len(data))
     reply = client.put(
         f"/upload/{upload_id}/",
         data=data[150_000:],

@@ -1,8 +1,10 @@
 """gunicorn settings for the bundled service. Every value can be overridden from the environment."""
 
+import glob
 import multiprocessing
 import os
 import resource
+import tempfile
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 # Uploads are slow clients by nature. With gevent each connection is a greenlet, so a client that
@@ -16,13 +18,6 @@ bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
 if worker_class == "gevent":
     worker_class = "chunky_site.gevent_worker.GeventWorker"
-    # Patch before the master imports the worker class's package (chunky_site -> tasks -> the
-    # Django settings, which may import botocore for AWS_S3_CLIENT_CONFIG): urllib3 imported
-    # unpatched makes every TLS context the workers build recurse (RecursionError), and web
-    # workers build one as soon as they talk to S3 (CHUNKY_REDIS_CHUNK_STORAGE = "s3").
-    from gevent import monkey
-
-    monkey.patch_all()
 # The embedded fakeredis (no REDIS_URL) lives inside one process, so it gets exactly one.
 _default_workers = multiprocessing.cpu_count() if os.environ.get("REDIS_URL") else 1
 workers = int(os.environ.get("WEB_CONCURRENCY", str(_default_workers)))
@@ -52,3 +47,30 @@ def _raise_open_file_limit(connections: int) -> None:
 
 
 _raise_open_file_limit(worker_connections)
+
+
+# Prometheus metrics (CHUNKY_METRICS=1, docs/howto/metrics.md). Every worker process counts its
+# own; in multiprocess mode each writes its samples into PROMETHEUS_MULTIPROC_DIR, and /metrics,
+# whichever worker answers it, reads them all. Set here, in the master, before any worker forks
+# (prometheus_client picks its mode when it is imported); a directory of its own when none is given.
+_metrics_on = os.environ.get("CHUNKY_METRICS", "").strip().lower() in ("1", "true", "yes", "on")
+if _metrics_on and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="chunky-metrics-")
+
+
+def on_starting(server):
+    """Start without the samples of a previous run, which would be counted again (only
+    prometheus_client's *.db files go: the directory may be one you chose)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if _metrics_on and directory:
+        os.makedirs(directory, exist_ok=True)
+        for stale in glob.glob(os.path.join(directory, "*.db")):
+            os.remove(stale)
+
+
+def child_exit(server, worker):
+    """A worker exited: drop its live gauges (its counters stay counted, as Prometheus expects)."""
+    if _metrics_on and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.conf import settings
@@ -9,7 +10,7 @@ from django.core.checks import CheckMessage, Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
 from .chunk_storages import CHUNK_STORAGES, S3, get_final_storage, is_s3
-from .conf import as_timedelta, conf
+from .conf import as_timedelta, conf, multiproc_dir
 from .core import s3parts
 from .core.checksums import ALGORITHMS, incremental_available
 from .core.redis_clients import parse
@@ -103,6 +104,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     errors += _check_final_storage()
     errors += _check_chunk_storage()
     errors += _check_redis()
+    errors += _check_metrics()
     errors += _positive_ints(("BLOCK_SIZE", "MAX_JSON_BODY"), "a positive integer", "E007")
     template = conf.FINAL_NAME_TEMPLATE
     try:
@@ -281,6 +283,47 @@ def _check_redis() -> list[CheckMessage]:
                 "CHUNKY_REDIS_WAIT_REPLICAS is set, but the embedded fakeredis has no replicas.",
                 hint="Set CHUNKY_REDIS_REDIS_URL or CHUNKY_REDIS_REDIS_ALIAS, or leave it at 0.",
                 id="chunky_redis.E022",
+            )
+        )
+    return errors
+
+
+def _check_metrics() -> list[CheckMessage]:
+    """The metrics settings (ids 070 and up)."""
+    errors: list[CheckMessage] = []
+    if conf.METRICS and not installed("prometheus_client"):
+        errors.append(
+            Error(
+                missing_message("prometheus_client", "CHUNKY_REDIS_METRICS"),
+                hint="Install the extra, or turn CHUNKY_REDIS_METRICS off.",
+                id="chunky_redis.E070",
+            )
+        )
+    port = _raw("METRICS_WORKER_PORT")
+    if port is not None and not (_positive_int(port) and port <= 65535):
+        errors.append(
+            Error(
+                f"CHUNKY_REDIS_METRICS_WORKER_PORT must be None or a port (1-65535), not {port!r}.",
+                id="chunky_redis.E071",
+            )
+        )
+    token = _raw("METRICS_TOKEN")
+    if token is not None and not (isinstance(token, str) and token.strip()):
+        errors.append(
+            Error(
+                f"CHUNKY_REDIS_METRICS_TOKEN must be None or a non-empty string, not {token!r}.",
+                id="chunky_redis.E072",
+            )
+        )
+    directory = multiproc_dir()
+    if conf.METRICS and directory and not os.access(directory, os.W_OK | os.X_OK):
+        errors.append(
+            Error(
+                f"PROMETHEUS_MULTIPROC_DIR is {directory!r}, which is not a writable directory.",
+                hint="Every process of the server writes its metrics there: create it first "
+                "(deploy/gunicorn.conf.py does for gunicorn), or unset it for a server that "
+                "does not fork.",
+                id="chunky_redis.E073",
             )
         )
     return errors

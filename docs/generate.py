@@ -73,6 +73,18 @@ CHECK_EXAMPLES: dict[str, dict[str, Any]] = {
     "chunky_redis.E060": {"settings": {"CHUNK_STORAGE": "nfs"}},
     "chunky_redis.E061": {"settings": {"CHUNK_STORAGE": "s3", "S3_PART_SIZE": 1 << 20}},
     "chunky_redis.E062": {"settings": {"CHUNK_STORAGE": "s3", "FINAL_STORAGE": None}},
+    "chunky_redis.E070": {
+        "settings": {"METRICS": True},
+        "patch": {"chunky_redis.checks.installed": lambda module: module != "prometheus_client"},
+        "when": "prometheus_client not installed",
+    },
+    "chunky_redis.E071": {"settings": {"METRICS_WORKER_PORT": 70000}},
+    "chunky_redis.E072": {"settings": {"METRICS_TOKEN": ""}},
+    "chunky_redis.E073": {
+        "settings": {"METRICS": True},
+        "patch": {"chunky_redis.checks.multiproc_dir": lambda: "/nonexistent/prometheus"},
+        "when": "PROMETHEUS_MULTIPROC_DIR names no directory",
+    },
 }
 
 # Django's own settings an example needs set to itself (not CHUNKY_REDIS_-prefixed).

@@ -170,3 +170,38 @@ def test_e062_names_the_s3_extra(settings, monkeypatch, missing):
     settings.CHUNKY_REDIS_CHUNK_STORAGE = "s3"
     [error] = [m for m in checks.check_settings() if m.id == "chunky_redis.E062"]
     assert "install the extra chunky_redis[s3]" in error.msg
+
+
+def test_e070_metrics_without_prometheus_client(settings, monkeypatch):
+    settings.CHUNKY_REDIS_METRICS = True
+    assert "chunky_redis.E070" not in ids()
+    monkeypatch.setattr(
+        "chunky_redis.checks.installed", lambda module: module != "prometheus_client"
+    )
+    assert "chunky_redis.E070" in ids()
+    settings.CHUNKY_REDIS_METRICS = False  # off, the extra is not needed
+    assert "chunky_redis.E070" not in ids()
+
+
+@pytest.mark.parametrize("port", [0, 65536, "9808", True, -1])
+def test_e071_worker_metrics_port(settings, port):
+    settings.CHUNKY_REDIS_METRICS_WORKER_PORT = port
+    assert "chunky_redis.E071" in ids()
+    settings.CHUNKY_REDIS_METRICS_WORKER_PORT = 9808
+    assert "chunky_redis.E071" not in ids()
+
+
+@pytest.mark.parametrize("token", ["", "   ", 123])
+def test_e072_metrics_token(settings, token):
+    settings.CHUNKY_REDIS_METRICS_TOKEN = token
+    assert "chunky_redis.E072" in ids()
+    settings.CHUNKY_REDIS_METRICS_TOKEN = "s3cret"
+    assert "chunky_redis.E072" not in ids()
+
+
+def test_e073_multiprocess_directory_must_be_writable(settings, monkeypatch, tmp_path):
+    settings.CHUNKY_REDIS_METRICS = True
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
+    assert "chunky_redis.E073" in ids()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    assert "chunky_redis.E073" not in ids()

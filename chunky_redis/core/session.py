@@ -47,6 +47,7 @@ class ChunkSession:
             self.hasher = None
         limit = byte_range.length if byte_range else max_bytes
         self._lock_checked = time.monotonic()
+        self.began = self._lock_checked  # for the observer; start_chunk() sets an earlier one
         self.writer = context.storage.writer(
             upload.upload_id,
             create=is_new,  # appending never creates: a missing file is an error, not a hole
@@ -113,6 +114,7 @@ class ChunkSession:
             upload = self._fill_new(received, filename, extra)
             self.context.admit(upload, self.quota)  # again: a multipart body's size is known now
             self._create(upload)
+            self.context.observe_chunk(upload, received, self.began, created=True)
             return upload
         upload = self.upload
         hash_state = self.hasher.serialize() if self.hasher else b""
@@ -139,6 +141,7 @@ class ChunkSession:
         if expires != upload.expires:
             self.context.touch_quota(upload, expires)
         upload.offset, upload.hash_state, upload.expires = new_offset, hash_state, expires
+        self.context.observe_chunk(upload, received, self.began, created=False)
         return upload
 
     def finish_and_complete(
@@ -154,6 +157,7 @@ class ChunkSession:
         upload.status, upload.checksum = PROCESSING, checksum
         upload.queued = self.context.store.now()
         self._create(upload)
+        self.context.observe_chunk(upload, received, self.began, created=True)
         self.context.release_quota(upload)
         self.context.hand_off(upload)
         return upload

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 import uuid
 from collections.abc import Callable
 
@@ -17,6 +18,7 @@ from . import errors as exc
 from .context import Policy, UploadContext, raise_for, require_uploading
 from .http import ByteRange
 from .lifecycle import Lifecycle
+from .observer import NO_OBSERVER, UploadObserver
 from .quotas import Quota, QuotaTracker
 from .session import ChunkSession, clean_checksum
 from .storage import ChunkStorage
@@ -34,9 +36,15 @@ class UploadService(Lifecycle):
         policy: Policy,
         on_complete: Callable[[Upload], None],
         quotas: QuotaTracker | None = None,
+        observer: UploadObserver = NO_OBSERVER,
     ):
         self.context = UploadContext(
-            store=store, storage=storage, policy=policy, on_complete=on_complete, quotas=quotas
+            store=store,
+            storage=storage,
+            policy=policy,
+            on_complete=on_complete,
+            quotas=quotas,
+            observer=observer,
         )
 
     # The parts live in the context that chunk sessions share; setting one here
@@ -91,6 +99,7 @@ class UploadService(Lifecycle):
         ``empty_file_ok``: a new upload without Content-Range may be an empty
         file (the request names a file but carries no byte).
         """
+        began = time.monotonic()  # the observer's chunk duration counts the lock in
         empty_file_ok = empty_file_ok and upload_id is None and byte_range is None
         if byte_range is None and length is not None:
             if length == 0 and not empty_file_ok:
@@ -110,8 +119,10 @@ class UploadService(Lifecycle):
             size = byte_range.total if byte_range else 0
             session = self._start_new(owner, byte_range, max_bytes, size=size, quota=quota)
             session.allow_empty = empty_file_ok
-            return session
-        return self._start_existing(owner, upload_id, byte_range, max_bytes)
+        else:
+            session = self._start_existing(owner, upload_id, byte_range, max_bytes)
+        session.began = began
+        return session
 
     def _start_new(
         self,

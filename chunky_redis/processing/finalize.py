@@ -16,7 +16,7 @@ import re
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from django.core.files.storage import Storage
@@ -47,11 +47,16 @@ class FinalizeBusy(Exception):
 class Outcome:
     status: str  # "complete", "failed", or "skipped" (nothing to do)
     reason: str = ""
+    # ms from the upload's queueing (its queued stamp) to this attempt's start, when the
+    # attempt took the lease and ran (the metrics' queue delay); None otherwise. A measurement,
+    # not part of what the outcome is.
+    waited_ms: int | None = field(default=None, compare=False)
 
 
 def finalize(
     upload_id: str, *, store: UploadStore, chunks: ChunkStorage, final: Storage
 ) -> Outcome:
+    started = store.now()
     upload = store.get(upload_id)
     if upload is None or upload.status != PROCESSING:
         return Outcome("skipped", upload.status if upload else "missing")
@@ -61,9 +66,12 @@ def finalize(
         # Look again once the holder's lease would have lapsed, had it died.
         raise FinalizeBusy(upload_id, max(0.5, store.lease_ttl_ms(upload_id) / 1000 + 0.25))
     try:
-        return _finalize_under_lease(upload, store, chunks, final)
+        outcome = _finalize_under_lease(upload, store, chunks, final)
     finally:
         lease.drop()
+    if outcome.status != "skipped" and upload.queued:  # (a record from before the stamp has none)
+        outcome.waited_ms = max(0, started - upload.queued)
+    return outcome
 
 
 class _Lease:

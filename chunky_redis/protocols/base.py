@@ -12,6 +12,7 @@ from django.http import HttpRequest, JsonResponse
 from ..core import errors as exc
 from ..core.http import CACHE_CONTROL
 from ..core.session import ChunkSession
+from ..observe import refused
 from .errors import ServerError
 
 logger = logging.getLogger("chunky_redis")
@@ -60,6 +61,7 @@ def json_error(
     headers: dict[str, str] | None = None,
 ) -> JsonResponse:
     """A refusal as JSON; a dialect has chosen its status, body and headers."""
+    refused(error)  # counted for the metrics, when they are on
     if status >= 500:
         # What went wrong on the server (a Redis host and port, a path) is for the
         # log, not for the client: it gets the class's generic message.

@@ -150,6 +150,14 @@ if os.environ.get("CHUNKY_REDIS_TIMEOUT_SECONDS"):
     CHUNKY_REDIS_REDIS_SOCKET_TIMEOUT = float(os.environ["CHUNKY_REDIS_TIMEOUT_SECONDS"])
 if os.environ.get("CHUNKY_REDIS_CONNECT_TIMEOUT_SECONDS"):
     CHUNKY_REDIS_REDIS_CONNECT_TIMEOUT = float(os.environ["CHUNKY_REDIS_CONNECT_TIMEOUT_SECONDS"])
+# Prometheus metrics at /metrics (docs/howto/metrics.md): off by default. The sample nginx never
+# serves them; elsewhere set CHUNKY_METRICS_TOKEN, which Prometheus then sends as a bearer token.
+CHUNKY_REDIS_METRICS = env_bool("CHUNKY_METRICS", False)
+CHUNKY_REDIS_METRICS_TOKEN = os.environ.get("CHUNKY_METRICS_TOKEN") or None
+if CHUNKY_REDIS_METRICS_TOKEN and CHUNKY_REDIS_METRICS_TOKEN.startswith("change-me"):
+    raise ImproperlyConfigured("CHUNKY_METRICS_TOKEN is still the example value: set a random one.")
+if os.environ.get("CHUNKY_METRICS_WORKER_PORT"):  # each Celery worker's own metrics server
+    CHUNKY_REDIS_METRICS_WORKER_PORT = int(os.environ["CHUNKY_METRICS_WORKER_PORT"])
 
 # -- Celery (tasks/) ----------------------------------------------------------
 # The broker is the same Redis by default (a Sentinel URL becomes Celery's sentinel:// transport;

@@ -14,6 +14,8 @@ handler500 = "chunky_site.views.server_error"
 urlpatterns = [
     path("", demo.index, name="demo"),
     path("healthz", views.health, name="health"),
+    # /metrics: 404 unless CHUNKY_METRICS=1 (then behind CHUNKY_METRICS_TOKEN, if set).
+    path("", include("chunky_redis.urls_metrics")),
     path("", include("chunky_redis.urls")),
 ]
 

@@ -14,7 +14,7 @@ import http.client
 import os
 import threading
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -133,12 +133,15 @@ def test_racing_chunks_in_process(backend, storage, request, settings, tmp_path,
     if storage == "s3":
         use_s3_chunks(settings, request.getfixturevalue("local_s3_chunks"))
     view = chunk_view(settings)
-    answered = threading.Event()
+    # One event per round (upload and offset): a loser of an earlier round must not let this
+    # round's winner commit before any of its own losers was answered.
+    answered: defaultdict[tuple[str, int], threading.Event] = defaultdict(threading.Event)
     real_finish = ChunkSession.finish
 
     def finish_after_a_loser(self, **kwargs):
         if not self.is_new:
-            assert answered.wait(10), "no other request was answered while the winner held the lock"
+            event = answered[(self.upload_id, self.byte_range.start)]
+            assert event.wait(10), "no other request was answered while the winner held the lock"
         return real_finish(self, **kwargs)
 
     monkeypatch.setattr(ChunkSession, "finish", finish_after_a_loser)
@@ -148,16 +151,13 @@ def test_racing_chunks_in_process(backend, storage, request, settings, tmp_path,
         barrier.wait()
         reply = api.put(f"/upload/{upload_id}/", body, content_range=content_range)
         if reply.status != 200:
-            answered.set()
+            start = int(content_range.split()[1].split("-")[0])
+            answered[(upload_id, start)].set()
         return reply
-
-    def next_round_api():
-        answered.clear()
-        return ClientApi()
 
     try:
         rounds = race(
-            next_round_api,
+            ClientApi,
             send,
             Path(settings.CHUNKY_REDIS_UPLOAD_DIR),
             Path(settings.MEDIA_ROOT),

@@ -18,6 +18,7 @@ import tasks  # noqa: F401  (the bundled Celery app: eager, configured from test
 from chunky_redis import runtime
 from chunky_redis.core import s3parts
 from chunky_redis.core.errors import ChunkFileMissing, LengthMismatch, TooLarge
+from chunky_redis.core.http import ByteRange
 from chunky_redis.core.s3 import MultipartUpload, S3ChunkStorage
 from chunky_redis.core.storage import FinalTarget
 from chunky_redis.processing.completion import purge_expired_uploads
@@ -397,3 +398,26 @@ def test_finalization_completes_into_the_final_object(
     assert purge_expired_uploads().orphans == 1
     assert not _in_progress(storage, upload_id)
     assert final_bytes(done["final_name"]) == data
+
+
+@pytest.mark.live
+def test_termination_aborts_the_multipart_upload(s3_chunky, store):
+    service = runtime.get_service(on_complete=lambda upload: None)
+    upload = service.create(owner="o", length=300_000, max_bytes=None)
+    session = service.start_chunk(
+        owner="o",
+        upload_id=upload.upload_id,
+        byte_range=ByteRange(0, 199_999, 300_000),
+        length=200_000,
+        max_bytes=None,
+    )
+    session.write(os.urandom(200_000))  # three parts of 64 KiB and a tail
+    session.finish()
+    storage = runtime.get_storage()
+    assert isinstance(storage, S3ChunkStorage)
+    assert _in_progress(storage, upload.upload_id)
+
+    service.terminate(owner="o", upload_id=upload.upload_id)
+
+    assert not _in_progress(storage, upload.upload_id)
+    assert store.get(upload.upload_id) is None

@@ -22,7 +22,8 @@ import redis
 from chunky_redis import runtime
 from chunky_redis.core.filesystem import ChunkWriter
 from chunky_redis.core.filesystem import FileSystemChunkStorage as ChunkStorage
-from chunky_redis.core.s3 import S3ChunkStorage, S3ChunkWriter
+from chunky_redis.core.s3 import S3ChunkStorage
+from chunky_redis.core.s3writer import S3ChunkWriter
 from tests.conftest import cleanup_keys, configure
 from tests.support.api import Api, ClientApi, LiveApi, multipart
 from tests.support.chunk_views import FileChunks, S3Chunks, chunk_view, use_s3_chunks

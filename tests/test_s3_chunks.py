@@ -19,7 +19,9 @@ from chunky_redis import runtime
 from chunky_redis.core import s3parts
 from chunky_redis.core.errors import ChunkFileMissing, LengthMismatch, TooLarge
 from chunky_redis.core.http import ByteRange
-from chunky_redis.core.s3 import MultipartUpload, S3ChunkStorage
+from chunky_redis.core.s3 import S3ChunkStorage
+from chunky_redis.core.s3bucket import Readable
+from chunky_redis.core.s3parts import MultipartUpload
 from chunky_redis.core.storage import FinalTarget
 from chunky_redis.processing.completion import purge_expired_uploads
 from tests.support.chunk_views import final_bytes, use_s3_chunks
@@ -317,9 +319,7 @@ def test_the_part_size_is_the_uploads_own(storage):
 
 
 def test_streamed_reads_keep_their_size():
-    from chunky_redis.core.s3 import _Readable
-
-    body = _Readable(io.BytesIO(b"abcdef"))
+    body = Readable(io.BytesIO(b"abcdef"))
     assert body.read(4) == b"abcd" and body.read() == b"ef"
 
 

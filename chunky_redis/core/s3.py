@@ -38,11 +38,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, BinaryIO, NoReturn, cast
+from typing import Any, BinaryIO, cast
 
 from . import s3parts
 from .errors import ChunkFileMissing, ChunkyError, StorageError, TooLarge
+from .s3bucket import BucketObjects, Readable, error_code, raise_storage_error, s3_errors
+from .s3parts import MultipartUpload
+from .s3writer import S3ChunkWriter
 from .storage import ChunkStorage, FinalTarget
 
 logger = logging.getLogger("chunky_redis")
@@ -52,30 +54,7 @@ _DELETE_BATCH = 1000  # DeleteObjects' limit
 _CACHED_UPLOADS = 4096
 
 
-@dataclass(frozen=True)
-class MultipartUpload:
-    """What ``upload.json`` holds."""
-
-    s3_upload_id: str
-    part_size: int
-
-
-def _s3_errors() -> tuple[type[Exception], ...]:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    return (ClientError, BotoCoreError)
-
-
-def _code(error: Exception) -> str:
-    response = getattr(error, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
-
-
-def _raise(error: Exception, doing: str) -> NoReturn:
-    raise StorageError(f"S3 refused to {doing}: {_code(error) or type(error).__name__}.") from error
-
-
-class S3ChunkStorage(ChunkStorage):
+class S3ChunkStorage(BucketObjects, ChunkStorage):
     """Uploads in progress as S3 multipart uploads in ``bucket``.
 
     ``object_key(upload_id)`` is the key of the final object (where the multipart
@@ -93,10 +72,7 @@ class S3ChunkStorage(ChunkStorage):
         work_prefix: str,
         part_size: int = s3parts.DEFAULT_PART_SIZE,
     ):
-        if not bucket:
-            raise StorageError("No bucket is configured for the S3 chunk storage.")
-        self.client = client
-        self.bucket = bucket
+        super().__init__(client, bucket)
         self.object_key = object_key
         self.work_prefix = work_prefix
         self.part_size = part_size
@@ -112,29 +88,6 @@ class S3ChunkStorage(ChunkStorage):
         return self.work_key(upload_id, f"tail/{end:015d}")
 
     # -- the upload's facts --------------------------------------------------
-    def _call(self, doing: str, method: str, **kwargs: Any) -> Any:
-        try:
-            return getattr(self.client, method)(Bucket=self.bucket, **kwargs)
-        except _s3_errors() as e:
-            _raise(e, doing)
-
-    def _get(self, key: str) -> tuple[bytes, dict[str, str]] | None:
-        try:
-            reply = self.client.get_object(Bucket=self.bucket, Key=key)
-            return reply["Body"].read(), reply.get("Metadata", {})
-        except _s3_errors() as e:
-            if _code(e) in ("NoSuchKey", "404"):
-                return None
-            _raise(e, "read the upload's state")
-
-    def _head(self, key: str) -> dict[str, Any] | None:
-        try:
-            return dict(self.client.head_object(Bucket=self.bucket, Key=key))
-        except _s3_errors() as e:
-            if _code(e) in ("NoSuchKey", "404", "NotFound"):
-                return None
-            _raise(e, "look up an object")
-
     def multipart(self, upload_id: str, *, cached: bool = True) -> MultipartUpload | None:
         """The upload's multipart upload, None when it has none (never created, or completed)."""
         if cached:
@@ -216,10 +169,10 @@ class S3ChunkStorage(ChunkStorage):
                 PartNumber=number,
                 Body=body,
             )
-        except _s3_errors() as e:
-            if _code(e) == "NoSuchUpload":
+        except s3_errors() as e:
+            if error_code(e) == "NoSuchUpload":
                 raise ChunkFileMissing() from e
-            _raise(e, f"store part {number}")
+            raise_storage_error(e, f"store part {number}")
 
     def put_tail(self, upload_id: str, start: int, end: int, body: bytes) -> None:
         self._call(
@@ -321,7 +274,7 @@ class S3ChunkStorage(ChunkStorage):
             return adopted
         # Another storage: stream the object there, then remove it from the bucket.
         reply = self._call("read the object", "get_object", Key=key)
-        stored = target.save(name, cast(BinaryIO, _Readable(reply["Body"])))
+        stored = target.save(name, cast(BinaryIO, Readable(reply["Body"])))
         self._call("remove the object", "delete_object", Key=key)
         return stored
 
@@ -364,8 +317,8 @@ class S3ChunkStorage(ChunkStorage):
                     "Parts": [{"PartNumber": n, "ETag": parts[n][0]} for n in range(1, count + 1)]
                 },
             )
-        except _s3_errors() as e:
-            _raise(e, "complete the upload")
+        except s3_errors() as e:
+            raise_storage_error(e, "complete the upload")
 
     def _parts(self, upload_id: str, upload: MultipartUpload) -> dict[int, tuple[str, int]]:
         """Part number -> (ETag, size), as S3 lists them now."""
@@ -379,10 +332,10 @@ class S3ChunkStorage(ChunkStorage):
                     UploadId=upload.s3_upload_id,
                     PartNumberMarker=marker,
                 )
-            except _s3_errors() as e:
-                if _code(e) == "NoSuchUpload":
+            except s3_errors() as e:
+                if error_code(e) == "NoSuchUpload":
                     return {}
-                _raise(e, "list the parts")
+                raise_storage_error(e, "list the parts")
             for part in reply.get("Parts", []):
                 parts[int(part["PartNumber"])] = (part["ETag"], int(part["Size"]))
             if not reply.get("IsTruncated"):
@@ -419,29 +372,10 @@ class S3ChunkStorage(ChunkStorage):
                 self.client.abort_multipart_upload(
                     Bucket=self.bucket, Key=key, UploadId=s3_upload_id
                 )
-            except _s3_errors() as e:
-                if _code(e) != "NoSuchUpload":
-                    _raise(e, "abort the upload")
+            except s3_errors() as e:
+                if error_code(e) != "NoSuchUpload":
+                    raise_storage_error(e, "abort the upload")
         return bool(found)
-
-    def _keys(self, prefix: str) -> Iterator[str]:
-        for item in self._objects(prefix):
-            yield item["Key"]
-
-    def _objects(self, prefix: str) -> Iterator[dict[str, Any]]:
-        token: str | None = None
-        while True:
-            extra = {"ContinuationToken": token} if token else {}
-            reply = self._call("list objects", "list_objects_v2", Prefix=prefix, **extra)
-            yield from reply.get("Contents", [])
-            if not reply.get("IsTruncated"):
-                return
-            token = reply["NextContinuationToken"]
-
-    def _delete_keys(self, keys: list[str]) -> None:
-        for i in range(0, len(keys), _DELETE_BATCH):
-            batch = [{"Key": k} for k in keys[i : i + _DELETE_BATCH]]
-            self._call("delete objects", "delete_objects", Delete={"Objects": batch, "Quiet": True})
 
     def iter_ids(self, older_than_s: float | None = None) -> Iterator[str]:
         """Uploads with work objects; with ``older_than_s``, those untouched that long."""
@@ -454,92 +388,3 @@ class S3ChunkStorage(ChunkStorage):
         for upload_id, modified in newest.items():
             if cutoff is None or modified <= cutoff:
                 yield upload_id
-
-
-class _Readable:
-    """botocore's streaming body as the binary file a storage's save() reads."""
-
-    def __init__(self, body: Any):
-        self.body = body
-
-    def read(self, size: int | None = -1) -> bytes:
-        return bytes(self.body.read(None if size is None or size < 0 else size))
-
-
-class S3ChunkWriter:
-    """One chunk's bytes into the upload's parts, the rest into a tail at ``close()``.
-
-    Bytes collect in memory until they fill the current part (at most one part
-    size per chunk in flight); the first part this chunk fills begins with the
-    tail chain the recorded offset ends, read then. ``heartbeat`` runs before
-    every write and every S3 request that changes something.
-    """
-
-    def __init__(
-        self,
-        storage: S3ChunkStorage,
-        upload_id: str,
-        upload: MultipartUpload,
-        *,
-        start: int,
-        limit: int | None,
-        on_block: Callable[[bytes], None],
-        heartbeat: Callable[[], None] | None,
-        overflow: Callable[[], ChunkyError],
-    ):
-        self.storage, self.upload_id, self.upload = storage, upload_id, upload
-        self.start = start
-        self.position = start
-        self.limit = limit
-        self.on_block = on_block
-        self.heartbeat = heartbeat or _nothing
-        self.overflow = overflow
-        size = upload.part_size
-        self.base = s3parts.part_start(start, size)  # where the part being filled begins
-        self.held = start - self.base  # its bytes before this chunk, in the tail chain
-        self.buffer = bytearray()  # its bytes from this chunk
-
-    @property
-    def written(self) -> int:
-        return self.position - self.start
-
-    def write(self, data: bytes) -> None:
-        if not data:
-            return
-        if self.limit is not None and self.written + len(data) > self.limit:
-            raise self.overflow()
-        ceiling = s3parts.max_upload_size(self.upload.part_size)
-        if self.position + len(data) > ceiling:
-            raise TooLarge(None, ceiling)
-        self.heartbeat()
-        self.on_block(data)
-        self.buffer += data
-        self.position += len(data)
-        size = self.upload.part_size
-        while self.held + len(self.buffer) >= size:
-            self._upload_part(size - self.held)
-
-    def _upload_part(self, take: int) -> None:
-        storage, size = self.storage, self.upload.part_size
-        head = b""
-        if self.held:
-            storage.drop_stale_tails(self.upload_id, self.base, self.start)
-            head = storage.read_tail(self.upload_id, self.base, self.start)
-        body = head + bytes(self.buffer[:take])
-        del self.buffer[:take]
-        self.heartbeat()
-        storage.upload_part(self.upload_id, self.upload, s3parts.part_number(self.base, size), body)
-        self.base += size
-        self.held = 0
-
-    def close(self, *, sync: bool = True) -> None:
-        """Store what is left as the newest tail; without ``sync`` (an aborted chunk), nothing."""
-        if sync and self.buffer:
-            self.heartbeat()
-            start = self.base + self.held
-            self.storage.put_tail(self.upload_id, start, self.position, bytes(self.buffer))
-        self.buffer = bytearray()
-
-
-def _nothing() -> None:
-    pass

@@ -9,6 +9,8 @@ lets a retried chunk re-send a part under its number and replace it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 MiB = 1 << 20
 MIN_PART_SIZE = 5 * MiB
 MAX_PART_SIZE = 5 * 1024 * MiB
@@ -53,3 +55,11 @@ def choose_part_size(max_bytes: int | None, preferred: int = DEFAULT_PART_SIZE) 
         needed = -(-max_bytes // MAX_PARTS)
         size = -(-needed // MiB) * MiB
     return size
+
+
+@dataclass(frozen=True)
+class MultipartUpload:
+    """An upload's S3 multipart upload: its id, and the part size it was begun with."""
+
+    s3_upload_id: str
+    part_size: int

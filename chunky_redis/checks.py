@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
+from django.urls import URLResolver, get_resolver
 
 from .chunk_storages import CHUNK_STORAGES, S3, get_final_storage, is_s3
 from .conf import as_timedelta, conf, multiproc_dir
@@ -33,6 +34,28 @@ _DURATIONS = (
 )
 
 
+# Named, not imported: the checks sit below the dialects and never import them.
+CHUNKED_UPLOAD_COMPLETE_VIEW = "chunky_redis.protocols.chunked_upload.ChunkedUploadCompleteView"
+
+
+def _mounted(view: str) -> bool:
+    """Whether the project's URLs route to ``view`` (a dotted class name) or a subclass of it."""
+    try:
+        patterns = list(get_resolver().url_patterns)
+    except Exception:  # a broken URLconf is Django's own check's to report
+        return False
+    while patterns:
+        pattern = patterns.pop()
+        if isinstance(pattern, URLResolver):
+            patterns.extend(pattern.url_patterns)
+            continue
+        view_class = getattr(getattr(pattern, "callback", None), "view_class", None)
+        names = (f"{k.__module__}.{k.__qualname__}" for k in getattr(view_class, "__mro__", ()))
+        if view in names:
+            return True
+    return False
+
+
 def _raw(name: str) -> Any:
     return getattr(settings, "CHUNKY_REDIS_" + name, None)
 
@@ -53,7 +76,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="chunky_redis.E001",
             )
         )
-    elif not incremental_available(algorithm):
+    elif algorithm != "md5" and _mounted(CHUNKED_UPLOAD_COMPLETE_VIEW):
+        errors.append(
+            Error(
+                f"CHUNKY_REDIS_CHECKSUM_ALGORITHM is {algorithm!r}, but the django-chunked-upload "
+                "dialect is mounted: its pages complete with an md5, so every completion fails.",
+                hint="Leave CHUNKY_REDIS_CHECKSUM_ALGORITHM at 'md5', or unmount "
+                "chunky_redis.chunked_upload_urls.",
+                id="chunky_redis.E050",
+            )
+        )
+    if algorithm in ALGORITHMS and not incremental_available(algorithm):
         errors.append(
             Warning(
                 f"libcrypto's low-level {algorithm} functions are not available, so the checksum "

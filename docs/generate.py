@@ -44,6 +44,10 @@ PREFIX = "CHUNKY_REDIS_"
 # them and the page shows what they say.
 CHECK_EXAMPLES: dict[str, dict[str, Any]] = {
     "chunky_redis.E001": {"settings": {"CHECKSUM_ALGORITHM": "crc32"}},
+    "chunky_redis.E050": {
+        "settings": {"CHECKSUM_ALGORITHM": "sha256"},
+        "when": "with `chunky_redis.chunked_upload_urls` mounted",
+    },
     "chunky_redis.W001": {
         "patch": {"chunky_redis.checks.incremental_available": lambda algorithm: False},
         "when": "libcrypto without the low-level digest functions",

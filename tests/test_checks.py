@@ -21,6 +21,17 @@ def test_e001_unknown_algorithm(settings):
     assert "chunky_redis.E001" in ids()
 
 
+def test_e050_chunked_upload_mounted_with_another_digest(settings):
+    settings.DEBUG = True
+    settings.CHUNKY_REDIS_CHECKSUM_ALGORITHM = "sha256"
+    assert ids() == ["chunky_redis.E050"]  # tests/urls.py mounts it at chunked/
+    settings.ROOT_URLCONF = "chunky_redis.urls"  # the chunky dialect alone: sha256 is fine
+    assert ids() == []
+    settings.ROOT_URLCONF = "tests.urls"
+    settings.CHUNKY_REDIS_CHECKSUM_ALGORITHM = "md5"
+    assert ids() == []
+
+
 def test_w001_no_incremental_checksum(settings, monkeypatch):
     monkeypatch.setattr(checks, "incremental_available", lambda algorithm: False)
     assert "chunky_redis.W001" in ids()

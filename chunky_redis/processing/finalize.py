@@ -26,7 +26,7 @@ from ..conf import conf, milliseconds
 from ..core.checksums import ResumableHash
 from ..core.storage import ChunkStorage
 from ..core.store import COMPLETE, FAILED, PROCESSING, Upload, UploadStore
-from . import signals
+from . import concat, signals
 from .handoff import ChunkFile, final_name_for, is_name_refused
 from .handoff import hand_off as _hand_off
 
@@ -126,6 +126,9 @@ def _finalize_under_lease(
 ) -> Outcome:
     if final is None:  # (the configured one, for callers that hold an upload already)
         final = get_final_storage()
+    reason = concat.assemble(upload, store, chunks, final)
+    if reason:
+        return _fail(upload, store, reason)
     if chunks.exists(upload.upload_id):
         reason = _verify(upload, chunks)
         if reason:
@@ -158,6 +161,7 @@ def _finalize_under_lease(
     if won != "ok":
         return Outcome("skipped", won)
     store.index_status(upload.upload_id, COMPLETE)
+    concat.remove_parts(upload, store, chunks)
     completed_on = datetime.fromtimestamp(completed / 1000, tz=timezone.utc)
     signals.send(
         signals.upload_completed,

@@ -17,7 +17,7 @@ import pytest
 import tasks  # noqa: F401  (the bundled Celery app: eager, configured from tests/settings.py)
 from chunky_redis import runtime
 from chunky_redis.core import s3parts
-from chunky_redis.core.errors import ChunkFileMissing, LengthMismatch, TooLarge
+from chunky_redis.core.errors import ChunkFileMissing, LengthMismatch, StorageError, TooLarge
 from chunky_redis.core.http import ByteRange
 from chunky_redis.core.s3 import S3ChunkStorage
 from chunky_redis.core.s3bucket import Readable
@@ -273,10 +273,16 @@ def test_a_final_storage_elsewhere_gets_the_bytes_streamed(storage):
 
 
 @pytest.mark.live
-def test_the_digest_reads_the_stored_bytes(storage):
+def test_the_digest_reads_the_stored_bytes_once_their_length_is_sealed(storage):
     data = os.urandom(5 * MiB + 99)
-    upload(storage, "u6", data, 3 * MiB)
+    upload(storage, "u6", data[: 4 * MiB], 3 * MiB)
+    with pytest.raises(StorageError):  # in progress: S3 cannot read parts back ...
+        storage.digest("u6", "sha256", 4 * MiB)
+    send(storage, "u6", data[4 * MiB :], 4 * MiB)  # ... and the upload goes on
+    storage.truncate("u6", len(data))
     assert storage.digest("u6", "sha256", len(data)) == hashlib.sha256(data).hexdigest()
+    assert finish(storage, "u6", len(data)) == storage.object_key("u6")
+    assert object_of(storage, "u6")[0] == data
 
 
 @pytest.mark.live

@@ -232,8 +232,13 @@ class S3ChunkStorage(BucketObjects, ChunkStorage):
         return max([full * upload.part_size, *tails])
 
     def digest(self, upload_id: str, algorithm: str, length: int) -> str:
-        """Completes the multipart upload (S3 cannot read parts before) and reads the object."""
-        self._finish(upload_id, length)
+        """The digest of the object. S3 cannot read the parts of an upload in progress: one is
+        completed first, but only once ``truncate()`` sealed its length as ``length``
+        (finalization); before that, StorageError (never completed half-way)."""
+        if self.multipart(upload_id, cached=False) is not None:
+            if self._sealed_length(upload_id) != length:
+                raise StorageError("An upload in progress on S3 cannot be read back.")
+            self._finish(upload_id, length)
         reply = self._call("read the object", "get_object", Key=self.object_key(upload_id))
         hasher = hashlib.new(algorithm)
         body = reply["Body"]
@@ -262,10 +267,10 @@ class S3ChunkStorage(BucketObjects, ChunkStorage):
     def move_into(self, upload_id: str, target: FinalTarget, name: str) -> str:
         key = self.object_key(upload_id)
         if self.multipart(upload_id, cached=False) is not None:
-            length = self._get(self.work_key(upload_id, "length"))
+            length = self._sealed_length(upload_id)
             if length is None:
                 raise StorageError("The upload's length was not recorded (truncate() first).")
-            self._finish(upload_id, int(length[0]))
+            self._finish(upload_id, length)
         elif self._head(key) is None:
             raise ChunkFileMissing()
         self._forget(upload_id)
@@ -277,6 +282,10 @@ class S3ChunkStorage(BucketObjects, ChunkStorage):
         stored = target.save(name, cast(BinaryIO, Readable(reply["Body"])))
         self._call("remove the object", "delete_object", Key=key)
         return stored
+
+    def _sealed_length(self, upload_id: str) -> int | None:
+        found = self._get(self.work_key(upload_id, "length"))
+        return None if found is None else int(found[0])
 
     def _finish(self, upload_id: str, size: int) -> None:
         """Complete the multipart upload with exactly ``size`` bytes; safe to repeat."""

@@ -130,10 +130,13 @@ def _finalize_under_lease(
     if reason:
         return _fail(upload, store, reason)
     if chunks.exists(upload.upload_id):
+        if (chunks.size(upload.upload_id) or 0) >= upload.size:
+            # Before the verification: the S3 chunk storage reads its bytes back only once
+            # their length is sealed (a short file is never extended: the check reports it).
+            chunks.truncate(upload.upload_id, upload.size)
         reason = _verify(upload, chunks)
         if reason:
             return _fail(upload, store, reason)
-        chunks.truncate(upload.upload_id, upload.size)
         name = _hand_off_named(upload, ChunkFile(chunks, upload.upload_id), final)
     else:
         # A previous attempt handed the file off and died before recording it?

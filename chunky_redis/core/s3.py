@@ -252,6 +252,12 @@ class S3ChunkStorage(BucketObjects, ChunkStorage):
         body.close()
         return hasher.hexdigest()
 
+    def concatenate(
+        self, upload_id: str, part_ids: list[str], on_block: Callable[[bytes], None]
+    ) -> int:
+        """Not yet: the parts are multipart uploads in progress, which S3 cannot read back."""
+        raise StorageError("Concatenating uploads is not supported with the S3 chunk storage.")
+
     def truncate(self, upload_id: str, size: int) -> None:
         """Record ``size`` as the length the upload completes with: bytes past it were
         never recorded and stay out of the object."""

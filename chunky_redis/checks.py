@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
+from django.urls import URLResolver, get_resolver
 
-from .conf import as_timedelta, conf
+from .chunk_storages import CHUNK_STORAGES, S3, get_final_storage, is_s3
+from .conf import as_timedelta, conf, multiproc_dir
+from .core import s3parts
 from .core.checksums import ALGORITHMS, incremental_available
 from .core.redis_clients import parse
-from .extras import EXTRAS, install_command, missing_message
+from .extras import EXTRAS, install_command, installed, missing_message
 from .runtime import missing_redis_package, using_embedded_redis
 
 _DURATIONS = (
@@ -28,6 +32,28 @@ _DURATIONS = (
     "REDIS_CONNECT_TIMEOUT",
     "WAIT_TIMEOUT",
 )
+
+
+# Named, not imported: the checks sit below the dialects and never import them.
+CHUNKED_UPLOAD_COMPLETE_VIEW = "chunky_redis.protocols.chunked_upload.ChunkedUploadCompleteView"
+
+
+def _mounted(view: str) -> bool:
+    """Whether the project's URLs route to ``view`` (a dotted class name) or a subclass of it."""
+    try:
+        patterns = list(get_resolver().url_patterns)
+    except Exception:  # a broken URLconf is Django's own check's to report
+        return False
+    while patterns:
+        pattern = patterns.pop()
+        if isinstance(pattern, URLResolver):
+            patterns.extend(pattern.url_patterns)
+            continue
+        view_class = getattr(getattr(pattern, "callback", None), "view_class", None)
+        names = (f"{k.__module__}.{k.__qualname__}" for k in getattr(view_class, "__mro__", ()))
+        if view in names:
+            return True
+    return False
 
 
 def _raw(name: str) -> Any:
@@ -50,7 +76,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="chunky_redis.E001",
             )
         )
-    elif not incremental_available(algorithm):
+    elif algorithm != "md5" and _mounted(CHUNKED_UPLOAD_COMPLETE_VIEW):
+        errors.append(
+            Error(
+                f"CHUNKY_REDIS_CHECKSUM_ALGORITHM is {algorithm!r}, but the django-chunked-upload "
+                "dialect is mounted: its pages complete with an md5, so every completion fails.",
+                hint="Leave CHUNKY_REDIS_CHECKSUM_ALGORITHM at 'md5', or unmount "
+                "chunky_redis.chunked_upload_urls.",
+                id="chunky_redis.E050",
+            )
+        )
+    if algorithm in ALGORITHMS and not incremental_available(algorithm):
         errors.append(
             Warning(
                 f"libcrypto's low-level {algorithm} functions are not available, so the checksum "
@@ -59,7 +95,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="chunky_redis.W001",
             )
         )
-    if not conf.UPLOAD_DIR:
+    if not conf.UPLOAD_DIR and conf.CHUNK_STORAGE != S3:
         errors.append(
             Error(
                 "No upload directory: set CHUNKY_REDIS_UPLOAD_DIR (or MEDIA_ROOT).",
@@ -99,7 +135,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 )
             )
     errors += _check_final_storage()
+    errors += _check_chunk_storage()
     errors += _check_redis()
+    errors += _check_metrics()
     errors += _positive_ints(("BLOCK_SIZE", "MAX_JSON_BODY"), "a positive integer", "E007")
     template = conf.FINAL_NAME_TEMPLATE
     try:
@@ -182,6 +220,60 @@ def _check_final_storage() -> list[CheckMessage]:
     return []
 
 
+def _check_chunk_storage() -> list[CheckMessage]:
+    """The chunk storage and its S3 part size (ids 060 and up)."""
+    kind = conf.CHUNK_STORAGE
+    if kind not in CHUNK_STORAGES:
+        return [
+            Error(
+                f"CHUNKY_REDIS_CHUNK_STORAGE must be one of {', '.join(map(repr, CHUNK_STORAGES))}, "
+                f"not {kind!r}.",
+                id="chunky_redis.E060",
+            )
+        ]
+    if kind != S3:
+        return []
+    errors: list[CheckMessage] = []
+    part = _raw("S3_PART_SIZE")
+    limit = conf.MAX_BYTES if _positive_int(conf.MAX_BYTES) else None
+    if part is not None and (
+        not _positive_int(part)
+        or not s3parts.MIN_PART_SIZE <= part <= s3parts.MAX_PART_SIZE
+        or (limit is not None and s3parts.max_upload_size(part) < limit)
+    ):
+        errors.append(
+            Error(
+                f"CHUNKY_REDIS_S3_PART_SIZE must be None or a number of bytes from 5 MiB to 5 GiB "
+                f"whose 10,000 times covers CHUNKY_REDIS_MAX_BYTES, not {part!r}.",
+                hint="Leave it None to have it chosen from CHUNKY_REDIS_MAX_BYTES.",
+                id="chunky_redis.E061",
+            )
+        )
+    for module in ("storages", "boto3"):
+        if not installed(module):
+            return errors + [
+                Error(
+                    missing_message(module, 'CHUNKY_REDIS_CHUNK_STORAGE = "s3"'),
+                    id="chunky_redis.E062",
+                )
+            ]
+    try:
+        final = get_final_storage()
+    except Exception:  # E006 reports why it cannot be loaded
+        return errors
+    if not is_s3(final):
+        errors.append(
+            Error(
+                'CHUNKY_REDIS_CHUNK_STORAGE is "s3", but CHUNKY_REDIS_FINAL_STORAGE is not an S3 storage '
+                f"({type(final).__module__}.{type(final).__name__}).",
+                hint="Name a storages.backends.s3.S3Storage: its multipart uploads are completed into "
+                "the final objects, in its bucket.",
+                id="chunky_redis.E062",
+            )
+        )
+    return errors
+
+
 def _check_redis() -> list[CheckMessage]:
     """The Redis URL, the key prefix and the replica wait (ids 020 and up)."""
     errors: list[CheckMessage] = []
@@ -224,6 +316,47 @@ def _check_redis() -> list[CheckMessage]:
                 "CHUNKY_REDIS_WAIT_REPLICAS is set, but the embedded fakeredis has no replicas.",
                 hint="Set CHUNKY_REDIS_REDIS_URL or CHUNKY_REDIS_REDIS_ALIAS, or leave it at 0.",
                 id="chunky_redis.E022",
+            )
+        )
+    return errors
+
+
+def _check_metrics() -> list[CheckMessage]:
+    """The metrics settings (ids 070 and up)."""
+    errors: list[CheckMessage] = []
+    if conf.METRICS and not installed("prometheus_client"):
+        errors.append(
+            Error(
+                missing_message("prometheus_client", "CHUNKY_REDIS_METRICS"),
+                hint="Install the extra, or turn CHUNKY_REDIS_METRICS off.",
+                id="chunky_redis.E070",
+            )
+        )
+    port = _raw("METRICS_WORKER_PORT")
+    if port is not None and not (_positive_int(port) and port <= 65535):
+        errors.append(
+            Error(
+                f"CHUNKY_REDIS_METRICS_WORKER_PORT must be None or a port (1-65535), not {port!r}.",
+                id="chunky_redis.E071",
+            )
+        )
+    token = _raw("METRICS_TOKEN")
+    if token is not None and not (isinstance(token, str) and token.strip()):
+        errors.append(
+            Error(
+                f"CHUNKY_REDIS_METRICS_TOKEN must be None or a non-empty string, not {token!r}.",
+                id="chunky_redis.E072",
+            )
+        )
+    directory = multiproc_dir()
+    if conf.METRICS and directory and not os.access(directory, os.W_OK | os.X_OK):
+        errors.append(
+            Error(
+                f"PROMETHEUS_MULTIPROC_DIR is {directory!r}, which is not a writable directory.",
+                hint="Every process of the server writes its metrics there: create it first "
+                "(deploy/gunicorn.conf.py does for gunicorn), or unset it for a server that "
+                "does not fork.",
+                id="chunky_redis.E073",
             )
         )
     return errors

@@ -26,6 +26,12 @@ def as_timedelta(value: Any) -> timedelta:
     raise TypeError(f"Expected a timedelta or a number of seconds, got {value!r}.")
 
 
+def multiproc_dir() -> str | None:
+    """prometheus_client's multiprocess directory, when set (its own variable, not a setting):
+    every process of a server that forks writes its metrics there."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
 def milliseconds(value: timedelta) -> int:
     return int(value.total_seconds() * 1000)
 
@@ -122,6 +128,31 @@ class Settings:
         if media_root:
             return os.path.join(os.fspath(media_root), "chunky_uploads")
         return ""
+
+    @property
+    def CHUNK_STORAGE(self) -> str:
+        """Where the chunks of uploads in progress are written: ``"filesystem"`` or ``"s3"``.
+
+        ``"filesystem"``: a file per upload in ``CHUNKY_REDIS_UPLOAD_DIR``, which every web and
+        Celery worker must share. ``"s3"``: each upload is an S3 multipart upload in the bucket of
+        the final storage (``CHUNKY_REDIS_FINAL_STORAGE``, a django-storages ``S3Storage``, whose
+        bucket, location, endpoint and credentials it uses), completed at finalization into the
+        final object without a copy; the workers then share only Redis and the bucket. The object
+        is named by ``CHUNKY_REDIS_FINAL_NAME_TEMPLATE`` with ``{filename}`` as ``upload`` (the key
+        is fixed when the upload begins, before the client names the file). Another value is
+        ``chunky_redis.E060``; ``"s3"`` with a final storage that is not on S3 ``chunky_redis.E062``."""
+        return self._get("CHUNK_STORAGE", "filesystem")
+
+    @property
+    def S3_PART_SIZE(self) -> int | None:
+        """The part size of new uploads with ``CHUNKY_REDIS_CHUNK_STORAGE = "s3"``, in bytes;
+        ``None`` chooses it: 8 MiB, or more when ``CHUNKY_REDIS_MAX_BYTES`` would need more
+        than S3's 10,000 parts of 8 MiB (78 GiB).
+
+        Each chunk in flight holds up to one part in memory. S3 needs at least 5 MiB, at most
+        5 GiB, and ``10,000 x`` this at least ``CHUNKY_REDIS_MAX_BYTES`` (``chunky_redis.E061``).
+        Larger files are refused (``too_large``)."""
+        return self._get("S3_PART_SIZE", None)
 
     @property
     def FSYNC(self) -> bool:
@@ -289,6 +320,35 @@ class Settings:
     def TASK_QUEUE(self) -> str | None:
         """Queue for ``finalize_upload``; ``None`` is Celery's default queue."""
         return self._get("TASK_QUEUE", None)
+
+    # -- metrics -------------------------------------------------------------
+    @property
+    def METRICS(self) -> bool:
+        """Count uploads, chunks, finalizations and errors for Prometheus.
+
+        Needs the ``metrics`` extra (``chunky_redis.E070`` says when it is missing). Mount
+        ``chunky_redis.urls_metrics`` to serve them; a server that forks (gunicorn, Celery's
+        prefork pool) also needs ``PROMETHEUS_MULTIPROC_DIR`` (docs/howto/metrics.md). Off, no
+        metric is counted and ``prometheus_client`` is never imported."""
+        return bool(self._get("METRICS", False))
+
+    @property
+    def METRICS_TOKEN(self) -> str | None:
+        """When set, the metrics view answers only requests with
+        ``Authorization: Bearer <token>`` (others get 404).
+
+        Set it wherever the view is reachable from outside; a non-empty string
+        (``chunky_redis.E072``)."""
+        return self._get("METRICS_TOKEN", None)
+
+    @property
+    def METRICS_WORKER_PORT(self) -> int | None:
+        """The port on which each Celery worker serves its metrics over HTTP
+        (``http://HOST:PORT/metrics``, all its pool processes together); ``None`` is none.
+
+        Served on every address of the worker's host, without authentication: keep the port
+        inside the cluster. An integer from 1 to 65535 (``chunky_redis.E071``)."""
+        return self._get("METRICS_WORKER_PORT", None)
 
 
 conf = Settings()

@@ -17,6 +17,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, RedisClusterException
 from redis.retry import Retry
 
+from .chunk_storages import S3, s3_chunk_storage
 from .conf import conf, milliseconds
 from .core.errors import StoreUnavailable
 from .core.filesystem import FileSystemChunkStorage
@@ -26,6 +27,7 @@ from .core.storage import ChunkStorage
 from .core.store import Upload, UploadStore
 from .core.uploads import Policy, UploadService
 from .extras import installed, missing_message
+from .observe import upload_observer
 
 CompletionHandler = Callable[[Upload], None]
 
@@ -130,6 +132,9 @@ def get_store() -> UploadStore:
 
 
 def get_storage() -> ChunkStorage:
+    """The chunk storage ``CHUNKY_REDIS_CHUNK_STORAGE`` chooses."""
+    if conf.CHUNK_STORAGE == S3:
+        return s3_chunk_storage()
     return FileSystemChunkStorage(conf.UPLOAD_DIR, fsync=conf.FSYNC)
 
 
@@ -146,6 +151,7 @@ def get_service(on_complete: CompletionHandler | None = None) -> UploadService:
         ),
         on_complete=on_complete or _hand_off,
         quotas=QuotaTracker(store.redis, prefix=conf.KEY_PREFIX, clock=store.clock),
+        observer=upload_observer(),
     )
 
 

@@ -7,10 +7,11 @@ context and the way to open a new upload.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import errors as exc
+from .checksums import check_algorithms
 from .context import UploadContext, require_uploading
 from .quotas import Quota
 from .session import ChunkSession
@@ -30,19 +31,22 @@ class Lifecycle:
         quota: Quota | None = None,
         filename: str = "",
         extra: dict[str, Any] | None = None,
+        digests: Sequence[str] = (),
     ) -> Upload:
         """A new upload with no byte yet: its (empty) file and its record.
 
         ``length`` None defers the length: ``declare_length()`` fixes it later,
-        once, and the upload cannot complete before.
+        once, and the upload cannot complete before. ``digests``: whole-file
+        digests to compute while streaming beside the policy's algorithm.
         """
+        check_algorithms(None, digests)
         if length is not None:
             if length < 0:
                 raise exc.BadContentRange("A length cannot be negative.")
             if max_bytes is not None and length > max_bytes:
                 raise exc.TooLarge(length, max_bytes)
         size = UNKNOWN_LENGTH if length is None else length
-        session = self._start_new(owner, None, max_bytes, size=size, quota=quota)
+        session = self._start_new(owner, None, max_bytes, size=size, quota=quota, digests=digests)
         session.allow_empty = True
         try:
             return session.finish(filename=filename, extra=extra)

@@ -35,6 +35,11 @@ class FinalTarget(ABC):
     def save(self, name: str, stream: BinaryIO) -> str:
         """Store ``stream`` under ``name`` so that it appears only whole; returns the stored name."""
 
+    def adopt_object(self, bucket: str, key: str) -> str | None:
+        """Take the complete S3 object ``bucket``/``key`` as it is, the name it has in this
+        target; None if this target cannot (not S3, another bucket, or outside its location)."""
+        return None
+
 
 class ChunkStorage(ABC):
     @abstractmethod
@@ -68,9 +73,19 @@ class ChunkStorage(ABC):
     def digest(self, upload_id: str, algorithm: str, length: int) -> str:
         """The hex digest of the first ``length`` stored bytes, read as a stream."""
 
+    def concatenate(
+        self, upload_id: str, part_ids: list[str], on_block: Callable[[bytes], None]
+    ) -> int:
+        """Write the parts' bytes, in order, as ``upload_id``'s (replacing any), feeding each
+        block to ``on_block``; returns the bytes written. ChunkFileMissing when a part is gone."""
+        raise NotImplementedError(f"{type(self).__name__} cannot concatenate uploads")
+
     @abstractmethod
     def truncate(self, upload_id: str, size: int) -> None:
-        """Drop what lies past ``size`` (bytes a dead request wrote past the offset)."""
+        """Drop what lies past ``size`` (bytes a dead request wrote past the offset).
+
+        Finalization calls it with the upload's size before ``move_into()``, which may
+        take it as the length to hand off (the S3 storage does)."""
 
     @abstractmethod
     def move_into(self, upload_id: str, target: FinalTarget, name: str) -> str:

@@ -16,17 +16,18 @@ import re
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from django.core.files.storage import Storage
 
+from ..chunk_storages import get_final_storage
 from ..conf import conf, milliseconds
 from ..core.checksums import ResumableHash
 from ..core.storage import ChunkStorage
 from ..core.store import COMPLETE, FAILED, PROCESSING, Upload, UploadStore
-from . import signals
-from .handoff import ChunkFile, final_name_for, get_final_storage, is_name_refused
+from . import concat, signals
+from .handoff import ChunkFile, final_name_for, is_name_refused
 from .handoff import hand_off as _hand_off
 
 logger = logging.getLogger("chunky_redis")
@@ -46,11 +47,16 @@ class FinalizeBusy(Exception):
 class Outcome:
     status: str  # "complete", "failed", or "skipped" (nothing to do)
     reason: str = ""
+    # ms from the upload's queueing (its queued stamp) to this attempt's start, when the
+    # attempt took the lease and ran (the metrics' queue delay); None otherwise. A measurement,
+    # not part of what the outcome is.
+    waited_ms: int | None = field(default=None, compare=False)
 
 
 def finalize(
     upload_id: str, *, store: UploadStore, chunks: ChunkStorage, final: Storage
 ) -> Outcome:
+    started = store.now()
     upload = store.get(upload_id)
     if upload is None or upload.status != PROCESSING:
         return Outcome("skipped", upload.status if upload else "missing")
@@ -60,9 +66,12 @@ def finalize(
         # Look again once the holder's lease would have lapsed, had it died.
         raise FinalizeBusy(upload_id, max(0.5, store.lease_ttl_ms(upload_id) / 1000 + 0.25))
     try:
-        return _finalize_under_lease(upload, store, chunks, final)
+        outcome = _finalize_under_lease(upload, store, chunks, final)
     finally:
         lease.drop()
+    if outcome.status != "skipped" and upload.queued:  # (a record from before the stamp has none)
+        outcome.waited_ms = max(0, started - upload.queued)
+    return outcome
 
 
 class _Lease:
@@ -117,11 +126,17 @@ def _finalize_under_lease(
 ) -> Outcome:
     if final is None:  # (the configured one, for callers that hold an upload already)
         final = get_final_storage()
+    reason = concat.assemble(upload, store, chunks, final)
+    if reason:
+        return _fail(upload, store, reason)
     if chunks.exists(upload.upload_id):
+        if (chunks.size(upload.upload_id) or 0) >= upload.size:
+            # Before the verification: the S3 chunk storage reads its bytes back only once
+            # their length is sealed (a short file is never extended: the check reports it).
+            chunks.truncate(upload.upload_id, upload.size)
         reason = _verify(upload, chunks)
         if reason:
             return _fail(upload, store, reason)
-        chunks.truncate(upload.upload_id, upload.size)
         name = _hand_off_named(upload, ChunkFile(chunks, upload.upload_id), final)
     else:
         # A previous attempt handed the file off and died before recording it?
@@ -149,6 +164,7 @@ def _finalize_under_lease(
     if won != "ok":
         return Outcome("skipped", won)
     store.index_status(upload.upload_id, COMPLETE)
+    concat.remove_parts(upload, store, chunks)
     completed_on = datetime.fromtimestamp(completed / 1000, tz=timezone.utc)
     signals.send(
         signals.upload_completed,

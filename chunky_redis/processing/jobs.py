@@ -10,22 +10,26 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .. import runtime
+from ..chunk_storages import get_final_storage
 from ..core.storage import ChunkStorage
 from ..core.store import UploadStore
 from . import finalize as steps
-from . import sweeper
-from .handoff import get_final_storage
+from . import metering, sweeper
 
 
 def finalize(
     upload_id: str, *, store: UploadStore | None = None, chunks: ChunkStorage | None = None
 ) -> steps.Outcome:
-    """Verify, move to the final storage, mark complete and send the signals (idempotent)."""
-    return steps.finalize(
-        upload_id,
-        store=store or runtime.get_store(),
-        chunks=chunks or runtime.get_storage(),
-        final=get_final_storage(),
+    """Verify, move to the final storage, mark complete and send the signals (idempotent).
+
+    Each attempt is timed for the metrics (metering.py; nothing when they are off)."""
+    return metering.timed_finalization(
+        lambda: steps.finalize(
+            upload_id,
+            store=store or runtime.get_store(),
+            chunks=chunks or runtime.get_storage(),
+            final=get_final_storage(),
+        )
     )
 
 

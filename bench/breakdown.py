@@ -25,7 +25,18 @@ from .servers import BENCH, Server, Setup, clean_redis
 MiB = 1 << 20
 # Bytes per upload at each chunk size: enough requests for a stable mean, short enough to repeat.
 UPLOAD_BYTES = {64: 32 * MiB, 256: 64 * MiB, 1024: 128 * MiB, 8192: 256 * MiB}
-COLUMNS = ("read", "hash", "write", "sync", "redis", "framework", "helper_wait", "total", "client")
+COLUMNS = (
+    "read",
+    "hash",
+    "write",
+    "sync",
+    "redis",
+    "framework",
+    "helper_wait",
+    "sync_wait",
+    "total",
+    "client",
+)
 
 
 def totals(server: Server) -> dict:
@@ -41,7 +52,7 @@ def per_request(raw: dict, client_ms: list[float]) -> dict[str, float]:
     ms = {part: seconds * 1000 / n for part, seconds in raw["seconds"].items()}
     # What is left of the request on its own thread once its waits and its own I/O are out.
     ms["framework"] = ms["total"] - (
-        ms["read"] + ms["redis"] + ms["sync"] + ms["helper_wait"] + ms["inline"]
+        ms["read"] + ms["redis"] + ms["sync_wait"] + ms["helper_wait"] + ms["inline"]
     )
     ms["client"] = statistics.mean(client_ms)
     return ms
@@ -61,14 +72,15 @@ def table(rows: dict[int, list[dict]], label: str) -> str:
     lines = [
         f"Server time per chunk request, ms ({label}, one worker, one client; median of "
         f"{len(next(iter(rows.values())))} rounds of the mean per request). Hash and write run on "
-        "helper threads for blocks of 256 KiB and more, overlapping the next read: there the "
-        "request only waits for what is left (helper wait). Framework: the rest of the request's "
+        "a helper thread for blocks of 256 KiB and more, overlapping the next read, and the job "
+        "of a chunk's last such block also syncs: the request waits only for what is left of them "
+        "(helper wait); otherwise it waits for the sync at the end (sync wait). Framework: the rest of the request's "
         "own time (Django, middleware, the view, JSON). Client: the whole request as the client "
         "saw it (gunicorn's parsing and loopback included).",
         "",
-        "| chunk | read | hash | write | sync | Redis | framework | helper wait | server total "
-        "| client | MB/s |",
-        "|---|" + "---:|" * 10,
+        "| chunk | read | hash | write | sync | Redis | framework | helper wait | sync wait "
+        "| server total | client | MB/s |",
+        "|---|" + "---:|" * 11,
     ]
     for chunk, runs in rows.items():
         cell = {k: statistics.median(r[k] for r in runs) for k in COLUMNS + ("mb_s",)}

@@ -8,11 +8,14 @@ chunk requests of that stretch. Each part is wall time where it runs:
 - read: ``request.read()`` (the body from gunicorn, socket included);
 - hash: ``ResumableHash.update`` (the checksum state);
 - write: ``ChunkWriter._store`` less the hash inside it (pwrite, sync_file_range for large blocks);
-- sync: ``os.fdatasync``;
+- sync: ``os.fdatasync``, wherever it runs (in the job of a chunk's last large block, or at
+  ``close()``);
+- sync wait: the request waiting for the ``fdatasync`` at ``close()`` (``_off_hub``);
 - redis: redis-py's ``execute_command`` and ``Pipeline.execute`` (round trips and scripts);
 - inline: write and hash of blocks under 256 KiB, which run on the request's own thread;
-- helper wait: the request waiting for a block still being written and hashed on the helper
-  threads (blocks of 256 KiB and more; there hash and write overlap the next read);
+- helper wait: the request waiting for a block still being written and hashed (and, for a
+  chunk's last block, synced) on the helper thread (blocks of 256 KiB and more; there hash and
+  write overlap the next read);
 - total: the WSGI call, from Django's handler to the end of the response body.
 """
 
@@ -31,7 +34,7 @@ from django.core.handlers.wsgi import WSGIRequest
 
 from chunky_redis.core import checksums, filesystem
 
-PARTS = ("read", "hash", "write", "sync", "redis", "helper_wait", "inline", "total")
+PARTS = ("read", "hash", "write", "sync", "redis", "helper_wait", "sync_wait", "inline", "total")
 _totals = dict.fromkeys(PARTS, 0.0)
 _requests = 0
 _lock = threading.Lock()
@@ -85,6 +88,7 @@ filesystem.ChunkWriter._wait_pending = _timed(  # type: ignore[method-assign]
     "helper_wait", filesystem.ChunkWriter._wait_pending
 )
 os.fdatasync = _timed("sync", os.fdatasync)
+filesystem._off_hub = _timed("sync_wait", filesystem._off_hub)
 WSGIRequest.read = _timed("read", WSGIRequest.read)  # type: ignore[method-assign]
 redis.Redis.execute_command = _timed(  # type: ignore[method-assign]
     "redis", redis.Redis.execute_command, outermost=True

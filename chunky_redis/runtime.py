@@ -17,6 +17,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, RedisClusterException
 from redis.retry import Retry
 
+from .chunk_storages import S3, s3_chunk_storage
 from .conf import conf, milliseconds
 from .core.errors import StoreUnavailable
 from .core.filesystem import FileSystemChunkStorage
@@ -131,6 +132,9 @@ def get_store() -> UploadStore:
 
 
 def get_storage() -> ChunkStorage:
+    """The chunk storage ``CHUNKY_REDIS_CHUNK_STORAGE`` chooses."""
+    if conf.CHUNK_STORAGE == S3:
+        return s3_chunk_storage()
     return FileSystemChunkStorage(
         conf.UPLOAD_DIR, fsync=conf.FSYNC, sync_chunks=not conf.SYNC_EVERY
     )

@@ -35,6 +35,11 @@ class FinalTarget(ABC):
     def save(self, name: str, stream: BinaryIO) -> str:
         """Store ``stream`` under ``name`` so that it appears only whole; returns the stored name."""
 
+    def adopt_object(self, bucket: str, key: str) -> str | None:
+        """Take the complete S3 object ``bucket``/``key`` as it is, the name it has in this
+        target; None if this target cannot (not S3, another bucket, or outside its location)."""
+        return None
+
 
 class ChunkStorage(ABC):
     @abstractmethod
@@ -89,7 +94,10 @@ class ChunkStorage(ABC):
 
     @abstractmethod
     def truncate(self, upload_id: str, size: int) -> None:
-        """Drop what lies past ``size`` (bytes a dead request wrote past the offset)."""
+        """Drop what lies past ``size`` (bytes a dead request wrote past the offset).
+
+        Finalization calls it with the upload's size before ``move_into()``, which may
+        take it as the length to hand off (the S3 storage does)."""
 
     @abstractmethod
     def move_into(self, upload_id: str, target: FinalTarget, name: str) -> str:

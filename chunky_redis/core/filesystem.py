@@ -94,6 +94,8 @@ def _off_hub(func: Callable[..., T], *args: Any, large: int = OVERLAP_MIN_BLOCK)
 class FileSystemChunkStorage(ChunkStorage):
     """One ``<upload_id>.part`` file per upload in ``directory``."""
 
+    can_concatenate = True
+
     def __init__(self, directory: str, *, fsync: bool = True):
         if not directory:
             raise StorageError("No upload directory is configured (CHUNKY_REDIS_UPLOAD_DIR).")

@@ -163,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         from .scaling import main as scaling
 
         return scaling(argv[1:])
+    if argv[:1] == ["breakdown"]:  # python -m bench breakdown: a chunk request's parts (issue 11)
+        from .breakdown import main as breakdown
+
+        return breakdown(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description=__doc__,

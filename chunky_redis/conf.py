@@ -176,7 +176,7 @@ class Settings:
         Another host serving the upload re-reads them too, so keep an upload on one host (or
         use 0) when several serve one volume. Needs an incremental checksum (see
         ``chunky_redis.W001``); without it unsynced bytes are never kept after a crash. No effect
-        with ``CHUNKY_REDIS_FSYNC`` off."""
+        with ``CHUNKY_REDIS_FSYNC`` off, nor with chunks on S3 (durable once stored)."""
         return self._get("SYNC_EVERY", 0)
 
     @property

@@ -150,7 +150,7 @@ def get_service(on_complete: CompletionHandler | None = None) -> UploadService:
             expiration_ms=milliseconds(conf.EXPIRATION),
             sliding_expiration=conf.SLIDING_EXPIRATION,
             requeue_after_ms=milliseconds(conf.REQUEUE_AFTER),
-            sync_every=conf.SYNC_EVERY if conf.FSYNC else 0,
+            sync_every=conf.SYNC_EVERY if conf.FSYNC and conf.CHUNK_STORAGE != S3 else 0,
         ),
         on_complete=on_complete or _hand_off,
         quotas=QuotaTracker(store.redis, prefix=conf.KEY_PREFIX, clock=store.clock),

@@ -92,6 +92,8 @@ def _off_hub(func: Callable[..., T], *args: Any) -> T:
 class FileSystemChunkStorage(ChunkStorage):
     """One ``<upload_id>.part`` file per upload in ``directory``."""
 
+    can_concatenate = True
+
     def __init__(self, directory: str, *, fsync: bool = True, sync_chunks: bool = True):
         """``fsync``: sync at all; ``sync_chunks``: each chunk before it is recorded (else the
         session calls ``sync()`` at the points deferred durability chooses: durability.py)."""

@@ -42,6 +42,9 @@ class FinalTarget(ABC):
 
 
 class ChunkStorage(ABC):
+    # Whether ``concatenate()`` works here (the tus concatenation extension is offered only then).
+    can_concatenate = False
+
     @abstractmethod
     def writer(
         self,

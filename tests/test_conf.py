@@ -15,6 +15,7 @@ DEFAULTS = {
     "REDIS_SOCKET_TIMEOUT": timedelta(seconds=5),
     "REDIS_CONNECT_TIMEOUT": timedelta(seconds=2),
     "FSYNC": True,
+    "SYNC_EVERY": 0,
     "BLOCK_SIZE": 1 << 20,
     "FINAL_STORAGE": None,
     "CHUNK_STORAGE": "filesystem",

@@ -101,13 +101,13 @@ class TusUploadView(UploadHooks, View):
         return no_content(headers=headers)
 
     def _extensions(self) -> tuple[str, ...]:
-        if self.get_service().storage.can_concatenate:
+        if self.service.storage.can_concatenate:
             return th.EXTENSIONS
         return tuple(e for e in th.EXTENSIONS if not e.startswith("concatenation"))
 
     def post(self, request: HttpRequest, upload_id: None) -> HttpResponse:
         concat, part_ids = th.parse_concat(request.headers.get(th.UPLOAD_CONCAT))
-        if concat and not self.get_service().storage.can_concatenate:
+        if concat and not self.service.storage.can_concatenate:
             # Refused before anything exists: a part could never be joined with this storage.
             raise th.BadHeader(th.UPLOAD_CONCAT, "concatenation is not offered by this server.")
         if concat == "final":

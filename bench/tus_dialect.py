@@ -23,6 +23,7 @@ import time
 
 from .client import Chunky, Connection, HTTPError, Tus, check, upload
 from .servers import Server
+from .workloads import _record as record
 
 OURS = "chunky-gevent"  # the production configuration (deploy/gunicorn.conf.py)
 NOFSYNC = "chunky-gevent-nofsync"
@@ -62,14 +63,7 @@ def _one(leg: str, server: Server, source: str, size: int, chunk: int) -> dict:
         result.completion_ms = (time.perf_counter() - t) * 1000
     else:
         result = upload(Tus(server.url), source, size, chunk)
-    out = {
-        "mb_s": result.mb_s,
-        "chunk_ms": statistics.median(result.chunk_ms),
-        "seconds": result.seconds,
-    }
-    if result.completion_ms is not None:
-        out["completion_ms"] = result.completion_ms
-    return out
+    return record(result)
 
 
 def run(servers: list[Server], source: str, sizes: dict) -> list[dict]:

@@ -75,6 +75,7 @@ class UploadStore(SweepIndexes):
         self._transition = redis.register_script(lua.TRANSITION)
         self._set_length = redis.register_script(lua.SET_LENGTH)
         self._terminate = redis.register_script(lua.TERMINATE)
+        self._signals_sent = redis.register_script(lua.SIGNALS_SENT)
         self._register_index_scripts()
 
     # -- keys ----------------------------------------------------------------
@@ -267,6 +268,14 @@ class UploadStore(SweepIndexes):
             flat += [key, json.dumps(value) if key == "extra" else value]
         with _wrap_errors():
             return self._transition(keys=[self.record_key(upload_id)], args=flat).decode()
+
+    def signals_sent(self, upload_id: str, status: str, run_id: str) -> str:
+        """Record that run ``run_id``, which moved the upload to ``status``, sent its
+        signals: "ok", or "other" (another run finished it, or it moved on) or "missing"."""
+        with _wrap_errors():
+            return self._signals_sent(
+                keys=[self.record_key(upload_id)], args=[status, run_id]
+            ).decode()
 
     def _recorded(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         """Run a script that records progress the client is told about.

@@ -18,19 +18,27 @@ from .handoff import get_final_storage
 
 
 def finalize(
-    upload_id: str, *, store: UploadStore | None = None, chunks: ChunkStorage | None = None
+    upload_id: str,
+    *,
+    store: UploadStore | None = None,
+    chunks: ChunkStorage | None = None,
+    run_id: str = "",
 ) -> steps.Outcome:
-    """Verify, move to the final storage, mark complete and send the signals (idempotent)."""
+    """Verify, move to the final storage, mark complete and send the signals (idempotent).
+
+    ``run_id``: the Celery task id, which its retries share (a new one when empty).
+    """
     return steps.finalize(
         upload_id,
         store=store or runtime.get_store(),
         chunks=chunks or runtime.get_storage(),
         final=get_final_storage(),
+        run_id=run_id,
     )
 
 
-def fail_upload(upload_id: str, reason: str) -> steps.Outcome:
-    return steps.fail_upload(upload_id, reason, store=runtime.get_store())
+def fail_upload(upload_id: str, reason: str, *, run_id: str = "") -> steps.Outcome:
+    return steps.fail_upload(upload_id, reason, store=runtime.get_store(), run_id=run_id)
 
 
 def purge_expired_uploads(

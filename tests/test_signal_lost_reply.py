@@ -1,0 +1,200 @@
+"""The signals of a finished upload go out once even when a reply from Redis is lost.
+
+A black-holed link after the script that moves processing -> complete (or
+failed) ran: the worker sees a timeout, the task retries, and finds the upload
+already finished. The retry of the run that finished it sends the signals; any
+other run never does. The loss is made by a script that runs and then raises
+the ConnectionError a dead link gives (fakeredis and the real Redis);
+test_signal_lost_reply_live.py does it in a real worker process.
+"""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from chunky_redis import runtime
+from chunky_redis.core.errors import StoreUnavailable
+from chunky_redis.core.store import COMPLETE, FAILED, PROCESSING
+from chunky_redis.processing import finalize as steps
+from chunky_redis.processing.completion import fail_upload, finalize, retry_failed
+from chunky_redis.processing.finished_signals import PENDING, SENT
+from chunky_redis.processing.tasks import finalize_upload
+from chunky_redis.runtime import get_storage
+from tests.test_finalize import complete, named, payload, put_chunks
+
+
+@pytest.fixture
+def processing(chunky, store, client, monkeypatch):
+    """An upload verified and waiting for its finalization task (which does not run),
+    and every later ``runtime.get_store()`` answering with the test's ``store``."""
+    queued: list[str] = []
+    monkeypatch.setattr("chunky_redis.processing.completion.enqueue_finalize", queued.append)
+    monkeypatch.setattr(runtime, "get_store", lambda: store)
+    data = payload(5000)
+    upload_id = put_chunks(client, data)
+    assert complete(client, upload_id, data).status_code == 200
+    assert store.get(upload_id).status == PROCESSING
+    return upload_id
+
+
+def lose_replies(monkeypatch, store, script: str, times: int = 1) -> list[object]:
+    """The next ``times`` runs of the store's ``script`` run, then their reply is lost."""
+    real = getattr(store, script)
+    lost: list[object] = []
+
+    def run_then_lose(*, keys, args, client=None):
+        result = real(keys=keys, args=args)
+        if len(lost) < times:
+            lost.append(result)
+            raise redis.ConnectionError("Timeout reading from socket (the test lost the reply)")
+        return result
+
+    monkeypatch.setattr(store, script, run_then_lose)
+    return lost
+
+
+def sent(signal_log) -> dict[str, list[str]]:
+    return {
+        name: [s["upload_id"] for s in named(signal_log, name)]
+        for name in ("upload_completed", "chunky_upload_complete", "upload_failed")
+    }
+
+
+def test_the_retry_of_the_winning_task_sends_the_signals_once(
+    store, processing, signal_log, monkeypatch
+):
+    upload_id = processing
+    lost = lose_replies(monkeypatch, store, "_transition")
+    with pytest.raises(StoreUnavailable):
+        finalize(upload_id, run_id="task-1")
+    assert lost == [b"ok"]  # the status moved...
+    upload = store.get(upload_id)
+    assert (upload.status, upload.signal_run, upload.signal_state) == (COMPLETE, "task-1", PENDING)
+    assert sent(signal_log)["upload_completed"] == []  # ...and its winner never heard
+    assert finalize(upload_id, run_id="task-2").status == "skipped"  # another task: not its own
+    assert sent(signal_log)["upload_completed"] == []
+    assert finalize(upload_id, run_id="task-1").status == COMPLETE  # the retry sends them
+    assert finalize(upload_id, run_id="task-1").status == "skipped"  # once
+    assert finalize(upload_id, run_id="task-2").status == "skipped"
+    assert sent(signal_log) == {
+        "upload_completed": [upload_id],
+        "chunky_upload_complete": [upload_id],
+        "upload_failed": [],
+    }
+    upload = store.get(upload_id)
+    assert upload.signal_state == SENT
+    (signal,) = named(signal_log, "upload_completed")
+    assert signal["final_name"] == upload.final_name != ""
+    assert (signal["filename"], signal["size"]) == ("report.bin", 5000)
+    (old,) = named(signal_log, "chunky_upload_complete")
+    assert int(old["completed_on"].timestamp() * 1000) == upload.completed
+    assert store.due_processing(store.now() + 1) == []  # and it left the sweeper's to-do list
+
+
+def test_a_lost_reply_of_a_failure_is_signalled_once(store, processing, signal_log, monkeypatch):
+    upload_id = processing
+    get_storage().delete(upload_id)  # the bytes are gone: the upload fails
+    lose_replies(monkeypatch, store, "_transition")
+    with pytest.raises(StoreUnavailable):
+        finalize(upload_id, run_id="task-1")
+    assert store.get(upload_id).status == FAILED
+    assert store.failed_ids() == []  # the failed index was not written either...
+    assert finalize(upload_id, run_id="task-2").status == "skipped"
+    outcome = finalize(upload_id, run_id="task-1")
+    assert (outcome.status, outcome.reason) == (FAILED, store.get(upload_id).reason)
+    assert finalize(upload_id, run_id="task-1").status == "skipped"
+    assert named(signal_log, "upload_failed") == [
+        {"upload_id": upload_id, "reason": store.get(upload_id).reason}
+    ]
+    assert sent(signal_log)["upload_completed"] == []
+    assert store.failed_ids() == [upload_id]  # ...until the retry: chunky_retry finds it
+
+
+def test_the_task_giving_up_still_sends_what_its_run_owes(
+    store, processing, signal_log, monkeypatch
+):
+    """Redis came back only after the last retry: the give-up path finds the upload
+    complete by its own run, and sends the signals instead of failing it."""
+    lose_replies(monkeypatch, store, "_transition")
+    with pytest.raises(StoreUnavailable):
+        finalize(processing, run_id="task-1")
+    assert fail_upload(processing, "gave up", run_id="task-2").status == "skipped"
+    assert fail_upload(processing, "gave up", run_id="task-1").status == COMPLETE
+    assert fail_upload(processing, "gave up", run_id="task-1").status == "skipped"
+    assert sent(signal_log)["upload_completed"] == [processing]
+    assert sent(signal_log)["upload_failed"] == []
+    assert store.get(processing).status == COMPLETE
+
+
+def test_the_eager_task_retries_with_the_same_run(store, processing, signal_log, monkeypatch):
+    lose_replies(monkeypatch, store, "_transition")
+    assert finalize_upload.apply(args=[processing]).get() == COMPLETE
+    assert sent(signal_log)["upload_completed"] == [processing]
+    assert finalize_upload.apply(args=[processing]).get() == "skipped"  # another task
+    assert sent(signal_log)["upload_completed"] == [processing]
+
+
+def test_a_lost_reply_of_the_record_that_they_were_sent_sends_nothing_again(
+    store, processing, signal_log, monkeypatch
+):
+    """The signals went out; the reply to 'sent' is lost: the task must not fail (a
+    retry would send them again), and the record says 'sent' all the same."""
+    lost = lose_replies(monkeypatch, store, "_signals_sent")
+    assert finalize(processing, run_id="task-1").status == COMPLETE
+    assert lost == [b"ok"]
+    assert finalize(processing, run_id="task-1").status == "skipped"
+    assert sent(signal_log)["upload_completed"] == [processing]
+    assert store.get(processing).signal_state == SENT
+
+
+def test_a_transition_run_twice_by_the_same_task_sends_once(
+    store, processing, signal_log, monkeypatch
+):
+    """A client that retries a command whose reply it lost runs the script again: the
+    second run answers 'complete'. The task that made it so still sends the signals."""
+    real = store._transition
+
+    def twice(*, keys, args, client=None):
+        real(keys=keys, args=args)
+        return real(keys=keys, args=args)
+
+    monkeypatch.setattr(store, "_transition", twice)
+    assert finalize(processing, run_id="task-1").status == COMPLETE
+    assert sent(signal_log)["upload_completed"] == [processing]
+    assert store.get(processing).signal_state == SENT
+
+
+def test_a_retried_failed_upload_signals_its_completion_once(
+    store, processing, signal_log, monkeypatch
+):
+    """chunky_retry: failed -> processing under a new task, whose run owes the completion."""
+    upload_id = processing
+    real_verify = steps._verify
+    monkeypatch.setattr(steps, "_verify", lambda upload, chunks: "broken disk")
+    assert finalize(upload_id, run_id="task-1").status == FAILED
+    monkeypatch.setattr(steps, "_verify", real_verify)
+    queued: list[str] = []
+    monkeypatch.setattr("chunky_redis.processing.completion.enqueue_finalize", queued.append)
+    assert retry_failed(upload_id) == "queued"
+    lose_replies(monkeypatch, store, "_transition")
+    with pytest.raises(StoreUnavailable):
+        finalize(upload_id, run_id="task-2")
+    assert finalize(upload_id, run_id="task-1").status == "skipped"  # the failing run: not now
+    assert finalize(upload_id, run_id="task-2").status == COMPLETE
+    assert sent(signal_log) == {
+        "upload_completed": [upload_id],
+        "chunky_upload_complete": [upload_id],
+        "upload_failed": [upload_id],
+    }
+
+
+def test_nothing_is_recorded_for_an_upload_whose_record_is_gone(store, processing):
+    upload_id = processing
+    assert finalize(upload_id, run_id="task-1").status == COMPLETE
+    assert store.signals_sent(upload_id, COMPLETE, "task-2") == "other"
+    assert store.signals_sent(upload_id, FAILED, "task-1") == "other"
+    assert store.signals_sent(upload_id, COMPLETE, "task-1") == "ok"
+    store.redis.delete(store.record_key(upload_id))
+    assert store.signals_sent(upload_id, COMPLETE, "task-1") == "missing"
+    assert not store.redis.exists(store.record_key(upload_id))  # nothing came back to life

@@ -17,8 +17,8 @@ import re
 import secrets
 import threading
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass, replace
+from typing import Any
 
 from django.core.files.storage import Storage
 

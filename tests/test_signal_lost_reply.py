@@ -198,3 +198,91 @@ def test_nothing_is_recorded_for_an_upload_whose_record_is_gone(store, processin
     store.redis.delete(store.record_key(upload_id))
     assert store.signals_sent(upload_id, COMPLETE, "task-1") == "missing"
     assert not store.redis.exists(store.record_key(upload_id))  # nothing came back to life
+
+
+def wipe(store, upload_id: str) -> None:
+    """Every key of the upload, and its index entries, gone (a flush, an eviction)."""
+    keys = list(store.redis.scan_iter(match=f"{store.prefix}:{{{upload_id}}}:*"))
+    if keys:
+        store.redis.delete(*keys)
+    store.index_status(upload_id, COMPLETE)  # out of the processing and failed indexes
+    store.forget_expiry(upload_id)
+
+
+def assert_gone(store, client, upload_id: str, signal_log) -> None:
+    assert store.get(upload_id) is None
+    assert list(store.redis.scan_iter(match=f"{store.prefix}:{{{upload_id}}}:*")) == []
+    reply = client.get(f"/upload/{upload_id}/")
+    assert reply.status_code == 404, reply.content
+    assert sent(signal_log) == {
+        "upload_completed": [],
+        "chunky_upload_complete": [],
+        "upload_failed": [],
+    }
+
+
+def test_replays_after_the_keys_were_wiped_mid_upload_resurrect_nothing(
+    chunky, store, client, signal_log, monkeypatch
+):
+    monkeypatch.setattr(runtime, "get_store", lambda: store)
+    data = payload(3 * 1024)
+    headers = {"Content-Range": f"bytes 0-1023/{len(data)}"}
+    first = client.put(
+        "/upload/?filename=a.bin", data=data[:1024],
+        content_type="application/octet-stream", headers=headers,
+    )  # fmt: skip
+    assert first.status_code == 200, first.content
+    upload_id = first.json()["upload_id"]
+    wipe(store, upload_id)
+    for start in (0, 1024, 2048):  # the first chunk again, then the rest
+        part = data[start : start + 1024]
+        headers = {"Content-Range": f"bytes {start}-{start + len(part) - 1}/{len(data)}"}
+        reply = client.put(
+            f"/upload/{upload_id}/", data=part,
+            content_type="application/octet-stream", headers=headers,
+        )  # fmt: skip
+        assert reply.status_code == 404, reply.content
+    assert complete(client, upload_id, data).status_code == 404
+    assert finalize(upload_id, run_id="task-1").status == "skipped"
+    assert fail_upload(upload_id, "gave up", run_id="task-1").status == "skipped"
+    assert_gone(store, client, upload_id, signal_log)
+
+
+def test_replays_after_the_keys_were_wiped_mid_completion_resurrect_nothing(
+    store, processing, client, signal_log, monkeypatch
+):
+    """The status change ran and its reply was lost; then the keys went. The retry of
+    the finishing task, a replayed completion, a duplicate task: all find nothing."""
+    upload_id = processing
+    lose_replies(monkeypatch, store, "_transition")
+    with pytest.raises(StoreUnavailable):
+        finalize(upload_id, run_id="task-1")
+    assert store.get(upload_id).signal_state == PENDING
+    wipe(store, upload_id)
+    assert complete(client, upload_id, payload(5000)).status_code == 404
+    assert finalize(upload_id, run_id="task-1").status == "skipped"
+    assert finalize(upload_id, run_id="task-2").status == "skipped"
+    assert fail_upload(upload_id, "gave up", run_id="task-1").status == "skipped"
+    assert finalize_upload.apply(args=[upload_id]).get() == "skipped"
+    assert retry_failed(upload_id) == "missing"
+    assert_gone(store, client, upload_id, signal_log)
+
+
+def test_keys_wiped_while_the_retry_waits_for_the_lease_resurrect_nothing(
+    store, processing, client, signal_log, monkeypatch
+):
+    """The retry read the record (complete, signals owed to it), then the keys went
+    before it took the lease: it reads again under the lease and sends nothing."""
+    upload_id = processing
+    lose_replies(monkeypatch, store, "_transition")
+    with pytest.raises(StoreUnavailable):
+        finalize(upload_id, run_id="task-1")
+    real_take = store.take_lease
+
+    def wipe_then_take(*args, **kwargs):
+        wipe(store, upload_id)
+        return real_take(*args, **kwargs)
+
+    monkeypatch.setattr(store, "take_lease", wipe_then_take)
+    assert finalize(upload_id, run_id="task-1").status == "skipped"
+    assert_gone(store, client, upload_id, signal_log)

@@ -202,3 +202,23 @@ def test_a_mismatch_of_the_received_bytes_says_so(chunky, store):
     outcome = finalize(upload_id)
     assert outcome.status == FAILED
     assert outcome.reason.startswith("The md5 of the received bytes (")
+
+
+def test_a_save_whose_rename_fails_leaves_no_temporary_file(chunky, store, monkeypatch):
+    chunky.CHUNKY_REDIS_FINAL_STORAGE = f"{__name__}.CountingStorage"
+    data = payload(2000)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    from chunky_redis.processing import handoff
+
+    def refuse(src, dst):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(handoff.os, "rename", refuse)
+    with pytest.raises(OSError):
+        finalize_module.finalize(
+            upload_id, store=store, chunks=get_storage(), final=CountingStorage()
+        )
+    folder = os.path.join(chunky.MEDIA_ROOT, f"chunky_redis/{upload_id}")
+    assert os.listdir(folder) == []  # the temporary file went with the failure
+    assert store.get(upload_id).status == PROCESSING  # and the bytes wait for the retry
+    assert get_storage().exists(upload_id)

@@ -128,3 +128,13 @@ def test_termination_refuses_others_locked_and_finished_uploads(chunky, store, s
         service.terminate(owner="u1", upload_id=upload.upload_id)
     assert store.get(upload.upload_id).status == PROCESSING
     assert os.path.exists(chunk_file(chunky, upload.upload_id))
+
+
+def test_no_chunk_before_the_length_is_declared(chunky, store, service):
+    upload = service.create(owner="u1", length=None, max_bytes=None)
+    with pytest.raises(exc.BadContentRange) as refused:
+        append(service, upload.upload_id, b"abc", 0, 3)
+    assert refused.value.code == "length_unknown"
+    assert refused.value.detail == "This upload's length is not declared yet."
+    assert not store.is_locked(upload.upload_id)
+    assert store.get(upload.upload_id).offset == 0

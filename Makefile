@@ -4,6 +4,7 @@
 # and for working on it:
 #   make test-fast  the unit tests alone: no server, worker, browser or fault injection (~30 s of CPU)
 #   make dist       build the wheel and the sdist into dist/ and check their metadata
+#   make typecheck  mypy --strict over the package ([tool.mypy] in pyproject.toml)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -14,7 +15,7 @@ EXTRAS := all
 # The markers of tests that start processes or take long (pyproject.toml lists them).
 FAST := not live and not browser and not fault and not slow and not packaging
 
-.PHONY: run test test-fast install bench lint dist mutate docs docs-serve clean
+.PHONY: run test test-fast install bench lint typecheck dist mutate docs docs-serve clean
 
 # Dependency groups (PEP 735) need pip >= 25.1: the venv's own pip is upgraded first.
 $(STAMP): pyproject.toml
@@ -81,6 +82,11 @@ docs-serve: docs
 
 lint: $(STAMP)
 	$(BIN)/ruff check chunky_redis tasks tests deploy bench
+
+# mypy, strict, over chunky_redis/ (files and options: [tool.mypy] in pyproject.toml). The Django
+# plugin imports tests.settings, so it runs from the repository's root.
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy
 
 dist: $(STAMP)
 	rm -rf dist

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import CheckMessage, Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
 from .conf import as_timedelta, conf
@@ -39,8 +39,8 @@ def _positive_int(value: Any) -> bool:
 
 
 @register()
-def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
-    errors: list = []
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
     algorithm = conf.CHECKSUM_ALGORITHM
     if algorithm not in ALGORITHMS:
         errors.append(
@@ -137,9 +137,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
     return errors
 
 
-def _positive_ints(names: tuple[str, ...], expected: str, check_id: str) -> list:
+def _positive_ints(names: tuple[str, ...], expected: str, check_id: str) -> list[CheckMessage]:
     """Settings that, when set, must be positive integers (unset means the default)."""
-    errors = []
+    errors: list[CheckMessage] = []
     for name in names:
         value = _raw(name)
         if value is not None and not _positive_int(value):
@@ -152,7 +152,7 @@ def _positive_ints(names: tuple[str, ...], expected: str, check_id: str) -> list
     return errors
 
 
-def _check_final_storage() -> list:
+def _check_final_storage() -> list[CheckMessage]:
     from django.core.files.storage import InvalidStorageError
     from django.utils.module_loading import import_string
 
@@ -182,9 +182,9 @@ def _check_final_storage() -> list:
     return []
 
 
-def _check_redis() -> list:
+def _check_redis() -> list[CheckMessage]:
     """The Redis URL, the key prefix and the replica wait (ids 020 and up)."""
-    errors: list = []
+    errors: list[CheckMessage] = []
     url = conf.REDIS_URL
     if url and not conf.REDIS_ALIAS:
         try:
@@ -198,7 +198,7 @@ def _check_redis() -> list:
                     id="chunky_redis.E020",
                 )
             )
-    prefix = conf.KEY_PREFIX
+    prefix: object = conf.KEY_PREFIX  # whatever the user set, checked here
     if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
         errors.append(
             Error(

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 
 _PREFIX = "CHUNKY_REDIS_"
+
+_T = TypeVar("_T")
 
 
 def as_timedelta(value: Any) -> timedelta:
@@ -29,8 +31,11 @@ def milliseconds(value: timedelta) -> int:
 
 
 class Settings:
-    def _get(self, name: str, default: Any) -> Any:
-        return getattr(settings, _PREFIX + name, default)
+    def _get(self, name: str, default: _T) -> _T:
+        # Typed as the property's annotation (mypy infers _T from the return type): a value of
+        # another type is the user's mistake, which checks.py reports where it can.
+        value: _T = getattr(settings, _PREFIX + name, default)
+        return value
 
     # -- Redis ---------------------------------------------------------------
     @property
@@ -110,7 +115,7 @@ class Settings:
         Every web and Celery worker must see the same directory (local disk for one host; NFS,
         EFS or another shared volume for several). Put it on the same volume as the final
         storage to make the hand-off a rename."""
-        value = self._get("UPLOAD_DIR", None)
+        value: str | os.PathLike[str] | None = self._get("UPLOAD_DIR", None)
         if value:
             return os.fspath(value)
         media_root = getattr(settings, "MEDIA_ROOT", "") or ""

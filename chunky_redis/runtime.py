@@ -90,7 +90,8 @@ def get_redis() -> AnyRedis:
         except ImportError as e:  # system check E011 reports it at start-up
             raise ImproperlyConfigured(missing_message("django_redis", ALIAS)) from e
 
-        return get_redis_connection(conf.REDIS_ALIAS)
+        connection: AnyRedis = get_redis_connection(conf.REDIS_ALIAS)
+        return connection
     if conf.REDIS_URL:
         return _client_for_url(
             conf.REDIS_URL,

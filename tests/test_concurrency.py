@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from chunky_redis.core.session import ChunkSession
-from tests.conftest import cleanup_keys, configure
+from tests.conftest import BACKENDS, cleanup_keys, configure
 from tests.support.api import ClientApi, LiveApi, Reply
 from tests.support.processes import SiteProcess, WorkerProcess, live_env, wait_for
 
@@ -94,7 +94,7 @@ def race(make_api, send: Send, upload_dir: Path, media_root: Path | None) -> lis
     return rounds
 
 
-@pytest.mark.parametrize("backend", ["fakeredis", "redis", "cluster"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_racing_chunks_in_process(backend, settings, tmp_path, monkeypatch):
     """The winner holds its lock until a loser has been answered: that loser is `locked`."""
     configure(settings, backend, tmp_path)

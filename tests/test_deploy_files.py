@@ -477,7 +477,9 @@ def test_nginx_accepts_the_sample(tmp_path):
 def test_dockerfile_builds_the_service():
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, flags=re.M)
-    assert re.search(r"pip install '\.\[server\]'", dockerfile)
+    # The server extra and every extra a documented deployment needs (S3, metrics).
+    extras = re.search(r"pip install '\.\[([a-z0-9,-]+)\]'", dockerfile).group(1).split(",")
+    assert {"server", "s3", "metrics"} <= set(extras)
     assert "npm ci" in dockerfile and "package.json" in dockerfile
     for path in re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile, flags=re.M):
         for source in path.split():

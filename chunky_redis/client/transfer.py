@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import requests
 from tqdm import tqdm
@@ -365,7 +365,7 @@ class Uploader:
             except OSError:
                 pass
 
-    def _bar(self) -> tqdm:
+    def _bar(self) -> tqdm[NoReturn]:
         # progress=None: a bar only on a terminal; True forces it, False hides it.
         return tqdm(
             total=self.size,

@@ -29,7 +29,8 @@ class _BlockAdapter(HTTPAdapter):
     """Makes urllib3 read request bodies in BLOCK_SIZE pieces instead of 16 KiB ones."""
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        if int(urllib3.__version__.split(".")[0]) >= 2:
+        version = urllib3.__version__  # type: ignore[attr-defined]  # set, but not in its __all__
+        if int(version.split(".")[0]) >= 2:
             kwargs.setdefault("blocksize", BLOCK_SIZE)
         super().init_poolmanager(*args, **kwargs)
 
@@ -98,7 +99,7 @@ class ChunkBody:
         length: int,
         *,
         hasher: Any,
-        on_block: Callable[[int], None] | None = None,
+        on_block: Callable[[int], object] | None = None,
         rate_limit: RateLimit | None = None,
         block_size: int = BLOCK_SIZE,
     ):
@@ -142,7 +143,7 @@ class ChunkBody:
 
 def send(
     session: requests.Session, method: str, url: str, *, timeout: tuple[float, float], **kwargs: Any
-) -> dict:
+) -> dict[str, Any]:
     """One request; returns the JSON body of a 2xx answer.
 
     Raises TransientError for what a retry may cure, ServerError for a refusal.
@@ -230,7 +231,9 @@ class Backoff:
         self.total += 1
         if self.failures > self.retries:
             raise error
-        delay = random.uniform(0.5, 1.0) * min(self.cap, self.base * 2 ** (self.failures - 1))
+        # Annotated: int ** int is typed Any (a negative exponent makes a float).
+        backoff: float = self.base * 2 ** (self.failures - 1)
+        delay = random.uniform(0.5, 1.0) * min(self.cap, backoff)
         if error.retry_after is not None:
             delay = max(delay, min(error.retry_after, self.cap))
         self.sleep(delay)

@@ -234,7 +234,7 @@ class ChunkWriter:
         self.heartbeat = heartbeat
         self.overflow = overflow
         self.fsync = fsync
-        self._pending: Future | None = None
+        self._pending: Future[None] | None = None
 
     @property
     def written(self) -> int:

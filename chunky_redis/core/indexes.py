@@ -13,21 +13,19 @@ upload fails, is one sorted set.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-import redis as redis_lib
+from typing import Any, cast
 
 from . import lua
 from .records import FAILED, PROCESSING
 from .records import wrap_errors as _wrap_errors
-from .redis_clients import is_cluster
+from .redis_clients import AnyRedis, is_cluster
 from .sharded_index import ShardedIndex
 
 
 class SweepIndexes:
     """Mixed into ``UploadStore``, which provides the keys, the clock and the client."""
 
-    redis: redis_lib.Redis
+    redis: AnyRedis
     prefix: str
     completed_retention_ms: int
     expired_retention_ms: int
@@ -67,9 +65,10 @@ class SweepIndexes:
         now = self.now()
         keys = [self.record_key(upload_id), self.lock_key(upload_id)]
         with _wrap_errors():
-            return self._mark_expired(
+            result: str = self._mark_expired(
                 keys=keys, args=[now, now + self.expired_retention_ms]
             ).decode()
+            return result
 
     def forget_expiry(self, upload_id: str) -> None:
         with _wrap_errors():
@@ -113,7 +112,7 @@ class SweepIndexes:
         ``grace_ms`` ago; otherwise "leased", "fresh", "missing" or its status."""
         keys = [self.record_key(upload_id), self.lease_key(upload_id)]
         with _wrap_errors():
-            result = self._requeue(keys=keys, args=[self.now(), grace_ms]).decode()
+            result: str = self._requeue(keys=keys, args=[self.now(), grace_ms]).decode()
             if result in ("ok", "leased", "fresh"):  # looked at again after another grace
                 self.processing.add(upload_id, self.now())
             else:  # finished, or never got to processing: nothing to watch
@@ -152,10 +151,14 @@ class SweepIndexes:
     def failed_ids(self) -> list[str]:
         """Failed uploads whose record may still exist (the sweeper prunes the rest)."""
         with _wrap_errors():
-            ids = self.redis.zrangebyscore(
-                self.failed_key,
-                self.now() - self.completed_retention_ms,
-                "+inf",  # pragma: no mutate (Redis reads "+INF" the same)
+            # Members only (no scores), as bytes: the clients leave decode_responses off.
+            ids = cast(
+                "list[bytes]",
+                self.redis.zrangebyscore(
+                    self.failed_key,
+                    self.now() - self.completed_retention_ms,
+                    "+inf",  # pragma: no mutate (Redis reads "+INF" the same)
+                ),
             )
         return [i.decode() for i in ids]
 

@@ -24,11 +24,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
-import redis as redis_lib
+from redis.typing import EncodableT
 
 from . import errors as exc
-from .store import UPLOADING, _wrap_errors, now_ms
+from .records import wrap_errors as _wrap_errors
+from .redis_clients import AnyRedis
+from .store import UPLOADING, now_ms
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ class QuotaTracker:
 
     def __init__(
         self,
-        redis: redis_lib.Redis,
+        redis: AnyRedis,
         *,
         prefix: str = "chunky",
         clock: Callable[[], float] = time.time,
@@ -167,8 +170,10 @@ class QuotaTracker:
                 limit=quota.max_bytes,
             )
 
-    def _run_admit(self, owner: str, upload_id: str, size: int, expires: int, quota: Quota) -> list:
-        args = [
+    def _run_admit(
+        self, owner: str, upload_id: str, size: int, expires: int, quota: Quota
+    ) -> list[Any]:
+        args: list[EncodableT] = [
             now_ms(self.clock),
             upload_id,
             size,
@@ -177,7 +182,8 @@ class QuotaTracker:
             "" if quota.max_bytes is None else quota.max_bytes,
         ]
         with _wrap_errors():
-            return self._admit(keys=self.keys(owner), args=args)
+            answer: list[Any] = self._admit(keys=self.keys(owner), args=args)
+            return answer
 
     def _drop_finished(
         self,
@@ -187,7 +193,9 @@ class QuotaTracker:
     ) -> bool:
         """Drop entries whose upload left ``uploading`` (a release that was missed)."""
         with _wrap_errors():
-            ids = [i.decode() for i in self.redis.zrange(self.keys(owner)[0], 0, -1)]
+            # Members only, as bytes: the clients leave decode_responses off.
+            members = cast("list[bytes]", self.redis.zrange(self.keys(owner)[0], 0, -1))
+            ids = [i.decode() for i in members]
         # No record yet is a first chunk still arriving: it stays until its expiry.
         finished = [i for i, status in statuses(ids).items() if status not in (None, UPLOADING)]
         for finished_id in finished:
@@ -206,5 +214,5 @@ class QuotaTracker:
     def in_flight(self, owner: str) -> dict[str, int]:
         """upload id -> declared size, of the owner's uploads in flight."""
         with _wrap_errors():
-            raw = self.redis.hgetall(self.keys(owner)[1])
+            raw = cast("dict[bytes, bytes]", self.redis.hgetall(self.keys(owner)[1]))
         return {k.decode(): int(v) for k, v in raw.items()}

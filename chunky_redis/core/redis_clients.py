@@ -16,8 +16,9 @@ go to the connections to the Sentinels themselves (``sentinel_password=...``).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import redis as redis_lib
@@ -101,7 +102,8 @@ def client_from_url(url: str, **options: Any) -> AnyRedis:
     if "socket_timeout" in merged:
         sentinel_options.setdefault("socket_timeout", merged["socket_timeout"])
     sentinel = Sentinel(list(where.nodes), sentinel_kwargs=sentinel_options)
-    return sentinel.master_for(where.service, db=where.db, **merged)
+    primary: redis_lib.Redis = sentinel.master_for(where.service, db=where.db, **merged)
+    return primary
 
 
 def celery_broker_for(url: str) -> tuple[str, dict[str, Any]]:
@@ -145,12 +147,11 @@ def call_and_wait(
     WAIT counts the writes of the connection it is sent on, so both commands go
     down one connection, pipelined: one round trip, as without WAIT.
     """
-    if not is_cluster(client):
+    if not isinstance(client, RedisCluster):
         return _script_then_wait(client, script, keys, args, replicas, timeout_ms)
     # A cluster client spreads commands over its pools, and its WAIT goes to every
     # primary: talk to the node that owns the keys' slot directly, and follow the
     # redirections of a slot being migrated or failed over the way the client would.
-    assert isinstance(client, RedisCluster)
     slot, asking = client.keyslot(keys[0]), None
     for attempt in range(_CLUSTER_ATTEMPTS):
         node = asking or client.nodes_manager.get_node_from_slot(slot)
@@ -204,7 +205,8 @@ def _script_then_wait(
 def _query_options(query: str) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for name, values in parse_qs(query).items():
-        parser = URL_QUERY_ARGUMENT_PARSERS.get(name)
+        # redis-py types the parsers as object; each is a converter from the query's text.
+        parser = cast("Callable[[str], Any] | None", URL_QUERY_ARGUMENT_PARSERS.get(name))
         try:
             options[name] = parser(values[0]) if parser else values[0]
         except (TypeError, ValueError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-import redis as redis_lib
+from .redis_clients import AnyRedis
 
 # Replies slower than this teach nothing about the offset between clocks.
 SAMPLE_MAX_RTT_MS = 100
@@ -20,19 +20,19 @@ SAMPLE_MAX_RTT_MS = 100
 _offsets: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
 
-def _pool(redis: redis_lib.Redis) -> Any:
+def _pool(redis: AnyRedis) -> Any:
     # A cluster client has a pool per node: its nodes manager (which holds the connection
     # options) stands for the cluster, whose nodes' clocks are taken to agree.
     return getattr(redis, "connection_pool", None) or getattr(redis, "nodes_manager", None)
 
 
-def offset(redis: redis_lib.Redis) -> int:
+def offset(redis: AnyRedis) -> int:
     """Redis's clock minus ours (ms), as last learned; 0 before the first reply."""
     pool = _pool(redis)
     return _offsets.get(pool, 0) if pool is not None else 0
 
 
-def learn(redis: redis_lib.Redis, sent_ms: int, received_ms: int, redis_ms: int) -> bool:
+def learn(redis: AnyRedis, sent_ms: int, received_ms: int, redis_ms: int) -> bool:
     """Learn from a reply stamped ``redis_ms``; True when what we knew was off by more
     than a quick reply's error (a deadline computed with it may have been wrong)."""
     pool = _pool(redis)
@@ -44,7 +44,7 @@ def learn(redis: redis_lib.Redis, sent_ms: int, received_ms: int, redis_ms: int)
     return was_off
 
 
-def lock_budget(redis: redis_lib.Redis, configured_ms: int | None) -> int | None:
+def lock_budget(redis: AnyRedis, configured_ms: int | None) -> int | None:
     """How long after it is sent a lock request may still take the lock (ms).
 
     Never longer than the client's socket timeout: past it the caller has given

@@ -40,7 +40,8 @@ class ShardedIndex:
         (client or self.redis).zrem(self.key_for(member), member)
 
     def score(self, member: str) -> float | None:
-        return self.redis.zscore(self.key_for(member), member)
+        score: float | None = self.redis.zscore(self.key_for(member), member)
+        return score
 
     def up_to(self, score: int, limit: int) -> list[str]:
         """The ``limit`` members with the lowest scores, all at most ``score``, lowest first."""

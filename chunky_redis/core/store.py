@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
+
+from redis.typing import EncodableT
 
 from . import lua, redis_clock
 from .errors import StoreUnavailable
@@ -66,6 +68,7 @@ class UploadStore(SweepIndexes):
         self.wait_timeout_ms = wait_timeout_ms
         self.lock_request_timeout_ms = redis_clock.lock_budget(redis, lock_request_timeout_ms)
         self.clock = clock
+        # A script's reply is typed Any: the annotated locals below say what each one returns.
         self._acquire = redis.register_script(lua.ACQUIRE)
         self._commit = redis.register_script(lua.COMMIT)
         self._mark_processing = redis.register_script(lua.MARK_PROCESSING)
@@ -94,7 +97,8 @@ class UploadStore(SweepIndexes):
     # -- reads ---------------------------------------------------------------
     def get(self, upload_id: str) -> Upload | None:
         with _wrap_errors():
-            raw = self.redis.hgetall(self.record_key(upload_id))
+            # bytes, not str: the clients leave decode_responses off.
+            raw = cast("dict[bytes, bytes]", self.redis.hgetall(self.record_key(upload_id)))
         return Upload.from_redis(upload_id, raw) if raw else None
 
     def acquire(
@@ -125,7 +129,14 @@ class UploadStore(SweepIndexes):
         budget = self.lock_request_timeout_ms
         sent = self.now()
         deadline = sent + offset + budget if budget is not None and lock else ""
-        args = [owner, token, self.lock_timeout_ms, sent, "1" if lock else "0", deadline]
+        args: list[EncodableT] = [
+            owner,
+            token,
+            self.lock_timeout_ms,
+            sent,
+            "1" if lock else "0",
+            deadline,
+        ]
         with _wrap_errors():
             result = self._acquire(keys=keys, args=args)
         code = result[0].decode()
@@ -159,7 +170,7 @@ class UploadStore(SweepIndexes):
         with _wrap_errors():
             if upload.status == PROCESSING:  # indexed first: a lost reply leaves it findable
                 self.processing.add(upload.upload_id, upload.queued)
-            result = self._recorded(self._create, keys, flat).decode()
+            result: str = self._recorded(self._create, keys, flat).decode()
             if result == "ok" and upload.status == UPLOADING:
                 self.expiries.add(upload.upload_id, upload.expires)
         if result == "exists":
@@ -177,7 +188,7 @@ class UploadStore(SweepIndexes):
         deadline = expires + self.expired_retention_ms
         args = [token, upload.offset, new_offset, hash_state, expires, deadline, self.now()]
         with _wrap_errors():
-            result = self._recorded(self._commit, keys, args).decode()
+            result: str = self._recorded(self._commit, keys, args).decode()
             if result == "ok" and expires != upload.expires:
                 self.expiries.add(upload.upload_id, expires)
         return result
@@ -195,7 +206,7 @@ class UploadStore(SweepIndexes):
         deadline = now + self.completed_retention_ms
         with _wrap_errors():
             self.processing.add(upload.upload_id, now)
-            result = self._mark_processing(
+            result: str = self._mark_processing(
                 keys=keys, args=[token, checksum, deadline, now]
             ).decode()
             if result == "ok":
@@ -208,13 +219,14 @@ class UploadStore(SweepIndexes):
         """Fix a deferred length under the lock (released): "ok", "lost", "conflict" or "set"."""
         keys = [self.record_key(upload_id), self.lock_key(upload_id)]
         with _wrap_errors():
-            return self._set_length(keys=keys, args=[token, length]).decode()
+            result: str = self._set_length(keys=keys, args=[token, length]).decode()
+            return result
 
     def terminate(self, upload_id: str, token: str) -> str:
         """Delete an uploading upload's record under the lock (released): "ok", "lost" or its status."""
         keys = [self.record_key(upload_id), self.lock_key(upload_id)]
         with _wrap_errors():
-            result = self._terminate(keys=keys, args=[token]).decode()
+            result: str = self._terminate(keys=keys, args=[token]).decode()
             if result == "ok":
                 self.expiries.remove(upload_id)
         return result
@@ -267,7 +279,8 @@ class UploadStore(SweepIndexes):
         for key, value in fields.items():
             flat += [key, json.dumps(value) if key == "extra" else value]
         with _wrap_errors():
-            return self._transition(keys=[self.record_key(upload_id)], args=flat).decode()
+            result: str = self._transition(keys=[self.record_key(upload_id)], args=flat).decode()
+            return result
 
     def signals_sent(self, upload_id: str, status: str, run_id: str) -> str:
         """Record that run ``run_id``, which moved the upload to ``status``, sent its

@@ -38,6 +38,8 @@ import functools
 from typing import Any
 
 _PATCHED = "_chunky_redis_patched"
+# The private method patched (kombu's stubs leave it out, so it is reached by name).
+_METHOD = "_connparams"
 
 
 def patch_kombu_redis() -> bool:
@@ -51,20 +53,21 @@ def patch_kombu_redis() -> bool:
         from kombu.transport import redis as transport
     except ImportError:
         return False
-    original = getattr(transport.Channel, "_connparams", None)
+    original = getattr(transport.Channel, _METHOD, None)
     if original is None:
         return False
     if getattr(original, _PATCHED, False):
         return True
 
     @functools.wraps(original)
-    def _connparams(self: Any, *args: Any, **kwargs: Any) -> dict:
+    def _connparams(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         if self.connection is None or self.connection.client is None:
             raise redis.exceptions.ConnectionError(
                 "the broker connection of this channel was closed (see chunky_redis.processing.celery_compat)"
             )
-        return original(self, *args, **kwargs)
+        params: dict[str, Any] = original(self, *args, **kwargs)
+        return params
 
     setattr(_connparams, _PATCHED, True)
-    transport.Channel._connparams = _connparams
+    setattr(transport.Channel, _METHOD, _connparams)
     return True

@@ -13,7 +13,7 @@ import errno
 import hashlib
 import os
 import posixpath
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple, TypeGuard
 
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files import File
@@ -41,7 +41,8 @@ def get_final_storage() -> Storage:
     if not name:
         return storages["default"]
     if "." in name:
-        return import_string(name)()
+        storage: Storage = import_string(name)()
+        return storage
     return storages[name]
 
 
@@ -170,8 +171,10 @@ def _local_path(final: Storage, name: str) -> str | None:
         return None
 
 
-def _can_rename(final: Storage, path: str) -> bool:
-    if not isinstance(final, FileSystemStorage) or type(final)._save is not FileSystemStorage._save:
+def _can_rename(final: Storage, path: str) -> TypeGuard[FileSystemStorage]:
+    if not isinstance(final, FileSystemStorage):
+        return False
+    if type(final)._save is not FileSystemStorage._save:  # type: ignore[attr-defined]  # private: not in django-stubs
         return False  # a storage that customises saving must be saved through
     location = final.location
     os.makedirs(location, exist_ok=True)

@@ -6,8 +6,9 @@ Both run in the worker; so do the receivers of the signals they send.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from ..conf import conf
 from . import jobs
@@ -19,8 +20,8 @@ logger = logging.getLogger("chunky_redis")
 
 def enqueue_finalize(upload_id: str) -> None:
     """Queue ``finalize_upload`` for the upload (run inline when Celery is eager)."""
-    options = {"queue": conf.TASK_QUEUE} if conf.TASK_QUEUE else {}
-    finalize_upload.apply_async(args=[upload_id], **options)
+    options: dict[str, Any] = {"queue": conf.TASK_QUEUE} if conf.TASK_QUEUE else {}
+    finalize_upload.apply_async(args=(upload_id,), **options)
 
 
 @shared_task(
@@ -30,7 +31,7 @@ def enqueue_finalize(upload_id: str) -> None:
     reject_on_worker_lost=True,  # ... instead of being acknowledged as failed
     max_retries=None,  # our own counter decides when to give up (below)
 )
-def finalize_upload(self, upload_id: str) -> str:
+def finalize_upload(self: Task[Any, Any], upload_id: str) -> str:
     """Verify, move to the final storage, mark complete and send the signals. Idempotent.
 
     Returns "complete", "failed", "skipped" (already finished, or gone) or "busy".

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.files.uploadedfile import UploadedFile
@@ -87,7 +87,7 @@ def _stream_multipart(
     try:
         if request.method == "POST" and hasattr(request, "_files"):
             # The CSRF check already parsed the body through our handler.
-            post = request.POST
+            post: QueryDict = request.POST
         else:
             request.upload_handlers = [handler]
             if request.method == "POST":
@@ -103,7 +103,8 @@ def _stream_multipart(
     )
     if not handler.found:
         raise MissingChunk(f"No file was found in the multipart field '{field_name}'.")
-    fields = {key: post.get(key) for key in post}
+    # A parsed body's every key has a value, so get() returns a str, never its None.
+    fields = {key: cast(str, post.get(key)) for key in post}
     filename = clean_filename(fields.get("filename") or handler.filename)
     return Body("multipart", handler.size, filename, None, fields)
 
@@ -142,7 +143,7 @@ class _StreamingHandler(FileUploadHandler):
             self.session.write(raw_data)
         return None
 
-    def file_complete(self, file_size: int) -> UploadedFile | None:
+    def file_complete(self, file_size: int) -> _UploadedBytes | None:
         if not self._active:
             return None
         self._active = False
@@ -150,7 +151,13 @@ class _StreamingHandler(FileUploadHandler):
         return _StreamedFile(file=None, name=self.filename, size=file_size)
 
 
-class _StreamedFile(UploadedFile):
+if TYPE_CHECKING:
+    _UploadedBytes = UploadedFile[bytes]
+else:
+    _UploadedBytes = UploadedFile  # generic in django-stubs only, not at run time
+
+
+class _StreamedFile(_UploadedBytes):
     """Stands in request.FILES for the part already written to the chunk session.
 
     Django closes every file of a request when the parse fails (two file parts,
@@ -229,5 +236,5 @@ def form_fields(request: HttpRequest) -> dict[str, str]:
             post: QueryDict = request.POST
         except (MultiPartParserError, UnreadablePostError, SuspiciousOperation) as e:
             raise BadBody(f"The form body could not be parsed: {e}") from e
-        return {key: post.get(key) for key in post}
+        return {key: cast(str, post.get(key)) for key in post}  # as in _stream_multipart
     return {}

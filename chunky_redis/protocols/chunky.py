@@ -13,7 +13,7 @@ from http import HTTPStatus
 from typing import Any
 
 from django.core.exceptions import SuspiciousOperation
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
@@ -90,12 +90,12 @@ class ChunkedUploadView(UploadHooks, View):
         }
 
     # -- plumbing --------------------------------------------------------------
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         upload_id = kwargs.get("upload_id")
         try:
             try:
                 request.get_host()  # a Host outside ALLOWED_HOSTS: refuse before any work
-                if request.method.lower() not in self.http_method_names:
+                if (request.method or "").lower() not in self.http_method_names:
                     raise self._not_allowed(request, upload_id)
                 if upload_id is not None and not is_upload_id(upload_id):
                     raise exc.UploadNotFound()

@@ -1,3 +1,6 @@
+from argparse import ArgumentParser
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError
 
 from chunky_redis.processing.completion import retry_failed
@@ -10,13 +13,13 @@ class Command(BaseCommand):
         "retention (CHUNKY_REDIS_COMPLETED_RETENTION) ends."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("upload_ids", nargs="*", metavar="upload_id")
         parser.add_argument(
             "--all-failed", action="store_true", help="Retry every failed upload still kept."
         )
 
-    def handle(self, *args, upload_ids, all_failed, **options):
+    def handle(self, *args: Any, upload_ids: list[str], all_failed: bool, **options: Any) -> None:
         if bool(upload_ids) == all_failed:
             raise CommandError("Give upload ids, or --all-failed.")
         store = get_store()

@@ -286,9 +286,10 @@ class UploadStore(SweepIndexes):
         """Record that run ``run_id``, which moved the upload to ``status``, sent its
         signals: "ok", or "other" (another run finished it, or it moved on) or "missing"."""
         with _wrap_errors():
-            return self._signals_sent(
+            result: str = self._signals_sent(
                 keys=[self.record_key(upload_id)], args=[status, run_id]
             ).decode()
+            return result
 
     def _recorded(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         """Run a script that records progress the client is told about.

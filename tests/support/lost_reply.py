@@ -40,6 +40,6 @@ def install(marker: Path) -> None:
                 raise redis.TimeoutError("Timeout reading from socket (the test lost the reply)")
             return result
 
-        self._transition = transition
+        self._transition = transition  # type: ignore[assignment]
 
     UploadStore.__init__ = init  # type: ignore[method-assign]

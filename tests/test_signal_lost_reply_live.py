@@ -5,19 +5,16 @@ Redis timed out just after it ran): Celery retries the task, and the retry sends
 from __future__ import annotations
 
 import hashlib
-import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.support.api import LiveApi
 from tests.support.processes import (
-    BIN,
-    REPO,
     SiteProcess,
     WorkerProcess,
     live_env,
+    queue_finalize,
     read_signals,
     wait_for,
 )
@@ -46,12 +43,7 @@ def test_a_real_worker_that_lost_the_reply_signals_once(tmp_path):
         done = api.get(f"/upload/{upload_id}/").data
         assert done["status"] == "complete"
         # A duplicate task (another id), such as the sweeper queues, finds nothing of its own.
-        call = subprocess.run(
-            [str(BIN / "celery"), "-A", "tasks", "call", "chunky_redis.finalize_upload",
-             "--args", json.dumps([upload_id]), "--queue", env["CHUNKY_TEST_QUEUE"]],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert call.returncode == 0, call.stderr
+        queue_finalize(env, upload_id)
         wait_for(lambda: "'skipped'" in worker.log_text(), message="the duplicate task to end")
     log = worker.log_text()
     assert "retry" in log.lower(), log

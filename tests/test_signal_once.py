@@ -9,8 +9,6 @@ the first one's lease was lost (a Redis restart without persistence drops it).
 from __future__ import annotations
 
 import hashlib
-import json
-import subprocess
 import threading
 from pathlib import Path
 
@@ -24,11 +22,10 @@ from chunky_redis.processing.finalize import _finalize_under_lease
 from chunky_redis.runtime import get_storage
 from tests.support.api import LiveApi
 from tests.support.processes import (
-    BIN,
-    REPO,
     SiteProcess,
     WorkerProcess,
     live_env,
+    queue_finalize,
     read_signals,
     wait_for,
 )
@@ -178,12 +175,7 @@ def test_real_workers_past_a_lost_lease_signal_once(tmp_path):
         prefix = env["CHUNKY_TEST_KEY_PREFIX"]
         client = redis.Redis.from_url(env["REDIS_URL"])
         assert client.delete(f"{prefix}:{{{upload_id}}}:finalize") == 1  # A's lease is lost
-        call = subprocess.run(
-            [str(BIN / "celery"), "-A", "tasks", "call", "chunky_redis.finalize_upload",
-             "--args", json.dumps([upload_id]), "--queue", env["CHUNKY_TEST_QUEUE"]],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert call.returncode == 0, call.stderr
+        queue_finalize(env, upload_id)
         done = wait_for(
             lambda: (s := api.get(f"/upload/{upload_id}/").data)["status"] == "complete" and s,
             message="worker B to complete the upload",

@@ -10,6 +10,7 @@ import stat
 import threading
 
 import pytest
+from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage
 
 from chunky_redis.core.checksums import ResumableHash
@@ -87,7 +88,7 @@ def test_a_failure_records_when_and_keeps_the_record_for_the_retention(chunky):
     store.redis.pexpire(store.record_key(upload_id), 60_000)  # as a processing record might be
     upload = store.get(upload_id)
     before = store.now()
-    outcome = finalize_module._fail(upload, store, "the reason")
+    outcome = finalize_module._fail(upload, store, "the reason", "task-1")
     assert outcome == Outcome(FAILED, "the reason")
     failed = store.get(upload_id)
     assert (failed.status, failed.reason) == (FAILED, "the reason")
@@ -95,7 +96,7 @@ def test_a_failure_records_when_and_keeps_the_record_for_the_retention(chunky):
     ttl = store.redis.pttl(store.record_key(upload_id))
     assert 3_500_000 < ttl <= 3_600_000
     # A second failure of the same upload is refused, and says what the upload is now.
-    assert finalize_module._fail(upload, store, "again") == Outcome("skipped", FAILED)
+    assert finalize_module._fail(upload, store, "again", "task-2") == Outcome("skipped", FAILED)
 
 
 def test_fail_upload_fails_only_an_upload_in_processing(chunky, store):
@@ -222,3 +223,35 @@ def test_a_save_whose_rename_fails_leaves_no_temporary_file(chunky, store, monke
     assert os.listdir(folder) == []  # the temporary file went with the failure
     assert store.get(upload_id).status == PROCESSING  # and the bytes wait for the retry
     assert get_storage().exists(upload_id)
+
+
+@pytest.mark.parametrize("where", ["chunks", "final name", "safe name", "nowhere"])
+def test_a_failed_upload_is_retried_wherever_its_bytes_are(chunky, store, where):
+    """chunky_retry: the bytes still in the upload directory, or already handed off under
+    the client's name or the safe one (a worker died after the hand-off); else no_bytes."""
+    from chunky_redis.processing.completion import retry_failed
+    from chunky_redis.processing.handoff import final_name_for, get_final_storage
+
+    data = payload(300)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    assert finalize_module._fail(store.get(upload_id), store, "broken", "task-1").status == FAILED
+    final = get_final_storage()
+    if where != "chunks":
+        get_storage().delete(upload_id)
+    if where in ("final name", "safe name"):
+        name = final_name_for(store.get(upload_id), final, safe=where == "safe name")
+        final.save(name, ContentFile(data))
+    queued: list[str] = []
+    before = store.now()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("chunky_redis.processing.completion.enqueue_finalize", queued.append)
+        answer = retry_failed(upload_id)
+    if where == "nowhere":
+        assert (answer, queued, store.get(upload_id).status) == ("no_bytes", [], FAILED)
+        return
+    assert (answer, queued) == ("queued", [upload_id])
+    retried = store.get(upload_id)
+    assert (retried.status, retried.reason, retried.completed) == (PROCESSING, "", 0)
+    assert retried.queued >= before
+    assert upload_id in store.due_processing(store.now() + 1)  # the sweeper watches it again
+    assert store.failed_ids() == []

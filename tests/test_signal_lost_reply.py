@@ -18,6 +18,7 @@ from chunky_redis.core.errors import StoreUnavailable
 from chunky_redis.core.store import COMPLETE, FAILED, PROCESSING
 from chunky_redis.processing import finalize as steps
 from chunky_redis.processing.completion import fail_upload, finalize, retry_failed
+from chunky_redis.processing.finalize import Outcome
 from chunky_redis.processing.finished_signals import PENDING, SENT
 from chunky_redis.processing.tasks import finalize_upload
 from chunky_redis.runtime import get_storage
@@ -284,5 +285,5 @@ def test_keys_wiped_while_the_retry_waits_for_the_lease_resurrect_nothing(
         return real_take(*args, **kwargs)
 
     monkeypatch.setattr(store, "take_lease", wipe_then_take)
-    assert finalize(upload_id, run_id="task-1").status == "skipped"
+    assert finalize(upload_id, run_id="task-1") == Outcome("skipped", "missing")
     assert_gone(store, client, upload_id, signal_log)

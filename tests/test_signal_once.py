@@ -65,7 +65,7 @@ def test_a_failing_step_after_completion_signals_nothing(store, processing, sign
     _finalize_under_lease(processing, store, get_storage())
     storage = get_storage()
     storage.delete(processing.upload_id)  # nothing left in the upload directory either way
-    outcome = finalize_module._fail(stale, store, "late")
+    outcome = finalize_module._fail(stale, store, "late", "task-2")
     assert outcome.status == "skipped"
     assert store.get(processing.upload_id).status == COMPLETE
     assert named(signal_log, "upload_failed") == []
@@ -145,8 +145,8 @@ def test_a_worker_whose_lease_was_lost_signals_nothing(
 
 def test_a_failure_is_signalled_once_too(store, processing, signal_log):
     stale = store.get(processing.upload_id)
-    assert finalize_module._fail(processing, store, "first").status == FAILED
-    assert finalize_module._fail(stale, store, "second").status == "skipped"
+    assert finalize_module._fail(processing, store, "first", "task-1").status == FAILED
+    assert finalize_module._fail(stale, store, "second", "task-2").status == "skipped"
     assert named(signal_log, "upload_failed") == [
         {"upload_id": processing.upload_id, "reason": "first"}
     ]

@@ -230,11 +230,11 @@ def _hand_off_named(upload: Upload, chunk: ChunkFile, final: Storage) -> str:
         return _hand_off(chunk, final, safe)
 
 
-def _fail(upload: Upload, store: UploadStore, reason: str, run_id: str = "") -> Outcome:
+def _fail(upload: Upload, store: UploadStore, reason: str, run_id: str) -> Outcome:
     """processing -> failed, once. The bytes stay in the upload directory until the
     record's retention ends, so that ``manage.py chunky_retry`` can try again."""
     fields = {"reason": reason, "completed": store.now()}
-    return _finish(upload, store, run_id or new_run_id(), FAILED, fields)
+    return _finish(upload, store, run_id, FAILED, fields)
 
 
 # An absolute path in an error message: the server's layout is nobody else's business.
@@ -249,7 +249,7 @@ def public_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def fail_upload(upload_id: str, reason: str, *, store: UploadStore, run_id: str = "") -> Outcome:
+def fail_upload(upload_id: str, reason: str, *, store: UploadStore, run_id: str) -> Outcome:
     """Fail an upload stuck in processing (the task ``run_id`` gave up after its
     retries), or send the signals that run owes for having finished it."""
     upload = store.get(upload_id)

@@ -14,6 +14,7 @@ from ..core.storage import ChunkStorage
 from ..core.store import UploadStore
 from . import finalize as steps
 from . import sweeper
+from .finished_signals import new_run_id
 from .handoff import get_final_storage
 
 
@@ -38,7 +39,10 @@ def finalize(
 
 
 def fail_upload(upload_id: str, reason: str, *, run_id: str = "") -> steps.Outcome:
-    return steps.fail_upload(upload_id, reason, store=runtime.get_store(), run_id=run_id)
+    """Fail the upload, as task ``run_id`` giving up (a new run when empty)."""
+    return steps.fail_upload(
+        upload_id, reason, store=runtime.get_store(), run_id=run_id or new_run_id()
+    )
 
 
 def purge_expired_uploads(

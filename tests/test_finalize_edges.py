@@ -217,7 +217,7 @@ def test_a_save_whose_rename_fails_leaves_no_temporary_file(chunky, store, monke
     monkeypatch.setattr(handoff.os, "rename", refuse)
     with pytest.raises(OSError):
         finalize_module.finalize(
-            upload_id, store=store, chunks=get_storage(), final=CountingStorage()
+            upload_id, store=store, chunks=get_storage(), final=CountingStorage(), run_id="t"
         )
     folder = os.path.join(chunky.MEDIA_ROOT, f"chunky_redis/{upload_id}")
     assert os.listdir(folder) == []  # the temporary file went with the failure
@@ -255,3 +255,33 @@ def test_a_failed_upload_is_retried_wherever_its_bytes_are(chunky, store, where)
     assert retried.queued >= before
     assert upload_id in store.due_processing(store.now() + 1)  # the sweeper watches it again
     assert store.failed_ids() == []
+
+
+def test_bytes_handed_off_under_the_safe_name_are_found(chunky, store):
+    """A worker saved the file under the safe name (the storage refused the client's) and
+    died before recording it: the next attempt finds it there and records that name."""
+    from chunky_redis.processing.handoff import final_name_for, get_final_storage
+
+    data = payload(300)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    final = get_final_storage()
+    safe = final_name_for(store.get(upload_id), final, safe=True)
+    final.save(safe, ContentFile(data))
+    get_storage().delete(upload_id)
+    assert finalize(upload_id).status == "complete"
+    assert store.get(upload_id).final_name == safe != final_name_for(store.get(upload_id), final)
+
+
+def test_the_reasons_of_a_failed_verification(chunky, store):
+    data = payload(300)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    get_storage().truncate(upload_id, 0)
+    outcome = finalize(upload_id)
+    assert outcome == Outcome(FAILED, "The upload directory holds 0 of the 300 bytes received.")
+    chunky.CHUNKY_REDIS_VERIFY_STORED_BYTES = True
+    upload_id = processing_upload(store, chunky, data, md5(b"other"))
+    outcome = finalize(upload_id)
+    assert outcome.status == FAILED
+    assert outcome.reason == (
+        f"The md5 of the stored bytes ({md5(data)}) does not match the client's ({md5(b'other')})."
+    )

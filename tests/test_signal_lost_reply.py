@@ -287,3 +287,36 @@ def test_keys_wiped_while_the_retry_waits_for_the_lease_resurrect_nothing(
     monkeypatch.setattr(store, "take_lease", wipe_then_take)
     assert finalize(upload_id, run_id="task-1") == Outcome("skipped", "missing")
     assert_gone(store, client, upload_id, signal_log)
+
+
+def test_calls_without_a_run_id_are_runs_of_their_own(store, processing, signal_log, monkeypatch):
+    """A direct call (no Celery task) is one run: another direct call is not its retry."""
+    lose_replies(monkeypatch, store, "_transition")
+    with pytest.raises(StoreUnavailable):
+        finalize(processing)
+    assert finalize(processing).status == "skipped"
+    assert sent(signal_log)["upload_completed"] == []
+
+
+def test_steps_without_a_run_id_are_runs_of_their_own(store, processing, signal_log, monkeypatch):
+    stale = store.get(processing)
+    lose_replies(monkeypatch, store, "_transition")
+    with pytest.raises(StoreUnavailable):
+        steps._finalize_under_lease(stale, store, get_storage())
+    assert steps._finalize_under_lease(stale, store, get_storage()).status == "skipped"
+    assert sent(signal_log)["upload_completed"] == []
+
+
+def test_a_failed_verification_says_why_and_who(store, processing, signal_log):
+    store.redis.hset(store.record_key(processing), "checksum", "0" * 32)  # not the bytes' md5
+    outcome = finalize(processing, run_id="task-1")
+    assert outcome.status == FAILED and outcome.reason.startswith("The md5 of the received bytes")
+    failed = store.get(processing)
+    assert (failed.reason, failed.signal_run, failed.signal_state) == (
+        outcome.reason,
+        "task-1",
+        SENT,
+    )
+    assert named(signal_log, "upload_failed") == [
+        {"upload_id": processing, "reason": outcome.reason}
+    ]

@@ -17,7 +17,7 @@ import re
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.files.storage import Storage
@@ -55,11 +55,10 @@ def finalize(
     store: UploadStore,
     chunks: ChunkStorage,
     final: Storage,
-    run_id: str = "",
+    run_id: str,
 ) -> Outcome:
     """Finalize the upload as run ``run_id`` (the Celery task id: the same for every
     retry of one task), or send the signals this run owes for finishing it."""
-    run_id = run_id or new_run_id()
     upload = store.get(upload_id)
     if upload is None:
         return Outcome("skipped", "missing")
@@ -127,7 +126,7 @@ class _Lease:
 
 def _send_owed(store: UploadStore, upload_id: str, run_id: str) -> Outcome:
     """Send the signals run ``run_id`` owes for finishing the upload, if it still does."""
-    upload = store.get(upload_id)  # again, under the lease: a twin run may have sent them
+    upload = store.get(upload_id)  # read again: a twin run may have sent them meanwhile
     if upload is None or not owed_to(upload, run_id):
         return Outcome("skipped", upload.status if upload else "missing")
     send_finished(upload, store)
@@ -164,15 +163,19 @@ def _finalize_under_lease(
     except NotImplementedError:
         url = ""
     fields = {"final_name": name, "final_url": url, "completed": store.now(), "hash_state": b""}
-    return _finish(upload, store, run_id, COMPLETE, fields)
+    return _finish(upload.upload_id, store, run_id, COMPLETE, fields)
 
 
 def _finish(
-    upload: Upload, store: UploadStore, run_id: str, status: str, fields: dict[str, Any]
+    upload_id: str, store: UploadStore, run_id: str, status: str, fields: dict[str, Any]
 ) -> Outcome:
-    """processing -> ``status`` with ``fields``, once; the run that wins sends the signals."""
-    won = store.transition(
-        upload.upload_id,
+    """processing -> ``status`` with ``fields``, once; the run that wins sends the signals.
+
+    Read back, whoever won: a client that retried a command whose reply it lost runs
+    the script twice, and the second run answers with the status the first one set.
+    """
+    store.transition(
+        upload_id,
         PROCESSING,
         status,
         keep_ms=store.completed_retention_ms,
@@ -180,15 +183,7 @@ def _finish(
         signal_state=PENDING,
         **fields,
     )
-    if won != "ok":
-        # Lost, or won by this very run: a client that retries a command whose
-        # reply was lost (the script ran) gets the status back.
-        return _send_owed(store, upload.upload_id, run_id)
-    if status == FAILED:
-        logger.warning("chunky_redis: upload %s failed: %s", upload.upload_id, fields["reason"])
-    finished = replace(upload, status=status, signal_run=run_id, signal_state=PENDING, **fields)
-    send_finished(finished, store)
-    return Outcome(status, finished.reason)
+    return _send_owed(store, upload_id, run_id)
 
 
 def _verify(upload: Upload, chunks: ChunkStorage) -> str:
@@ -234,7 +229,7 @@ def _fail(upload: Upload, store: UploadStore, reason: str, run_id: str) -> Outco
     """processing -> failed, once. The bytes stay in the upload directory until the
     record's retention ends, so that ``manage.py chunky_retry`` can try again."""
     fields = {"reason": reason, "completed": store.now()}
-    return _finish(upload, store, run_id, FAILED, fields)
+    return _finish(upload.upload_id, store, run_id, FAILED, fields)
 
 
 # An absolute path in an error message: the server's layout is nobody else's business.

@@ -68,6 +68,7 @@ def send_finished(upload: Upload, store: UploadStore) -> None:
             signals.chunky_upload_complete, upload_id=upload.upload_id, completed_on=completed_on
         )
     else:
+        logger.warning("chunky_redis: upload %s failed: %s", upload.upload_id, upload.reason)
         signals.send(signals.upload_failed, upload_id=upload.upload_id, reason=upload.reason)
     try:
         store.signals_sent(upload.upload_id, upload.status, upload.signal_run)

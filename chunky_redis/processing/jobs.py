@@ -34,7 +34,7 @@ def finalize(
         store=store or runtime.get_store(),
         chunks=chunks or runtime.get_storage(),
         final=get_final_storage(),
-        run_id=run_id,
+        run_id=run_id or new_run_id(),
     )
 
 

@@ -234,3 +234,44 @@ def test_a_refused_termination_releases_the_lock(chunky, store, service):
     with pytest.raises(exc.AlreadyComplete):
         service.terminate(owner="u1", upload_id=upload.upload_id)
     assert not store.is_locked(upload.upload_id)
+
+
+def body(service, upload_id: str, data: bytes, byte_range: ByteRange | None):
+    session = service.start_chunk(
+        owner="u1",
+        upload_id=upload_id,
+        byte_range=byte_range,
+        length=None if byte_range is None else len(data),  # None: a multipart body's
+        max_bytes=None,
+    )
+    try:
+        session.write(data)
+        return session.finish()
+    except BaseException:
+        session.abort()
+        raise
+
+
+def test_a_body_without_a_range_is_the_whole_file_from_its_start(chunky, store, service):
+    """No Content-Range on an existing upload: the body is bytes 0 to size - 1, exactly."""
+    for data, received in ((b"0123456789!", None), (b"012345678", 9)):
+        upload = service.create(owner="u1", length=10, max_bytes=None)
+        with pytest.raises(exc.LengthMismatch) as refused:
+            body(service, upload.upload_id, data, None)
+        assert (refused.value.announced, refused.value.received) == (10, received)
+        assert store.get(upload.upload_id).offset == 0
+    upload = service.create(owner="u1", length=10, max_bytes=None)
+    assert body(service, upload.upload_id, b"0123456789", None).offset == 10
+    assert not store.is_locked(upload.upload_id)
+
+
+def test_a_body_without_a_range_after_some_bytes_is_refused(chunky, store, service):
+    upload = service.create(owner="u1", length=10, max_bytes=None)
+    append(service, upload.upload_id, b"01234", 0, 10)
+    with pytest.raises(exc.OffsetMismatch) as refused:
+        body(service, upload.upload_id, b"56789", None)
+    assert (refused.value.expected, refused.value.provided) == (5, 0)
+    with pytest.raises(exc.TotalChanged) as changed:
+        body(service, upload.upload_id, b"56789", ByteRange(5, 9, 11))
+    assert (changed.value.declared, changed.value.total) == (11, 10)
+    assert not store.is_locked(upload.upload_id)

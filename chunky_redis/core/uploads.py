@@ -191,8 +191,13 @@ class UploadService(Lifecycle):
                 raise exc.OffsetMismatch(upload.offset, byte_range_start)
             if byte_range is None:
                 byte_range = ByteRange(0, upload.size - 1, upload.size)
+            # (with a byte range the range is the limit: max_bytes never counts here)
             return ChunkSession(
-                self.context, upload, token=token, byte_range=byte_range, max_bytes=max_bytes
+                self.context,
+                upload,
+                token=token,
+                byte_range=byte_range,
+                max_bytes=max_bytes,  # pragma: no mutate
             )
         except BaseException:
             self.store.release(upload_id, token)

@@ -24,8 +24,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]' --group dev
 	touch $(STAMP)
 
-node_modules/.installed: package.json package-lock.json
+# npm run build-demo bundles the Uppy demo page (ES modules) with esbuild into node_modules/.chunky-demo/.
+node_modules/.installed: package.json package-lock.json deploy/chunky_site/uppy/uppy_demo.js
 	npm ci --no-audit --no-fund --loglevel=error
+	npm run --silent build-demo
 	touch $@
 
 install: $(STAMP)

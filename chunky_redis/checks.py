@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
+from django.urls import URLResolver, get_resolver
 
-from .conf import as_timedelta, conf
+from .conf import as_timedelta, conf, multiproc_dir
 from .core.checksums import ALGORITHMS, incremental_available
 from .core.redis_clients import parse
-from .extras import EXTRAS, install_command, missing_message
+from .extras import EXTRAS, install_command, installed, missing_message
 from .runtime import missing_redis_package, using_embedded_redis
 
 _DURATIONS = (
@@ -28,6 +30,28 @@ _DURATIONS = (
     "REDIS_CONNECT_TIMEOUT",
     "WAIT_TIMEOUT",
 )
+
+
+# Named, not imported: the checks sit below the dialects and never import them.
+CHUNKED_UPLOAD_COMPLETE_VIEW = "chunky_redis.protocols.chunked_upload.ChunkedUploadCompleteView"
+
+
+def _mounted(view: str) -> bool:
+    """Whether the project's URLs route to ``view`` (a dotted class name) or a subclass of it."""
+    try:
+        patterns = list(get_resolver().url_patterns)
+    except Exception:  # a broken URLconf is Django's own check's to report
+        return False
+    while patterns:
+        pattern = patterns.pop()
+        if isinstance(pattern, URLResolver):
+            patterns.extend(pattern.url_patterns)
+            continue
+        view_class = getattr(getattr(pattern, "callback", None), "view_class", None)
+        names = (f"{k.__module__}.{k.__qualname__}" for k in getattr(view_class, "__mro__", ()))
+        if view in names:
+            return True
+    return False
 
 
 def _raw(name: str) -> Any:
@@ -50,7 +74,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="chunky_redis.E001",
             )
         )
-    elif not incremental_available(algorithm):
+    elif algorithm != "md5" and _mounted(CHUNKED_UPLOAD_COMPLETE_VIEW):
+        errors.append(
+            Error(
+                f"CHUNKY_REDIS_CHECKSUM_ALGORITHM is {algorithm!r}, but the django-chunked-upload "
+                "dialect is mounted: its pages complete with an md5, so every completion fails.",
+                hint="Leave CHUNKY_REDIS_CHECKSUM_ALGORITHM at 'md5', or unmount "
+                "chunky_redis.chunked_upload_urls.",
+                id="chunky_redis.E050",
+            )
+        )
+    if algorithm in ALGORITHMS and not incremental_available(algorithm):
         errors.append(
             Warning(
                 f"libcrypto's low-level {algorithm} functions are not available, so the checksum "
@@ -100,6 +134,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
     errors += _check_final_storage()
     errors += _check_redis()
+    errors += _check_metrics()
     errors += _positive_ints(("BLOCK_SIZE", "MAX_JSON_BODY"), "a positive integer", "E007")
     template = conf.FINAL_NAME_TEMPLATE
     try:
@@ -224,6 +259,47 @@ def _check_redis() -> list[CheckMessage]:
                 "CHUNKY_REDIS_WAIT_REPLICAS is set, but the embedded fakeredis has no replicas.",
                 hint="Set CHUNKY_REDIS_REDIS_URL or CHUNKY_REDIS_REDIS_ALIAS, or leave it at 0.",
                 id="chunky_redis.E022",
+            )
+        )
+    return errors
+
+
+def _check_metrics() -> list[CheckMessage]:
+    """The metrics settings (ids 070 and up)."""
+    errors: list[CheckMessage] = []
+    if conf.METRICS and not installed("prometheus_client"):
+        errors.append(
+            Error(
+                missing_message("prometheus_client", "CHUNKY_REDIS_METRICS"),
+                hint="Install the extra, or turn CHUNKY_REDIS_METRICS off.",
+                id="chunky_redis.E070",
+            )
+        )
+    port = _raw("METRICS_WORKER_PORT")
+    if port is not None and not (_positive_int(port) and port <= 65535):
+        errors.append(
+            Error(
+                f"CHUNKY_REDIS_METRICS_WORKER_PORT must be None or a port (1-65535), not {port!r}.",
+                id="chunky_redis.E071",
+            )
+        )
+    token = _raw("METRICS_TOKEN")
+    if token is not None and not (isinstance(token, str) and token.strip()):
+        errors.append(
+            Error(
+                f"CHUNKY_REDIS_METRICS_TOKEN must be None or a non-empty string, not {token!r}.",
+                id="chunky_redis.E072",
+            )
+        )
+    directory = multiproc_dir()
+    if conf.METRICS and directory and not os.access(directory, os.W_OK | os.X_OK):
+        errors.append(
+            Error(
+                f"PROMETHEUS_MULTIPROC_DIR is {directory!r}, which is not a writable directory.",
+                hint="Every process of the server writes its metrics there: create it first "
+                "(deploy/gunicorn.conf.py does for gunicorn), or unset it for a server that "
+                "does not fork.",
+                id="chunky_redis.E073",
             )
         )
     return errors

@@ -26,6 +26,12 @@ def as_timedelta(value: Any) -> timedelta:
     raise TypeError(f"Expected a timedelta or a number of seconds, got {value!r}.")
 
 
+def multiproc_dir() -> str | None:
+    """prometheus_client's multiprocess directory, when set (its own variable, not a setting):
+    every process of a server that forks writes its metrics there."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
 def milliseconds(value: timedelta) -> int:
     return int(value.total_seconds() * 1000)
 
@@ -289,6 +295,35 @@ class Settings:
     def TASK_QUEUE(self) -> str | None:
         """Queue for ``finalize_upload``; ``None`` is Celery's default queue."""
         return self._get("TASK_QUEUE", None)
+
+    # -- metrics -------------------------------------------------------------
+    @property
+    def METRICS(self) -> bool:
+        """Count uploads, chunks, finalizations and errors for Prometheus.
+
+        Needs the ``metrics`` extra (``chunky_redis.E070`` says when it is missing). Mount
+        ``chunky_redis.urls_metrics`` to serve them; a server that forks (gunicorn, Celery's
+        prefork pool) also needs ``PROMETHEUS_MULTIPROC_DIR`` (docs/howto/metrics.md). Off, no
+        metric is counted and ``prometheus_client`` is never imported."""
+        return bool(self._get("METRICS", False))
+
+    @property
+    def METRICS_TOKEN(self) -> str | None:
+        """When set, the metrics view answers only requests with
+        ``Authorization: Bearer <token>`` (others get 404).
+
+        Set it wherever the view is reachable from outside; a non-empty string
+        (``chunky_redis.E072``)."""
+        return self._get("METRICS_TOKEN", None)
+
+    @property
+    def METRICS_WORKER_PORT(self) -> int | None:
+        """The port on which each Celery worker serves its metrics over HTTP
+        (``http://HOST:PORT/metrics``, all its pool processes together); ``None`` is none.
+
+        Served on every address of the worker's host, without authentication: keep the port
+        inside the cluster. An integer from 1 to 65535 (``chunky_redis.E071``)."""
+        return self._get("METRICS_WORKER_PORT", None)
 
 
 conf = Settings()

@@ -26,6 +26,7 @@ from .core.storage import ChunkStorage
 from .core.store import Upload, UploadStore
 from .core.uploads import Policy, UploadService
 from .extras import installed, missing_message
+from .observe import upload_observer
 
 CompletionHandler = Callable[[Upload], None]
 
@@ -146,6 +147,7 @@ def get_service(on_complete: CompletionHandler | None = None) -> UploadService:
         ),
         on_complete=on_complete or _hand_off,
         quotas=QuotaTracker(store.redis, prefix=conf.KEY_PREFIX, clock=store.clock),
+        observer=upload_observer(),
     )
 
 

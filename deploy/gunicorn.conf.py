@@ -1,8 +1,10 @@
 """gunicorn settings for the bundled service. Every value can be overridden from the environment."""
 
+import glob
 import multiprocessing
 import os
 import resource
+import tempfile
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 # Uploads are slow clients by nature. With gevent each connection is a greenlet, so a client that
@@ -45,3 +47,30 @@ def _raise_open_file_limit(connections: int) -> None:
 
 
 _raise_open_file_limit(worker_connections)
+
+
+# Prometheus metrics (CHUNKY_METRICS=1, docs/howto/metrics.md). Every worker process counts its
+# own; in multiprocess mode each writes its samples into PROMETHEUS_MULTIPROC_DIR, and /metrics,
+# whichever worker answers it, reads them all. Set here, in the master, before any worker forks
+# (prometheus_client picks its mode when it is imported); a directory of its own when none is given.
+_metrics_on = os.environ.get("CHUNKY_METRICS", "").strip().lower() in ("1", "true", "yes", "on")
+if _metrics_on and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="chunky-metrics-")
+
+
+def on_starting(server):
+    """Start without the samples of a previous run, which would be counted again (only
+    prometheus_client's *.db files go: the directory may be one you chose)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if _metrics_on and directory:
+        os.makedirs(directory, exist_ok=True)
+        for stale in glob.glob(os.path.join(directory, "*.db")):
+            os.remove(stale)
+
+
+def child_exit(server, worker):
+    """A worker exited: drop its live gauges (its counters stay counted, as Prometheus expects)."""
+    if _metrics_on and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -44,6 +44,10 @@ PREFIX = "CHUNKY_REDIS_"
 # them and the page shows what they say.
 CHECK_EXAMPLES: dict[str, dict[str, Any]] = {
     "chunky_redis.E001": {"settings": {"CHECKSUM_ALGORITHM": "crc32"}},
+    "chunky_redis.E050": {
+        "settings": {"CHECKSUM_ALGORITHM": "sha256"},
+        "when": "with `chunky_redis.chunked_upload_urls` mounted",
+    },
     "chunky_redis.W001": {
         "patch": {"chunky_redis.checks.incremental_available": lambda algorithm: False},
         "when": "libcrypto without the low-level digest functions",
@@ -70,6 +74,18 @@ CHECK_EXAMPLES: dict[str, dict[str, Any]] = {
     "chunky_redis.E020": {"settings": {"REDIS_URL": "redis+cluster://node1:6379/1"}},
     "chunky_redis.E021": {"settings": {"KEY_PREFIX": "{chunky}"}},
     "chunky_redis.E022": {"settings": {"WAIT_REPLICAS": -1}},
+    "chunky_redis.E070": {
+        "settings": {"METRICS": True},
+        "patch": {"chunky_redis.checks.installed": lambda module: module != "prometheus_client"},
+        "when": "prometheus_client not installed",
+    },
+    "chunky_redis.E071": {"settings": {"METRICS_WORKER_PORT": 70000}},
+    "chunky_redis.E072": {"settings": {"METRICS_TOKEN": ""}},
+    "chunky_redis.E073": {
+        "settings": {"METRICS": True},
+        "patch": {"chunky_redis.checks.multiproc_dir": lambda: "/nonexistent/prometheus"},
+        "when": "PROMETHEUS_MULTIPROC_DIR names no directory",
+    },
 }
 
 # Django's own settings an example needs set to itself (not CHUNKY_REDIS_-prefixed).

@@ -23,6 +23,9 @@ _DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 if _DEPLOY.is_dir() and str(_DEPLOY) not in sys.path:
     sys.path.insert(0, str(_DEPLOY))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chunky_site.settings")
+# Prometheus multiprocess mode (docs/howto/metrics.md): the pool processes write their samples here.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 app = Celery("chunky_site")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -18,7 +18,15 @@ import pytest
 import redis
 import requests
 
-from tests.support.processes import REAL_REDIS_URL, REPO, SiteProcess, WorkerProcess, live_env
+from tests.support.processes import (
+    REAL_REDIS_URL,
+    REPO,
+    SiteProcess,
+    WorkerProcess,
+    live_env,
+    read_signals,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.live, pytest.mark.browser]
 
@@ -230,3 +238,160 @@ def test_several_files_conflict_expired_and_too_large(live, page, tmp_path):
     assert len(answered["photos.zip"]) == 1
     assert page.locator("#overall-text").inner_text() == "2 complete · 2 failed"
     screenshot(page, "browser-several-files.png")
+
+
+# -- a page written for django-chunked-upload, against the chunked/ dialect ------------------
+
+CHUNKED_UPLOAD_URL = re.compile(r"/chunked/upload/$")
+
+
+def test_a_django_chunked_upload_page_resumes_after_a_lost_answer_and_a_reload(
+    live, page, tmp_path
+):
+    """The page posts upload_id in its formData and completes with spark-md5's checksum, as
+    django-chunked-upload's demo does; it resumes from the offset the protocol gives it."""
+    site, env = live
+    name = "holiday video.mp4"
+    local = tmp_path / name
+    size = 5 * CHUNK + 4_321  # six chunks of 256 KiB
+    md5 = make_file(local, size)
+    stored_before_the_cut = 4
+
+    # Three chunks go through; the fourth reaches the server, which stores it, but its
+    # answer is lost; then the network is down.
+    posts = {"count": 0}
+
+    def network(route, request):
+        posts["count"] += 1
+        if posts["count"] < stored_before_the_cut:
+            return route.continue_()
+        if posts["count"] == stored_before_the_cut:
+            route.fetch()  # the server gets the chunk and answers; the page never sees it
+        return route.abort("connectionreset")
+
+    page.route(CHUNKED_UPLOAD_URL, network)
+    page.goto(f"{site.url}/demo/chunked-upload/?chunk=256k")
+    assert page.locator("#chunked-demo").get_attribute("data-chunk-size") == str(CHUNK)
+    page.set_input_files("#chunked_upload", str(local))
+
+    transfer = page.locator("#transfer")
+    page.locator('#transfer[data-state="interrupted"]').wait_for(timeout=20_000)
+    assert f"Interrupted at byte {3 * CHUNK} of {size}" in transfer.inner_text()
+    assert page.locator("#resume").is_visible()
+    upload_id = transfer.get_attribute("data-upload-id")
+    assert upload_id and re.fullmatch(r"[0-9a-f]{32}", upload_id)
+    server = requests.get(f"{site.url}/upload/{upload_id}/", timeout=10).json()
+    assert (server["status"], server["offset"]) == ("uploading", stored_before_the_cut * CHUNK)
+
+    # Reload and choose the file again: the page sends from the offset it remembered (one
+    # chunk short), the server refuses it with its own offset, the page goes on from there.
+    page.unroute(CHUNKED_UPLOAD_URL)
+    page.reload()
+    sent: list[str | None] = []
+    page.on(
+        "request",
+        lambda r: (
+            r.method == "POST"
+            and r.url.endswith("/chunked/upload/")
+            and sent.append(r.headers.get("content-range"))
+        ),
+    )
+    answers: list[int] = []
+    page.on(
+        "response",
+        lambda r: (
+            r.request.method == "POST"
+            and r.url.endswith("/chunked/upload/")
+            and answers.append(r.status)
+        ),
+    )
+    page.set_input_files("#chunked_upload", str(local))
+    done = page.locator('#transfer[data-state="complete"]')
+    done.wait_for(timeout=60_000)
+
+    starts = [int(re.match(r"bytes (\d+)-", header).group(1)) for header in sent]
+    assert starts == [3 * CHUNK, 4 * CHUNK, 5 * CHUNK]
+    text = done.inner_text()
+    # The two accepted chunks' answers, shown as the page got them: the same upload.
+    assert text.count(f'"upload_id":"{upload_id}"') == 3  # two chunks and the completion
+    assert f"You successfully uploaded '{name}' ({size} bytes)!" in text
+    assert answers == [400, 200, 200]  # the stale chunk refused with the server's offset
+    assert done.get_attribute("data-md5") == md5
+
+    status, final_md5 = stored_md5(env, site, upload_id)
+    assert final_md5 == md5
+    assert (status["size"], status["filename"]) == (size, name)
+    signals = [s for s in read_signals(env) if s.get("upload_id") == upload_id]
+    assert [s["signal"] for s in signals].count("upload_completed") == 1
+    assert page.evaluate("localStorage.getItem('chunked-upload-demo.v1')") == "{}"
+    screenshot(page, "browser-chunked-upload-page.png")
+
+
+# -- Uppy (@uppy/core, @uppy/dashboard, @uppy/tus) against the tus endpoint -------------------
+
+TUS_URL = re.compile(r"/files/")
+
+
+def test_the_uppy_page_resumes_over_tus_after_a_lost_answer(live, page, tmp_path):
+    site, env = live
+    name = "scan.tiff"
+    local = tmp_path / name
+    size = 5 * CHUNK + 999  # six PATCH requests of 256 KiB
+    md5 = make_file(local, size)
+    stored_before_the_cut = 4
+
+    # Three PATCHes go through; the fourth reaches the server but its answer is lost; then
+    # the network is down until the test restores it (tus-js-client's retries fail too).
+    patches = {"count": 0}
+
+    def network(route, request):
+        if request.method != "PATCH":
+            return route.continue_()
+        patches["count"] += 1
+        if patches["count"] < stored_before_the_cut:
+            return route.continue_()
+        if patches["count"] == stored_before_the_cut:
+            route.fetch()
+        return route.abort("connectionreset")
+
+    page.route(TUS_URL, network)
+    page.goto(f"{site.url}/demo/uppy/?chunk=256k")
+    assert page.locator("#uppy-demo").get_attribute("data-chunk-size") == str(CHUNK)
+    page.locator(".uppy-Dashboard-input").first.set_input_files(str(local))
+
+    state = page.locator("#uppy-state")
+    page.locator('#uppy-state[data-state="interrupted"]').wait_for(timeout=30_000)
+    assert "Interrupted" in state.inner_text()
+
+    # Retry: tus asks the server for its offset (HEAD) and sends only what is missing.
+    page.unroute(TUS_URL)
+    sent: list[tuple[str, str | None]] = []
+    page.on(
+        "request",
+        lambda r: (
+            TUS_URL.search(r.url)
+            and r.method in ("HEAD", "PATCH")
+            and sent.append((r.method, r.headers.get("upload-offset")))
+        ),
+    )
+    page.locator("button.uppy-StatusBar-actionBtn--retry").click()
+    page.locator('#uppy-state[data-state="complete"]').wait_for(timeout=60_000)
+
+    offsets = [int(offset) for method, offset in sent if method == "PATCH"]
+    assert sent[0] == ("HEAD", None)
+    assert offsets == [stored_before_the_cut * CHUNK, 5 * CHUNK]
+    upload_url = page.locator("#uppy-demo").get_attribute("data-upload-url")
+    upload_id = re.search(r"/files/([0-9a-f]{32})$", upload_url).group(1)
+    assert f"Complete: {name} ({size} bytes)" in state.inner_text()
+
+    def finished():
+        reply = requests.get(f"{site.url}/upload/{upload_id}/", timeout=10).json()
+        return reply["status"] == "complete"
+
+    wait_for(finished, timeout=30, message="the worker to finalize the tus upload")
+    status, final_md5 = stored_md5(env, site, upload_id)
+    assert final_md5 == md5
+    assert (status["size"], status["filename"]) == (size, name)
+    signals = [s for s in read_signals(env) if s.get("upload_id") == upload_id]
+    assert [s["signal"] for s in signals].count("upload_completed") == 1
+    screenshot(page, "browser-uppy-page.png")

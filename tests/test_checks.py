@@ -21,6 +21,17 @@ def test_e001_unknown_algorithm(settings):
     assert "chunky_redis.E001" in ids()
 
 
+def test_e050_chunked_upload_mounted_with_another_digest(settings):
+    settings.DEBUG = True
+    settings.CHUNKY_REDIS_CHECKSUM_ALGORITHM = "sha256"
+    assert ids() == ["chunky_redis.E050"]  # tests/urls.py mounts it at chunked/
+    settings.ROOT_URLCONF = "chunky_redis.urls"  # the chunky dialect alone: sha256 is fine
+    assert ids() == []
+    settings.ROOT_URLCONF = "tests.urls"
+    settings.CHUNKY_REDIS_CHECKSUM_ALGORITHM = "md5"
+    assert ids() == []
+
+
 def test_w001_no_incremental_checksum(settings, monkeypatch):
     monkeypatch.setattr(checks, "incremental_available", lambda algorithm: False)
     assert "chunky_redis.W001" in ids()
@@ -124,3 +135,38 @@ def test_e006_names_the_s3_extra_when_its_packages_are_missing(settings, monkeyp
     settings.CHUNKY_REDIS_FINAL_STORAGE = "storages.backends.s3.S3Storage"
     [error] = [m for m in checks.check_settings() if m.id == "chunky_redis.E006"]
     assert "install the extra chunky_redis[s3]" in error.hint
+
+
+def test_e070_metrics_without_prometheus_client(settings, monkeypatch):
+    settings.CHUNKY_REDIS_METRICS = True
+    assert "chunky_redis.E070" not in ids()
+    monkeypatch.setattr(
+        "chunky_redis.checks.installed", lambda module: module != "prometheus_client"
+    )
+    assert "chunky_redis.E070" in ids()
+    settings.CHUNKY_REDIS_METRICS = False  # off, the extra is not needed
+    assert "chunky_redis.E070" not in ids()
+
+
+@pytest.mark.parametrize("port", [0, 65536, "9808", True, -1])
+def test_e071_worker_metrics_port(settings, port):
+    settings.CHUNKY_REDIS_METRICS_WORKER_PORT = port
+    assert "chunky_redis.E071" in ids()
+    settings.CHUNKY_REDIS_METRICS_WORKER_PORT = 9808
+    assert "chunky_redis.E071" not in ids()
+
+
+@pytest.mark.parametrize("token", ["", "   ", 123])
+def test_e072_metrics_token(settings, token):
+    settings.CHUNKY_REDIS_METRICS_TOKEN = token
+    assert "chunky_redis.E072" in ids()
+    settings.CHUNKY_REDIS_METRICS_TOKEN = "s3cret"
+    assert "chunky_redis.E072" not in ids()
+
+
+def test_e073_multiprocess_directory_must_be_writable(settings, monkeypatch, tmp_path):
+    settings.CHUNKY_REDIS_METRICS = True
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
+    assert "chunky_redis.E073" in ids()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    assert "chunky_redis.E073" not in ids()

@@ -37,6 +37,9 @@ DEFAULTS = {
     "ALLOW_ANONYMOUS": False,
     "VERIFY_STORED_BYTES": False,
     "TASK_QUEUE": None,
+    "METRICS": False,
+    "METRICS_TOKEN": None,
+    "METRICS_WORKER_PORT": None,
 }
 
 

@@ -536,6 +536,24 @@ def test_an_empty_file_can_be_uploaded(target, kind):
     assert final_bytes(target, final) == b""
 
 
+EDGE_CHUNK = 64 << 10
+
+
+@pytest.mark.parametrize(
+    "size", [1, EDGE_CHUNK, EDGE_CHUNK + 1], ids=["one-byte", "one-chunk", "one-chunk-and-a-byte"]
+)
+def test_body_size_edges(target, size):
+    """With Content-Range, as the client sends them (the empty file is the test above)."""
+    data = data_of(size)
+    upload_id = upload(target, data, EDGE_CHUNK)
+    assert target.status(upload_id)["offset"] == size
+    assert complete(target, upload_id, data).status == 200
+    final = target.wait_done(upload_id)
+    assert (final["status"], final["size"]) == ("complete", size)
+    assert final_bytes(target, final) == data
+    assert len(target.completed_signals(upload_id)) == 1
+
+
 def test_a_refused_chunk_leaves_the_connection_usable(target):
     """The refusal arrives before the body is read; the server reads the rest, so
     the client gets the answer and its keep-alive connection goes on working."""

@@ -179,3 +179,49 @@ def test_the_media_view_names_non_ascii_files(site):
     assert response["Content-Type"] == "application/octet-stream"
     assert "filename*=utf-8''r%C3%A9sum%C3%A9.svg" in response["Content-Disposition"]
     response.close()
+
+
+@pytest.fixture
+def cors_site(site, settings):
+    """The bundled site's CORS configuration, with any origin allowed."""
+    from chunky_site import settings as site_settings
+
+    settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, "corsheaders"]
+    settings.MIDDLEWARE = ["corsheaders.middleware.CorsMiddleware", *settings.MIDDLEWARE]
+    settings.CORS_ALLOW_ALL_ORIGINS = True
+    for name in ("CORS_ALLOW_HEADERS", "CORS_EXPOSE_HEADERS", "CORS_ALLOW_METHODS"):
+        setattr(settings, name, getattr(site_settings, name))
+    assert "corsheaders.middleware.CorsMiddleware" == site_settings.MIDDLEWARE[0]
+    return site
+
+
+def test_tus_from_a_page_on_another_origin(cors_site):
+    origin = {"HTTP_ORIGIN": "https://app.example"}
+    client = Client()
+    preflight = client.options(
+        "/files/",
+        HTTP_ACCESS_CONTROL_REQUEST_METHOD="PATCH",
+        HTTP_ACCESS_CONTROL_REQUEST_HEADERS=(
+            "tus-resumable,upload-offset,upload-length,upload-metadata,upload-checksum,"
+            "upload-defer-length,x-http-method-override,content-type"
+        ),
+        **origin,
+    )
+    assert preflight.status_code == 200
+    assert "PATCH" in preflight["Access-Control-Allow-Methods"]
+    allowed = preflight["Access-Control-Allow-Headers"].lower()
+    for header in ("tus-resumable", "upload-offset", "upload-checksum", "x-http-method-override"):
+        assert header in allowed
+    created = client.post(
+        "/files/",
+        b"",
+        content_type="",
+        HTTP_TUS_RESUMABLE="1.0.0",
+        HTTP_UPLOAD_LENGTH="3",
+        **origin,
+    )
+    assert created.status_code == 201
+    assert created["Access-Control-Allow-Origin"] == "*"
+    exposed = created["Access-Control-Expose-Headers"].lower()
+    for header in ("location", "upload-offset", "upload-length", "tus-resumable", "upload-expires"):
+        assert header in exposed

@@ -235,3 +235,38 @@ def test_presence_on_a_cluster_asks_upload_by_upload(store, monkeypatch):
         complete.upload_id: COMPLETE,
         gone: "missing",
     }
+
+
+def test_commit_advances_the_extra_digest_states_in_the_same_step(store):
+    upload = make(store, digest_states={"sha256": b"s0", "sha1": b""})
+    assert store.get(upload.upload_id).digest_states == {"sha256": b"s0", "sha1": b""}
+    store.acquire(upload.upload_id, "7", "tok")
+    states = {"sha256": b"s1", "sha1": b"t1"}
+    assert (
+        store.commit(
+            upload,
+            "tok",
+            new_offset=20,
+            hash_state=b"h",
+            expires=upload.expires,
+            digest_states=states,
+        )
+        == "ok"
+    )
+    assert store.get(upload.upload_id).digest_states == states
+    # from a stale offset nothing moves, the extra states neither
+    store.acquire(upload.upload_id, "7", "tok2")
+    stale = {"sha256": b"s2", "sha1": b"t2"}
+    assert (
+        store.commit(
+            upload,
+            "tok2",
+            new_offset=30,
+            hash_state=b"h2",
+            expires=upload.expires,
+            digest_states=stale,
+        )
+        == "conflict"
+    )
+    again = store.get(upload.upload_id)
+    assert (again.offset, again.hash_state, again.digest_states) == (20, b"h", states)

@@ -16,8 +16,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
+
+from .errors import UnsupportedDigest
 
 ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
 
@@ -133,6 +136,21 @@ class ResumableHash:
         out = ctypes.create_string_buffer(self._f.spec.digest_size)
         self._f.final(out, ctx)
         return out.raw.hex()
+
+
+@dataclass(frozen=True)
+class ChunkDigest:
+    """The digest a request announces for its own body (one chunk): checked while it streams."""
+
+    algorithm: str  # one of ALGORITHMS
+    expected: bytes  # the raw digest, not hex
+
+
+def check_algorithms(chunk_digest: ChunkDigest | None, digests: Sequence[str]) -> None:
+    """Refuse (UnsupportedDigest) an algorithm the core does not compute."""
+    for algorithm in [*digests, *([chunk_digest.algorithm] if chunk_digest else [])]:
+        if algorithm not in ALGORITHMS:
+            raise UnsupportedDigest(algorithm, ALGORITHMS)
 
 
 def file_hexdigest(path: str, algorithm: str, size: int | None = None, block: int = 1 << 20) -> str:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from . import errors as exc
 from .checksums import ResumableHash
+from .observer import NO_OBSERVER, UploadObserver
 from .quotas import Quota, QuotaTracker
 from .storage import ChunkStorage
 from .store import FAILED, PROCESSING, UPLOADING, Upload, UploadStore
@@ -34,13 +36,15 @@ class Policy:
 @dataclass
 class UploadContext:
     """``on_complete`` receives each upload once it is verified and marked processing;
-    the Django layer injects the Celery hand-off, a plain Python host its own."""
+    the Django layer injects the Celery hand-off, a plain Python host its own.
+    ``observer`` is told of every recorded chunk (metrics); the default does nothing."""
 
     store: UploadStore
     storage: ChunkStorage
     policy: Policy
     on_complete: Callable[[Upload], None]
     quotas: QuotaTracker | None = None
+    observer: UploadObserver = NO_OBSERVER
 
     def lock(self, owner: str, upload_id: str) -> tuple[str, Upload]:
         """Take the upload's lock (owner and expiry checked in the same step)."""
@@ -90,6 +94,17 @@ class UploadContext:
             self.store.transition(upload.upload_id, PROCESSING, UPLOADING)
             upload.status = UPLOADING
             raise exc.QueueUnavailable() from e
+
+    def observe_chunk(self, upload: Upload, received: int, began: float, created: bool) -> None:
+        """Tell the observer of a recorded chunk (``began``: ``time.monotonic()`` at its start).
+
+        The chunk is recorded already: an observer that fails is logged, never raised."""
+        if self.observer is NO_OBSERVER:
+            return
+        try:
+            self.observer.chunk_recorded(upload, received, time.monotonic() - began, created)
+        except Exception:
+            logger.exception("chunky_redis: the upload observer failed")
 
     def verify(self, upload: Upload, checksum: str) -> None:
         if not upload.hash_state:

@@ -211,3 +211,52 @@ class StorageError(ChunkyError):
 class QueueUnavailable(ChunkyError):
     default_detail = "Post-processing could not be queued; send the completion again."
     default_code = "queue_unavailable"
+
+
+class ChunkChecksumMismatch(ChunkyError):
+    """The digest a request announced for its own body does not match the bytes that arrived.
+
+    The chunk is not recorded: the offset and the digest states stay where they were,
+    and the next chunk at that offset overwrites what was written.
+    """
+
+    default_code = "chunk_checksum_mismatch"
+
+    def __init__(self, algorithm: str, expected: bytes, computed: bytes):
+        self.algorithm, self.expected, self.computed = algorithm, expected, computed
+        super().__init__(
+            f"The {algorithm} of this request's body is {computed.hex()}, "
+            f"not {expected.hex()} as announced; the chunk was discarded.",
+            algorithm=algorithm,
+            expected=expected.hex(),
+            computed=computed.hex(),
+        )
+
+
+class ConcatenationFinal(AlreadyComplete):
+    """A concatenation receives no bytes of its own: they come from its parts."""
+
+    default_detail = "This upload is a concatenation: it receives no bytes of its own."
+    default_code = "concatenation_final"
+
+
+class BadConcatenation(ChunkyError):
+    """A concatenation that cannot be made (no part)."""
+
+    default_detail = "These uploads cannot be concatenated."
+    default_code = "bad_concatenation"
+
+
+class UnsupportedDigest(ChunkyError):
+    """A digest algorithm the server does not compute."""
+
+    default_code = "unsupported_digest"
+
+    def __init__(self, algorithm: str, supported: tuple[str, ...]):
+        self.algorithm, self.supported = algorithm, supported
+        super().__init__(
+            f"The digest algorithm {algorithm!r} is not supported; use one of "
+            f"{', '.join(supported)}.",
+            algorithm=algorithm,
+            supported=list(supported),
+        )

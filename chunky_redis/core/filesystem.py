@@ -183,6 +183,27 @@ class FileSystemChunkStorage(ChunkStorage):
     def truncate(self, upload_id: str, size: int) -> None:
         os.truncate(self.path(upload_id), size)
 
+    def concatenate(
+        self, upload_id: str, part_ids: list[str], on_block: Callable[[bytes], None]
+    ) -> int:
+        written = 0
+        try:
+            with open(self.path(upload_id), "wb") as out:
+                for part_id in part_ids:
+                    with open(self.path(part_id), "rb") as part:
+                        while block := part.read(1 << 20):
+                            out.write(block)
+                            on_block(block)
+                            written += len(block)
+                out.flush()
+                if self.fsync:
+                    os.fsync(out.fileno())
+        except FileNotFoundError as e:
+            raise ChunkFileMissing() from e
+        except OSError as e:
+            raise StorageError(f"Cannot concatenate the parts: {e.strerror}.") from e
+        return written
+
     def iter_ids(self, older_than_s: float | None = None) -> Iterator[str]:
         """Upload ids that have a chunk file; with ``older_than_s``, only files untouched that long."""
         cutoff = None if older_than_s is None else time.time() - older_than_s

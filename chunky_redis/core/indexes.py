@@ -70,6 +70,19 @@ class SweepIndexes:
             ).decode()
             return result
 
+    def count_in_flight(self) -> int:
+        """Uploads in progress: uploading, and not expired (what the metrics call in flight).
+
+        Read from the expiry index, which holds every uploading upload until it is
+        marked processing, terminated or swept; one round trip (per shard on a cluster)."""
+        with _wrap_errors():
+            return self.expiries.count_from(self.now())
+
+    def count_processing(self) -> int:
+        """Uploads handed to post-processing that no worker has finished yet."""
+        with _wrap_errors():
+            return self.processing.size()
+
     def forget_expiry(self, upload_id: str) -> None:
         with _wrap_errors():
             self.expiries.remove(upload_id)

@@ -7,10 +7,11 @@ context and the way to open a new upload.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import errors as exc
+from .checksums import check_algorithms
 from .context import UploadContext, require_uploading
 from .quotas import Quota
 from .session import ChunkSession
@@ -30,12 +31,15 @@ class Lifecycle:
         quota: Quota | None = None,
         filename: str = "",
         extra: dict[str, Any] | None = None,
+        digests: Sequence[str] = (),
     ) -> Upload:
         """A new upload with no byte yet: its (empty) file and its record.
 
         ``length`` None defers the length: ``declare_length()`` fixes it later,
-        once, and the upload cannot complete before.
+        once, and the upload cannot complete before. ``digests``: whole-file
+        digests to compute while streaming beside the policy's algorithm.
         """
+        check_algorithms(None, digests)
         if length is not None:
             if length < 0:
                 raise exc.BadContentRange("A length cannot be negative.")
@@ -48,6 +52,7 @@ class Lifecycle:
             max_bytes,  # pragma: no mutate (no byte is written here: no limit is reached)
             size=size,
             quota=quota,
+            digests=digests,
         )
         session.allow_empty = True
         try:

@@ -25,7 +25,8 @@ return {'ok', now, fields}
 """
 
 # Offset and checksum state advance together, only while we still hold the lock,
-# and only from the offset this request started at.
+# and only from the offset this request started at. ARGV[8...] are more field/value
+# pairs set in the same step: the states of the extra whole-file digests.
 COMMIT = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'lost' end
 redis.call('DEL', KEYS[2])
@@ -35,6 +36,7 @@ if redis.call('HGET', KEYS[1], 'status') ~= 'uploading' or
   return 'expired'
 end
 redis.call('HSET', KEYS[1], 'offset', ARGV[3], 'hash_state', ARGV[4], 'expires', ARGV[5])
+if #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
 redis.call('PEXPIREAT', KEYS[1], ARGV[6])
 return 'ok'
 """

@@ -12,6 +12,7 @@ from typing import Any
 import redis as redis_lib
 from redis.exceptions import ClusterError, RedisClusterException
 
+from .checksums import ResumableHash
 from .errors import StoreUnavailable
 
 UPLOADING = "uploading"
@@ -21,6 +22,9 @@ FAILED = "failed"
 EXPIRED = "expired"
 # The size of an upload whose length is not declared yet (it is set once, never changed).
 UNKNOWN_LENGTH = -1
+DIGEST_FIELD_PREFIX = "hash_state:"
+# The key of ``extra`` that lists, in order, the uploads a concatenated upload is made of.
+CONCAT_PARTS = "concat_parts"
 
 
 @dataclass
@@ -46,12 +50,34 @@ class Upload:
     signal_run: str = ""
     signal_state: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # Whole-file digests kept beside ``algorithm``'s (a dialect asked for them at creation):
+    # algorithm -> resumable state, each stored as the record's field "hash_state:<algorithm>".
+    digest_states: dict[str, bytes] = field(default_factory=dict)
 
     _INT_FIELDS = ("size", "offset", "created", "expires", "completed", "queued")
 
     @property
     def length_known(self) -> bool:
         return self.size != UNKNOWN_LENGTH
+
+    def hexdigest(self, algorithm: str) -> str | None:
+        """The digest of the bytes received so far, from the streaming state (no file read).
+
+        ``algorithm`` is the upload's own or one of the extra digests asked for at
+        creation; None when no state is kept for it (libcrypto missing, or not asked).
+        """
+        state = (
+            self.hash_state if algorithm == self.algorithm else self.digest_states.get(algorithm)
+        )
+        if not state:
+            return None
+        return ResumableHash(algorithm, state).hexdigest()
+
+    @property
+    def digests(self) -> tuple[str, ...]:
+        """Every whole-file digest asked for: the upload's own first, then the extra ones, sorted."""
+        extra = tuple(sorted(a for a in self.digest_states if a != self.algorithm))
+        return (self.algorithm, *extra)
 
     @classmethod
     def from_redis(cls, upload_id: str, raw: dict[bytes, bytes] | list[bytes]) -> Upload:
@@ -62,6 +88,9 @@ class Upload:
             name = key.decode()
             if name == "hash_state":
                 values[name] = value
+            elif name.startswith(DIGEST_FIELD_PREFIX):
+                states = values.setdefault("digest_states", {})
+                states[name[len(DIGEST_FIELD_PREFIX) :]] = value
             elif name in cls._INT_FIELDS:
                 values[name] = int(value or 0)
             elif name == "extra":
@@ -75,9 +104,17 @@ class Upload:
         for name in self.__dataclass_fields__:
             if name == "upload_id":
                 continue
+            if name == "digest_states":
+                out.update(digest_fields(self.digest_states))
+                continue
             value = getattr(self, name)
             out[name] = json.dumps(value) if name == "extra" else value
         return out
+
+
+def digest_fields(states: dict[str, bytes]) -> dict[str, bytes]:
+    """The record's fields that hold the extra digests' states."""
+    return {DIGEST_FIELD_PREFIX + algorithm: state for algorithm, state in states.items()}
 
 
 @contextmanager

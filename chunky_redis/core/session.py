@@ -6,11 +6,14 @@ the service that opened it.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import errors as exc
-from .checksums import ResumableHash, incremental_available
+from .checksums import ChunkDigest, ResumableHash, incremental_available
 from .context import UploadContext
 from .http import ByteRange
 from .quotas import Quota
@@ -29,8 +32,14 @@ class ChunkSession:
         byte_range: ByteRange | None,
         max_bytes: int | None,
         is_new: bool = False,
+        chunk_digest: ChunkDigest | None = None,
     ):
-        """``token`` holds the upload's lock or, for a new upload, its creation marker."""
+        """``token`` holds the upload's lock or, for a new upload, its creation marker.
+
+        ``chunk_digest``: the digest the request announced for its body; ``finish()``
+        raises ChunkChecksumMismatch (and records nothing) when the bytes differ.
+        The extra whole-file digests are those named in ``upload.digest_states``.
+        """
         self.context = context
         self.max_bytes = max_bytes
         self.upload = upload
@@ -45,18 +54,52 @@ class ChunkSession:
             )
         else:
             self.hasher = None
+        self.digest_hashers = _extra_hashers(upload)
+        self.chunk_digest = chunk_digest
+        self.chunk_hasher = hashlib.new(chunk_digest.algorithm) if chunk_digest else None
         limit = byte_range.length if byte_range else max_bytes
         self._lock_checked = time.monotonic()
+        self.began = self._lock_checked  # for the observer; start_chunk() sets an earlier one
         self.writer = context.storage.writer(
             upload.upload_id,
             create=is_new,  # appending never creates: a missing file is an error, not a hole
             start=upload.offset,
             limit=limit,
-            on_block=self.hasher.update if self.hasher else _ignore,
+            on_block=self._on_block(),
             heartbeat=self._heartbeat,
             overflow=self._overflow,
         )
         self._open = True
+
+    def _on_block(self) -> Callable[[bytes], None]:
+        """What sees every block: the whole-file digests and the chunk's own."""
+        updates: list[Callable[[bytes], None]] = [
+            h.update for h in (self.hasher, *self.digest_hashers.values()) if h
+        ]
+        if self.chunk_hasher is not None:
+            updates.append(self.chunk_hasher.update)
+        if not updates:
+            return _ignore
+        if len(updates) == 1:
+            return updates[0]
+
+        def update_all(block: bytes) -> None:
+            for update in updates:
+                update(block)
+
+        return update_all
+
+    def _check_chunk_digest(self) -> None:
+        if self.chunk_digest is None or self.chunk_hasher is None:
+            return
+        computed = self.chunk_hasher.digest()
+        if not hmac.compare_digest(computed, self.chunk_digest.expected):
+            raise exc.ChunkChecksumMismatch(
+                self.chunk_digest.algorithm, self.chunk_digest.expected, computed
+            )
+
+    def _digest_states(self) -> dict[str, bytes]:
+        return {algorithm: h.serialize() for algorithm, h in self.digest_hashers.items()}
 
     @property
     def upload_id(self) -> str:
@@ -104,6 +147,7 @@ class ChunkSession:
                 received,
                 f"Content-Range announces {self.byte_range.length} bytes but {received} arrived.",
             )
+        self._check_chunk_digest()
         return received
 
     def finish(self, *, filename: str = "", extra: dict[str, Any] | None = None) -> Upload:
@@ -113,9 +157,11 @@ class ChunkSession:
             upload = self._fill_new(received, filename, extra)
             self.context.admit(upload, self.quota)  # again: a multipart body's size is known now
             self._create(upload)
+            self.context.observe_chunk(upload, received, self.began, created=True)
             return upload
         upload = self.upload
         hash_state = self.hasher.serialize() if self.hasher else b""
+        digest_states = self._digest_states()
         new_offset = upload.offset + received
         policy = self.context.policy
         expires = (
@@ -125,7 +171,12 @@ class ChunkSession:
         )
         assert self.token is not None
         result = self.context.store.commit(
-            upload, self.token, new_offset=new_offset, hash_state=hash_state, expires=expires
+            upload,
+            self.token,
+            new_offset=new_offset,
+            hash_state=hash_state,
+            expires=expires,
+            digest_states=digest_states,
         )
         self.token = None  # the commit released the lock, whatever its answer
         if result == "lost":
@@ -139,6 +190,8 @@ class ChunkSession:
         if expires != upload.expires:
             self.context.touch_quota(upload, expires)
         upload.offset, upload.hash_state, upload.expires = new_offset, hash_state, expires
+        upload.digest_states.update(digest_states)
+        self.context.observe_chunk(upload, received, self.began, created=False)
         return upload
 
     def finish_and_complete(
@@ -154,6 +207,7 @@ class ChunkSession:
         upload.status, upload.checksum = PROCESSING, checksum
         upload.queued = self.context.store.now()
         self._create(upload)
+        self.context.observe_chunk(upload, received, self.began, created=True)
         self.context.release_quota(upload)
         self.context.hand_off(upload)
         return upload
@@ -183,6 +237,7 @@ class ChunkSession:
         upload.size = upload.size or received
         upload.filename, upload.extra = filename, extra or {}
         upload.hash_state = self.hasher.serialize() if self.hasher else b""
+        upload.digest_states.update(self._digest_states())
         return upload
 
     def abort(self) -> None:
@@ -204,6 +259,21 @@ class ChunkSession:
 
 def _ignore(_: bytes) -> None:
     pass
+
+
+def _extra_hashers(upload: Upload) -> dict[str, ResumableHash]:
+    """The extra whole-file digests that can go on: a state kept, or nothing received yet.
+
+    One whose state was lost (its record says b"" past byte 0) stays lost: it is
+    never continued from the middle of the file.
+    """
+    hashers: dict[str, ResumableHash] = {}
+    for algorithm, state in upload.digest_states.items():
+        if algorithm == upload.algorithm:
+            continue
+        if state or (upload.offset == 0 and incremental_available(algorithm)):
+            hashers[algorithm] = ResumableHash(algorithm, state or None)
+    return hashers
 
 
 def clean_checksum(checksum: str, algorithm: str) -> str:

@@ -51,6 +51,13 @@ class ShardedIndex:
         found = sorted((s, m) for bucket in pipe.execute() for m, s in bucket)
         return [m.decode() for _, m in found[:limit]]
 
+    def count_from(self, score: int) -> int:
+        """How many members score ``score`` or more, over every bucket in one pipeline."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in self.keys:
+            pipe.zcount(key, score, "+inf")
+        return sum(pipe.execute())
+
     def size(self) -> int:
         pipe = self.redis.pipeline(transaction=False)
         for key in self.keys:

@@ -68,6 +68,13 @@ class ChunkStorage(ABC):
     def digest(self, upload_id: str, algorithm: str, length: int) -> str:
         """The hex digest of the first ``length`` stored bytes, read as a stream."""
 
+    def concatenate(
+        self, upload_id: str, part_ids: list[str], on_block: Callable[[bytes], None]
+    ) -> int:
+        """Write the parts' bytes, in order, as ``upload_id``'s (replacing any), feeding each
+        block to ``on_block``; returns the bytes written. ChunkFileMissing when a part is gone."""
+        raise NotImplementedError(f"{type(self).__name__} cannot concatenate uploads")
+
     @abstractmethod
     def truncate(self, upload_id: str, size: int) -> None:
         """Drop what lies past ``size`` (bytes a dead request wrote past the offset)."""

@@ -19,12 +19,14 @@ from .errors import StoreUnavailable
 from .indexes import SweepIndexes
 from .records import (
     COMPLETE,
+    CONCAT_PARTS,
     EXPIRED,
     FAILED,
     PROCESSING,
     UNKNOWN_LENGTH,
     UPLOADING,
     Upload,
+    digest_fields,
     now_ms,
 )
 from .records import wrap_errors as _wrap_errors
@@ -32,6 +34,7 @@ from .redis_clients import AnyRedis, call_and_wait
 
 __all__ = [
     "COMPLETE",
+    "CONCAT_PARTS",
     "EXPIRED",
     "FAILED",
     "PROCESSING",
@@ -178,15 +181,26 @@ class UploadStore(SweepIndexes):
         return result
 
     def commit(
-        self, upload: Upload, token: str, *, new_offset: int, hash_state: bytes, expires: int
+        self,
+        upload: Upload,
+        token: str,
+        *,
+        new_offset: int,
+        hash_state: bytes,
+        expires: int,
+        digest_states: dict[str, bytes] | None = None,
     ) -> str:
-        """Advance offset and checksum state; returns "ok", "lost", "conflict" or "expired".
+        """Advance offset and checksum states; returns "ok", "lost", "conflict" or "expired".
 
+        ``digest_states`` (the extra whole-file digests) advance in the same step.
         The lock is released in the same step, whatever the answer.
         """
         keys = [self.record_key(upload.upload_id), self.lock_key(upload.upload_id)]
         deadline = expires + self.expired_retention_ms
-        args = [token, upload.offset, new_offset, hash_state, expires, deadline, self.now()]
+        args: list[Any] = [token, upload.offset, new_offset, hash_state, expires, deadline]
+        args.append(self.now())
+        for field_name, state in digest_fields(digest_states or {}).items():
+            args += [field_name, state]
         with _wrap_errors():
             result: str = self._recorded(self._commit, keys, args).decode()
             if result == "ok" and expires != upload.expires:

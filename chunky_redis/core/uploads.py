@@ -4,28 +4,48 @@ A chunk goes through ``UploadService.start_chunk()`` -> ``ChunkSession.write()``
 (repeatedly) -> ``ChunkSession.finish()``. Every check that can fail on what
 the client declared runs before the first byte is written; the record only
 moves once the bytes are in storage.
+
+What the tus and IETF dialects use (stable API):
+
+- ``create(owner=, length=None|n, max_bytes=, filename=, extra=, digests=("sha256",))``
+  (lifecycle.py): an upload with no byte yet; ``digests`` are whole-file digests computed
+  while streaming beside ``Policy.algorithm``, each with its state in the Redis record.
+- ``start_append(owner=, upload_id=, offset=, length=, max_bytes=, length_unknown_ok=,
+  chunk_digest=ChunkDigest(algorithm, raw_bytes), keep_partial=)`` -> ChunkSession: ``write()`` the body,
+  ``finish()``; on an error ``abort()``. A body whose digest differs from ``chunk_digest``
+  raises ChunkChecksumMismatch in ``finish()`` and records nothing (the next append at that
+  offset overwrites its bytes); an algorithm outside md5/sha1/sha256/sha512 UnsupportedDigest.
+- ``declare_length()``, ``terminate()`` (lifecycle.py); ``status()`` for HEAD.
+- ``complete(owner=, upload_id=, checksum=None)``: completion without a client digest
+  (the server's own is recorded), through the same ``on_complete`` hand-off.
+- ``Upload.hexdigest(algorithm)`` / ``Upload.digests``: each digest from its state, no file read.
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from . import errors as exc
+from .appends import Appends
+from .checksums import ChunkDigest, check_algorithms
+from .concatenation import Concatenation
 from .context import Policy, UploadContext, raise_for, require_uploading
 from .http import ByteRange
 from .lifecycle import Lifecycle
+from .observer import NO_OBSERVER, UploadObserver
 from .quotas import Quota, QuotaTracker
 from .session import ChunkSession, clean_checksum
 from .storage import ChunkStorage
-from .store import PROCESSING, Upload, UploadStore
+from .store import CONCAT_PARTS, PROCESSING, Upload, UploadStore
 
 __all__ = ["ChunkSession", "Policy", "UploadService"]
 
 
-class UploadService(Lifecycle):
+class UploadService(Lifecycle, Appends, Concatenation):
     def __init__(
         self,
         *,
@@ -34,9 +54,15 @@ class UploadService(Lifecycle):
         policy: Policy,
         on_complete: Callable[[Upload], None],
         quotas: QuotaTracker | None = None,
+        observer: UploadObserver = NO_OBSERVER,
     ):
         self.context = UploadContext(
-            store=store, storage=storage, policy=policy, on_complete=on_complete, quotas=quotas
+            store=store,
+            storage=storage,
+            policy=policy,
+            on_complete=on_complete,
+            quotas=quotas,
+            observer=observer,
         )
 
     # The parts live in the context that chunk sessions share; setting one here
@@ -89,6 +115,8 @@ class UploadService(Lifecycle):
         max_bytes: int | None,
         empty_file_ok: bool = False,
         quota: Quota | None = None,
+        chunk_digest: ChunkDigest | None = None,
+        digests: Sequence[str] = (),
     ) -> ChunkSession:
         """Validate a chunk's headers and prepare to write it.
 
@@ -96,7 +124,12 @@ class UploadService(Lifecycle):
         Content-Length); for multipart it is None and checked after parsing.
         ``empty_file_ok``: a new upload without Content-Range may be an empty
         file (the request names a file but carries no byte).
+        ``chunk_digest``: the digest announced for this request's body (see
+        ChunkSession). ``digests``: for a new upload, the whole-file digests to
+        compute while streaming beside the policy's algorithm (``Upload.hexdigest()``).
         """
+        check_algorithms(chunk_digest, digests)
+        began = time.monotonic()  # the observer's chunk duration counts the lock in
         empty_file_ok = empty_file_ok and upload_id is None and byte_range is None
         if byte_range is None and length is not None:
             if length == 0 and not empty_file_ok:
@@ -114,10 +147,22 @@ class UploadService(Lifecycle):
                 )
         if upload_id is None:
             size = byte_range.total if byte_range else 0
-            session = self._start_new(owner, byte_range, max_bytes, size=size, quota=quota)
+            session = self._start_new(
+                owner,
+                byte_range,
+                max_bytes,
+                size=size,
+                quota=quota,
+                chunk_digest=chunk_digest,
+                digests=digests,
+            )
             session.allow_empty = empty_file_ok
-            return session
-        return self._start_existing(owner, upload_id, byte_range, max_bytes)
+        else:
+            session = self._start_existing(
+                owner, upload_id, byte_range, max_bytes, chunk_digest=chunk_digest
+            )
+        session.began = began
+        return session
 
     def _start_new(
         self,
@@ -127,8 +172,10 @@ class UploadService(Lifecycle):
         *,
         size: int,
         quota: Quota | None,
+        chunk_digest: ChunkDigest | None = None,
+        digests: Sequence[str] = (),
     ) -> ChunkSession:
-        session = self._open_new(owner, byte_range, max_bytes, size)
+        session = self._open_new(owner, byte_range, max_bytes, size, chunk_digest, digests)
         if quota is not None and not quota.unlimited and self.quotas is not None:
             try:
                 # With its size when known, else 0 for now.
@@ -140,7 +187,13 @@ class UploadService(Lifecycle):
         return session
 
     def _open_new(
-        self, owner: str, byte_range: ByteRange | None, max_bytes: int | None, size: int
+        self,
+        owner: str,
+        byte_range: ByteRange | None,
+        max_bytes: int | None,
+        size: int,
+        chunk_digest: ChunkDigest | None,
+        digests: Sequence[str],
     ) -> ChunkSession:
         if byte_range is not None and byte_range.start != 0:
             raise exc.OffsetMismatch(0, byte_range.start, "A new upload must start at byte 0.")
@@ -155,6 +208,7 @@ class UploadService(Lifecycle):
             created=now,
             expires=now + self.policy.expiration_ms,
             algorithm=self.policy.algorithm,
+            digest_states={a: b"" for a in digests if a != self.policy.algorithm},
         )
         try:
             return ChunkSession(
@@ -164,13 +218,20 @@ class UploadService(Lifecycle):
                 byte_range=byte_range,
                 max_bytes=max_bytes,
                 is_new=True,
+                chunk_digest=chunk_digest,
             )
         except BaseException:
             self.store.release(upload_id, token)
             raise
 
     def _start_existing(
-        self, owner: str, upload_id: str, byte_range: ByteRange | None, max_bytes: int | None
+        self,
+        owner: str,
+        upload_id: str,
+        byte_range: ByteRange | None,
+        max_bytes: int | None,
+        *,
+        chunk_digest: ChunkDigest | None = None,
     ) -> ChunkSession:
         token, upload = self._lock(owner, upload_id)
         try:
@@ -198,6 +259,7 @@ class UploadService(Lifecycle):
                 token=token,
                 byte_range=byte_range,
                 max_bytes=max_bytes,  # pragma: no mutate
+                chunk_digest=chunk_digest,
             )
         except BaseException:
             self.store.release(upload_id, token)
@@ -207,8 +269,13 @@ class UploadService(Lifecycle):
         return self.context.lock(owner, upload_id)
 
     # -- completion ----------------------------------------------------------
-    def complete(self, *, owner: str, upload_id: str, checksum: str) -> Upload:
+    def complete(self, *, owner: str, upload_id: str, checksum: str | None) -> Upload:
         """Check the client's digest against ours and hand the upload to post-processing.
+
+        ``checksum`` None: the dialect has no whole-file digest from the client (tus:
+        the upload completes when its offset reaches its length); the server's own
+        digest is recorded as the checksum, from the streaming state, or read from
+        the stored bytes where no state is kept.
 
         Completing twice never runs the completion twice: the status moves
         uploading -> processing under the lock, exactly once. A retried
@@ -226,8 +293,13 @@ class UploadService(Lifecycle):
             require_uploading(upload)
             if upload.offset < upload.size or not upload.length_known:
                 raise exc.UploadIncomplete(upload.offset, upload.size)
-            checksum = clean_checksum(checksum, upload.algorithm)
-            self.context.verify(upload, checksum)
+            if checksum is None and upload.extra.get(CONCAT_PARTS):
+                checksum = ""  # a concatenation: the worker computes it from the parts
+            else:
+                if checksum is None:
+                    checksum = self._own_digest(upload)
+                checksum = clean_checksum(checksum, upload.algorithm)
+                self.context.verify(upload, checksum)
             result = self.store.mark_processing(upload, token, checksum)
         except BaseException:
             self.store.release(upload_id, token)
@@ -241,8 +313,16 @@ class UploadService(Lifecycle):
         self.context.hand_off(upload)
         return upload
 
-    def _complete_again(self, upload: Upload, checksum: str) -> Upload:
-        checksum = clean_checksum(checksum, upload.algorithm)
+    def _own_digest(self, upload: Upload) -> str:
+        digest = upload.hexdigest(upload.algorithm)
+        if digest is None:
+            digest = self.storage.digest(upload.upload_id, upload.algorithm, upload.size)
+        return digest
+
+    def _complete_again(self, upload: Upload, checksum: str | None) -> Upload:
+        checksum = clean_checksum(
+            upload.checksum if checksum is None else checksum, upload.algorithm
+        )
         if not hmac.compare_digest(checksum, upload.checksum):
             raise exc.AlreadyComplete(status=upload.status)
         if self.store.requeue(upload.upload_id, self.policy.requeue_after_ms) != "ok":

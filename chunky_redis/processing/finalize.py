@@ -17,7 +17,7 @@ import re
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.files.storage import Storage
@@ -26,6 +26,7 @@ from ..conf import conf, milliseconds
 from ..core.checksums import ResumableHash
 from ..core.storage import ChunkStorage
 from ..core.store import COMPLETE, FAILED, PROCESSING, Upload, UploadStore
+from . import concat
 from .finished_signals import PENDING, new_run_id, owed_to, send_finished
 from .handoff import ChunkFile, final_name_for, get_final_storage, is_name_refused
 from .handoff import hand_off as _hand_off
@@ -47,6 +48,10 @@ class FinalizeBusy(Exception):
 class Outcome:
     status: str  # "complete", "failed", or "skipped" (nothing to do)
     reason: str = ""
+    # ms from the upload's queueing (its queued stamp) to this attempt's start, when the
+    # attempt took the lease and ran (the metrics' queue delay); None otherwise. A measurement,
+    # not part of what the outcome is.
+    waited_ms: int | None = field(default=None, compare=False)
 
 
 def finalize(
@@ -59,6 +64,7 @@ def finalize(
 ) -> Outcome:
     """Finalize the upload as run ``run_id`` (the Celery task id: the same for every
     retry of one task), or send the signals this run owes for finishing it."""
+    started = store.now()
     upload = store.get(upload_id)
     if upload is None:
         return Outcome("skipped", "missing")
@@ -72,9 +78,12 @@ def finalize(
     try:
         if upload.status != PROCESSING:
             return _send_owed(store, upload_id, run_id)
-        return _finalize_under_lease(upload, store, chunks, final, run_id)
+        outcome = _finalize_under_lease(upload, store, chunks, final, run_id)
     finally:
         lease.drop()
+    if outcome.status != "skipped" and upload.queued:  # (a record from before the stamp has none)
+        outcome.waited_ms = max(0, started - upload.queued)
+    return outcome
 
 
 class _Lease:
@@ -143,6 +152,9 @@ def _finalize_under_lease(
     run_id = run_id or new_run_id()
     if final is None:  # (the configured one, for callers that hold an upload already)
         final = get_final_storage()
+    reason = concat.assemble(upload, store, chunks, final)
+    if reason:
+        return _fail(upload, store, reason, run_id)
     if chunks.exists(upload.upload_id):
         reason = _verify(upload, chunks)
         if reason:
@@ -163,7 +175,10 @@ def _finalize_under_lease(
     except NotImplementedError:
         url = ""
     fields = {"final_name": name, "final_url": url, "completed": store.now(), "hash_state": b""}
-    return _finish(upload.upload_id, store, run_id, COMPLETE, fields)
+    outcome = _finish(upload.upload_id, store, run_id, COMPLETE, fields)
+    if outcome.status == COMPLETE:
+        concat.remove_parts(upload, store, chunks)
+    return outcome
 
 
 def _finish(

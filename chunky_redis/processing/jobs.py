@@ -13,7 +13,7 @@ from .. import runtime
 from ..core.storage import ChunkStorage
 from ..core.store import UploadStore
 from . import finalize as steps
-from . import sweeper
+from . import metering, sweeper
 from .finished_signals import new_run_id
 from .handoff import get_final_storage
 
@@ -27,14 +27,17 @@ def finalize(
 ) -> steps.Outcome:
     """Verify, move to the final storage, mark complete and send the signals (idempotent).
 
-    ``run_id``: the Celery task id, which its retries share (a new one when empty).
+    ``run_id``: the Celery task id, which its retries share (a new one when empty). Each
+    attempt is timed for the metrics (metering.py; nothing when they are off).
     """
-    return steps.finalize(
-        upload_id,
-        store=store or runtime.get_store(),
-        chunks=chunks or runtime.get_storage(),
-        final=get_final_storage(),
-        run_id=run_id or new_run_id(),
+    return metering.timed_finalization(
+        lambda: steps.finalize(
+            upload_id,
+            store=store or runtime.get_store(),
+            chunks=chunks or runtime.get_storage(),
+            final=get_final_storage(),
+            run_id=run_id or new_run_id(),
+        )
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from celery import Task, shared_task
 
 from ..conf import conf
-from . import jobs
+from . import jobs, metering
 from .finalize import FinalizeBusy, public_reason
 from .finished_signals import new_run_id
 
@@ -87,4 +87,8 @@ def _finalize_inline(upload_id: str, run_id: str) -> str:
 @shared_task(name="chunky_redis.purge_expired_uploads")
 def purge_expired_uploads() -> str:
     """The expiry sweeper; the bundled beat schedule runs it every CHUNKY_REDIS_SWEEP_INTERVAL."""
-    return str(jobs.purge_expired_uploads(enqueue=enqueue_finalize))
+    try:
+        return str(jobs.purge_expired_uploads(enqueue=enqueue_finalize))
+    except Exception as e:
+        metering.count_error(e)  # a Redis or storage error, for the metrics when they are on
+        raise

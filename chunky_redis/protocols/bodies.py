@@ -238,3 +238,22 @@ def form_fields(request: HttpRequest) -> dict[str, str]:
             raise BadBody(f"The form body could not be parsed: {e}") from e
         return {key: cast(str, post.get(key)) for key in post}  # as in _stream_multipart
     return {}
+
+
+def stream_prefix(request: HttpRequest, session: ChunkSession, length: int, block_size: int) -> int:
+    """Write up to ``length`` bytes of a raw body into ``session``; returns how many came.
+
+    A body cut short (the client went away) stops the loop without an error: with
+    ``start_append(keep_partial=True)`` the session records the bytes that arrived.
+    """
+    remaining = length
+    while remaining > 0:
+        try:
+            data = request.read(min(block_size, remaining))
+        except (OSError, UnreadablePostError):
+            break
+        if not data:
+            break
+        session.write(data)
+        remaining -= len(data)
+    return length - remaining

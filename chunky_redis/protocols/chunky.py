@@ -9,7 +9,6 @@ GET  upload/<id>/   the upload's state, never cached
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from typing import Any
 
 from django.core.exceptions import SuspiciousOperation
@@ -24,34 +23,30 @@ from ..core.http import CONTENT_RANGE, is_upload_id, parse_content_range
 from ..core.session import ChunkSession
 from ..core.store import Upload
 from . import bodies
-from .base import aborting, drain, iso, json_error, json_response, logger, report_bug
+from .base import (
+    DJANGO_UPLOAD_STATUSES,
+    aborting,
+    completion_data,
+    detail_response,
+    drain,
+    iso,
+    json_response,
+    logger,
+    report_bug,
+    status_in,
+    upload_url,
+)
 from .errors import LengthRequired, MethodNotAllowed
 from .hooks import UploadHooks
 
-# How this dialect answers each of the core's errors; any other is a 400.
+# How this dialect answers each of the core's errors; any other is a 400. They are
+# django-chunked-upload's statuses, which django-chunky-upload kept.
 # (tus and the IETF draft answer an offset mismatch with 409, this dialect with 400.)
-STATUSES: dict[type[exc.ChunkyError], HTTPStatus] = {
-    exc.UploadNotFound: HTTPStatus.NOT_FOUND,
-    exc.UploadExpired: HTTPStatus.GONE,
-    exc.ChunkFileMissing: HTTPStatus.GONE,  # the bytes are gone: start a new upload
-    exc.UploadLocked: HTTPStatus.CONFLICT,
-    exc.TooManyUploads: HTTPStatus.TOO_MANY_REQUESTS,
-    exc.QuotaExceeded: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-    exc.StoreUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
-    exc.StorageError: HTTPStatus.SERVICE_UNAVAILABLE,
-    exc.QueueUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
-}
+STATUSES = DJANGO_UPLOAD_STATUSES
 
 
 def status_for(error: exc.ChunkyError) -> int:
-    for klass in type(error).__mro__:
-        # HTTP refusals, and a host app's own error classes, may carry their status.
-        own = vars(klass).get("status_code")
-        if isinstance(own, int):
-            return own
-        if klass in STATUSES:
-            return STATUSES[klass]
-    return HTTPStatus.BAD_REQUEST
+    return status_in(error, STATUSES)
 
 
 exc.install_legacy_status(status_for)
@@ -59,15 +54,7 @@ exc.install_legacy_status(status_for)
 
 def error_response(error: exc.ChunkyError) -> JsonResponse:
     """``{"detail", "code", ...facts}`` with this dialect's status and headers."""
-    status = status_for(error)
-    body: dict[str, Any] = {"detail": error.detail, "code": error.code}
-    if isinstance(error, exc.OffsetMismatch):
-        body["offset"] = error.expected  # django-chunked-upload's name for the server's offset
-    body.update(error.extra)
-    headers = dict(error.headers()) if hasattr(error, "headers") else {}
-    if status in (HTTPStatus.CONFLICT, HTTPStatus.SERVICE_UNAVAILABLE):
-        headers["Retry-After"] = "1"
-    return json_error(error, status=status, body=body, headers=headers)
+    return detail_response(error, status_for(error))
 
 
 @method_decorator(csrf_exempt, name="dispatch")  # enforced in enforce_csrf() for session users
@@ -81,13 +68,7 @@ class ChunkedUploadView(UploadHooks, View):
     # -- hooks (and those of UploadHooks) -----------------------------------------
     def get_response_data(self, upload: Upload, request: HttpRequest) -> dict[str, Any]:
         """The body of a successful completion."""
-        return {
-            "upload_id": upload.upload_id,
-            "filename": upload.filename,
-            "size": upload.size,
-            "status": upload.status,
-            "status_url": self.status_url(request, upload.upload_id),
-        }
+        return completion_data(upload, self.status_url(request, upload.upload_id))
 
     # -- plumbing --------------------------------------------------------------
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
@@ -136,10 +117,7 @@ class ChunkedUploadView(UploadHooks, View):
         return response
 
     def status_url(self, request: HttpRequest, upload_id: str) -> str:
-        path = request.path
-        if not path.rstrip("/").endswith(upload_id):
-            path = path.rstrip("/") + f"/{upload_id}/"
-        return request.build_absolute_uri(path)
+        return upload_url(request, upload_id)
 
     # -- handlers --------------------------------------------------------------
     def get(self, request: HttpRequest, upload_id: str | None = None) -> HttpResponse:

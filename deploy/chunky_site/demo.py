@@ -71,3 +71,31 @@ def index(request: HttpRequest) -> HttpResponse:
         "missing_vendor": [name for name in VENDOR_FILES if not finders.find(name)],
     }
     return render(request, "chunky_site/demo.html", context)
+
+
+def chunked_upload_page(request: HttpRequest) -> HttpResponse:
+    """A page written as django-chunked-upload's own demo is, against the chunked/ dialect."""
+    chunk_size = chunk_size_for(request)
+    context = {
+        "upload_url": reverse("chunked_upload:upload"),
+        "complete_url": reverse("chunked_upload:complete"),
+        "chunk_size": chunk_size,
+        "chunk_size_label": format_bytes(chunk_size),
+        "missing_vendor": [name for name in VENDOR_FILES if not finders.find(name)],
+    }
+    return render(request, "chunky_site/chunked_upload_demo.html", context)
+
+
+UPPY_BUNDLE = "vendor/uppy-demo/uppy-demo.js"
+
+
+def uppy_page(request: HttpRequest) -> HttpResponse:
+    """Uppy's Dashboard sending to the tus endpoint (files/), from the esbuild bundle."""
+    chunk_size = chunk_size_for(request)
+    context = {
+        "endpoint": reverse("chunky_redis_tus:tus"),
+        "chunk_size": chunk_size,
+        "chunk_size_label": format_bytes(chunk_size),
+        "missing_bundle": not finders.find(UPPY_BUNDLE),
+    }
+    return render(request, "chunky_site/uppy_demo.html", context)

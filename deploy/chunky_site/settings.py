@@ -7,9 +7,11 @@ fakeredis and eager Celery tasks. That is for trying it out on one process.
 import os
 from pathlib import Path
 
+from corsheaders.defaults import default_headers, default_methods
 from django.core.exceptions import ImproperlyConfigured
 
 from chunky_redis.core.redis_clients import celery_broker_for
+from chunky_redis.protocols import rufh_fields, tus_headers
 
 BASE_DIR = Path(__file__).resolve().parent
 REPO_DIR = BASE_DIR.parent.parent
@@ -44,12 +46,14 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.staticfiles",
+    "corsheaders",
     "chunky_redis",
     "chunky_site",
 ]
 
 # Kept short on purpose: every middleware runs once per chunk.
 MIDDLEWARE = [
+    "corsheaders.middleware.CorsMiddleware",  # first: it answers preflights itself
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files under gunicorn, DEBUG or not
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -91,6 +95,8 @@ STATICFILES_DIRS = [
     for package, folder in [("jquery", "dist"), ("blueimp-file-upload", "js"), ("spark-md5", "")]
     if (NODE_MODULES / package / folder).is_dir()
 ]
+if (NODE_MODULES / ".chunky-demo").is_dir():  # the Uppy page's bundle (npm run build-demo)
+    STATICFILES_DIRS.append(("vendor/uppy-demo", NODE_MODULES / ".chunky-demo"))
 STATIC_ROOT = os.environ.get("STATIC_ROOT") or None  # for `collectstatic` output, if wanted
 WHITENOISE_USE_FINDERS = True  # serve the app and npm folders as they are, no collectstatic
 MEDIA_ROOT = os.environ.get("MEDIA_ROOT", str(VAR_DIR / "media"))
@@ -146,6 +152,14 @@ if os.environ.get("CHUNKY_REDIS_TIMEOUT_SECONDS"):
     CHUNKY_REDIS_REDIS_SOCKET_TIMEOUT = float(os.environ["CHUNKY_REDIS_TIMEOUT_SECONDS"])
 if os.environ.get("CHUNKY_REDIS_CONNECT_TIMEOUT_SECONDS"):
     CHUNKY_REDIS_REDIS_CONNECT_TIMEOUT = float(os.environ["CHUNKY_REDIS_CONNECT_TIMEOUT_SECONDS"])
+# Prometheus metrics at /metrics (docs/howto/metrics.md): off by default. The sample nginx never
+# serves them; elsewhere set CHUNKY_METRICS_TOKEN, which Prometheus then sends as a bearer token.
+CHUNKY_REDIS_METRICS = env_bool("CHUNKY_METRICS", False)
+CHUNKY_REDIS_METRICS_TOKEN = os.environ.get("CHUNKY_METRICS_TOKEN") or None
+if CHUNKY_REDIS_METRICS_TOKEN and CHUNKY_REDIS_METRICS_TOKEN.startswith("change-me"):
+    raise ImproperlyConfigured("CHUNKY_METRICS_TOKEN is still the example value: set a random one.")
+if os.environ.get("CHUNKY_METRICS_WORKER_PORT"):  # each Celery worker's own metrics server
+    CHUNKY_REDIS_METRICS_WORKER_PORT = int(os.environ["CHUNKY_METRICS_WORKER_PORT"])
 
 # -- Celery (tasks/) ----------------------------------------------------------
 # The broker is the same Redis by default (a Sentinel URL becomes Celery's sentinel:// transport;
@@ -197,3 +211,16 @@ LOGGING = {
         for name in ("chunky_redis", "chunky_site")
     },
 }
+
+# CORS (django-cors-headers), for browser clients on another origin (tus-js-client, Uppy):
+# CORS_ALLOWED_ORIGINS lists the origins ("*" for any; none by default). The tus and IETF draft
+# requests' headers are allowed, and the headers of their answers exposed to the page's script.
+_cors_origins = env_list("CORS_ALLOWED_ORIGINS", "")
+CORS_ALLOW_ALL_ORIGINS = _cors_origins == ["*"]
+CORS_ALLOWED_ORIGINS = [] if CORS_ALLOW_ALL_ORIGINS else _cors_origins
+_cors_request = (*tus_headers.REQUEST_HEADERS, *rufh_fields.REQUEST_HEADERS)
+CORS_ALLOW_HEADERS = (*default_headers, *dict.fromkeys(h.lower() for h in _cors_request))
+CORS_EXPOSE_HEADERS = list(
+    dict.fromkeys((*tus_headers.EXPOSED_HEADERS, *rufh_fields.RESPONSE_HEADERS))
+)
+CORS_ALLOW_METHODS = (*default_methods, "HEAD")

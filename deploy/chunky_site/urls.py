@@ -13,7 +13,14 @@ handler500 = "chunky_site.views.server_error"
 
 urlpatterns = [
     path("", demo.index, name="demo"),
+    path("demo/chunked-upload/", demo.chunked_upload_page, name="demo-chunked-upload"),
+    path("demo/uppy/", demo.uppy_page, name="demo-uppy"),
     path("healthz", views.health, name="health"),
+    path("chunked/", include("chunky_redis.chunked_upload_urls")),
+    path("files/", include("chunky_redis.urls_tus")),  # tus 1.0
+    # /metrics: 404 unless CHUNKY_METRICS=1 (then behind CHUNKY_METRICS_TOKEN, if set).
+    path("", include("chunky_redis.urls_metrics")),
+    path("resumable/", include("chunky_redis.urls_rufh")),  # the IETF resumable-upload draft
     path("", include("chunky_redis.urls")),
 ]
 

@@ -27,10 +27,26 @@ LIVE_PREFIXES: list[
 ] = []  # key prefixes (upload records, Celery queues) handed out this session
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port; from CHUNKY_TEST_PORTS ("7600-7699") when set, so that runs sharing a
+    machine keep to their own ranges."""
+    first, _, last = os.environ.get("CHUNKY_TEST_PORTS", "").partition("-")
+    candidates = range(int(first), int(last) + 1) if first and last else [0]
+    for port in candidates:
+        if port in _HANDED_OUT:
+            continue  # free now, but maybe about to be bound by the process it was given to
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            if port:
+                _HANDED_OUT.add(port)
+            return s.getsockname()[1]
+    raise RuntimeError(f"no free port in CHUNKY_TEST_PORTS={os.environ['CHUNKY_TEST_PORTS']}")
 
 
 def live_env(

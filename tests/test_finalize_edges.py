@@ -285,3 +285,14 @@ def test_the_reasons_of_a_failed_verification(chunky, store):
     assert outcome.reason == (
         f"The md5 of the stored bytes ({md5(data)}) does not match the client's ({md5(b'other')})."
     )
+
+
+def test_a_concatenation_with_a_missing_part_fails_with_the_reason(chunky, store, signal_log):
+    from chunky_redis.core.store import CONCAT_PARTS
+
+    upload_id = processing_upload(store, chunky, b"", "", extra={CONCAT_PARTS: ["0" * 32]})
+    outcome = finalize(upload_id)
+    assert outcome == Outcome(
+        FAILED, "A part of this concatenation is missing (terminated or expired)."
+    )
+    assert store.get(upload_id).reason == outcome.reason

@@ -166,3 +166,14 @@ def test_a_wrong_checksum_names_the_algorithm(service):
     with pytest.raises(exc.ChecksumMismatch) as error:
         service.complete(owner="", upload_id=upload.upload_id, checksum="0" * 32)
     assert error.value.algorithm == "md5" and "md5" in error.value.detail
+
+
+def test_a_completion_returns_when_it_was_queued(service):
+    data = os.urandom(100)
+    session = whole(service, data)
+    session.write(data)
+    upload = session.finish()
+    done = service.complete(
+        owner="", upload_id=upload.upload_id, checksum=hashlib.md5(data).hexdigest()
+    )
+    assert done.queued == service.store.get(upload.upload_id).queued > 0

@@ -270,3 +270,16 @@ def test_commit_advances_the_extra_digest_states_in_the_same_step(store):
     )
     again = store.get(upload.upload_id)
     assert (again.offset, again.hash_state, again.digest_states) == (20, b"h", states)
+
+
+def test_a_transition_sets_the_extra_attributes_as_json(store):
+    upload = make(store, status=PROCESSING)
+    assert store.transition(upload.upload_id, PROCESSING, PROCESSING, extra={"album": 7}) == "ok"
+    assert store.get(upload.upload_id).extra == {"album": 7}
+
+
+def test_the_lease_time_left_is_zero_without_a_lease(store):
+    upload = make(store, status=PROCESSING)
+    assert store.lease_ttl_ms(upload.upload_id) == 0
+    store.take_lease(upload.upload_id, "worker", 60_000)
+    assert 59_000 < store.lease_ttl_ms(upload.upload_id) <= 60_000

@@ -283,3 +283,12 @@ def test_the_lease_time_left_is_zero_without_a_lease(store):
     assert store.lease_ttl_ms(upload.upload_id) == 0
     store.take_lease(upload.upload_id, "worker", 60_000)
     assert 59_000 < store.lease_ttl_ms(upload.upload_id) <= 60_000
+
+
+def test_a_refused_commit_leaves_the_expiry_index_alone(store):
+    upload = make(store)
+    before = store.expiries.score(upload.upload_id)
+    later = upload.expires + 60_000
+    answer = store.commit(upload, "not-the-lock", new_offset=20, hash_state=b"", expires=later)
+    assert answer == "lost"
+    assert store.expiries.score(upload.upload_id) == before

@@ -251,7 +251,11 @@ class UploadService(Lifecycle, Appends, Concatenation):
             if byte_range_start != upload.offset:
                 raise exc.OffsetMismatch(upload.offset, byte_range_start)
             if byte_range is None:
-                byte_range = ByteRange(0, upload.size - 1, upload.size)
+                byte_range = ByteRange(
+                    0,
+                    upload.size - 1,
+                    upload.size,  # pragma: no mutate (a session reads a range's start and length)
+                )
             # (with a byte range the range is the limit: max_bytes never counts here)
             return ChunkSession(
                 self.context,

@@ -177,3 +177,25 @@ def test_a_completion_returns_when_it_was_queued(service):
         owner="", upload_id=upload.upload_id, checksum=hashlib.md5(data).hexdigest()
     )
     assert done.queued == service.store.get(upload.upload_id).queued > 0
+
+
+def test_an_upload_tells_the_digests_of_its_bytes_so_far():
+    from chunky_redis.core.checksums import ResumableHash
+    from chunky_redis.core.store import Upload
+
+    data = os.urandom(100)
+    states = {}
+    for algorithm in ("md5", "sha1"):
+        hasher = ResumableHash(algorithm)
+        hasher.update(data)
+        states[algorithm] = hasher.serialize()
+    upload = Upload(
+        upload_id="x",
+        algorithm="md5",
+        hash_state=states["md5"],
+        digest_states={"sha1": states["sha1"]},
+    )
+    assert upload.hexdigest("md5") == hashlib.md5(data).hexdigest()
+    assert upload.hexdigest("sha1") == hashlib.sha1(data).hexdigest()
+    assert upload.hexdigest("sha256") is None
+    assert Upload(upload_id="y").hexdigest("md5") is None

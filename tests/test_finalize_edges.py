@@ -296,3 +296,45 @@ def test_a_concatenation_with_a_missing_part_fails_with_the_reason(chunky, store
         FAILED, "A part of this concatenation is missing (terminated or expired)."
     )
     assert store.get(upload_id).reason == outcome.reason
+
+
+def test_a_busy_finalization_looks_again_just_after_the_lease_would_lapse(chunky, store):
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    store.take_lease(upload_id, "another worker", 1_000_000)
+    with pytest.raises(FinalizeBusy) as busy:
+        finalize(upload_id)
+    assert 999.9 < busy.value.retry_in <= 1000.25
+    store.redis.pexpire(store.lease_key(upload_id), 100)
+    with pytest.raises(FinalizeBusy) as busy:
+        finalize(upload_id)
+    assert busy.value.retry_in == 0.5
+
+
+def test_the_final_storage_given_is_the_one_used(chunky, store, tmp_path):
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    elsewhere = FileSystemStorage(location=str(tmp_path / "elsewhere"))
+    outcome = finalize_module.finalize(
+        upload_id, store=store, chunks=get_storage(), final=elsewhere, run_id="t"
+    )
+    assert outcome.status == "complete"
+    assert elsewhere.exists(store.get(upload_id).final_name)
+
+
+def test_the_queue_delay_is_measured_only_for_a_finalization_that_ran(chunky, store, monkeypatch):
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    store.redis.hset(store.record_key(upload_id), "queued", store.now() + 60_000)  # clock skew
+    assert finalize(upload_id).waited_ms == 0
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    real = finalize_module._hand_off
+
+    def another_run_finishes_first(*args):
+        name = real(*args)
+        store.transition(upload_id, PROCESSING, "complete", signal_run="other")
+        return name
+
+    monkeypatch.setattr(finalize_module, "_hand_off", another_run_finishes_first)
+    outcome = finalize(upload_id)
+    assert (outcome.status, outcome.waited_ms) == ("skipped", None)

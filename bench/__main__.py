@@ -74,12 +74,15 @@ ALL_SERVERS = [
     "chunky-gthread-nginx",
     "chunky-asgi",
     "chunky-gthread-nofsync",
+    "chunky-gevent-deferred",
     "chunky-sync",
     "chunky-pyuwsgi",
     "chunky-granian",
     "django-chunked-upload",
     "tus",
 ]
+# The -deferred servers' CHUNKY_SYNC_EVERY (issue 11's deferred durability).
+DEFERRED_SYNC_EVERY = 16 << 20
 ALL_WORKLOADS = ["w1", "w1mp", "w2", "w3", "sweep", "w4", "w5", "slow"]
 
 
@@ -105,8 +108,14 @@ def build_servers(setup: Setup, names: list[str]):
             backend = setup.chunky(name[7:-6])
             servers.append(front(backend, setup.work, buffering=name != "chunky-gevent-nginx"))
         elif name.startswith("chunky-"):
-            variant = name[7:].removesuffix("-nofsync")
-            servers.append(setup.chunky(variant, fsync=not name.endswith("-nofsync")))
+            variant = name[7:].removesuffix("-nofsync").removesuffix("-deferred")
+            servers.append(
+                setup.chunky(
+                    variant,
+                    fsync=not name.endswith("-nofsync"),
+                    sync_every=DEFERRED_SYNC_EVERY if name.endswith("-deferred") else 0,
+                )
+            )
         elif name == "django-chunked-upload":
             servers.append(setup.dcu())
         elif name == "tus":
@@ -163,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         from .scaling import main as scaling
 
         return scaling(argv[1:])
+    if argv[:1] == ["breakdown"]:  # python -m bench breakdown: a chunk request's parts (issue 11)
+        from .breakdown import main as breakdown
+
+        return breakdown(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description=__doc__,

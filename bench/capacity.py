@@ -90,7 +90,7 @@ class Target:
     chunk_size: int
     file_size: int
     utilisation: float = 0.6  # of each core / Redis shard / worker: headroom for bursts
-    connections_per_process: int = 1000  # gunicorn's worker_connections (deploy/gunicorn.conf.py)
+    connections_per_process: int = 4000  # gunicorn's worker_connections (deploy/gunicorn.conf.py)
     verify_stored_bytes: bool = False
 
 
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "--file-size", type=parse_size, default=parse_size("1G"), help="mean file size"
     )
     parser.add_argument("--utilisation", type=float, default=0.6)
-    parser.add_argument("--connections-per-process", type=int, default=1000)
+    parser.add_argument("--connections-per-process", type=int, default=4000)
     parser.add_argument("--verify-stored-bytes", action="store_true")
     parser.add_argument("--scaling", type=Path, default=RESULTS / "scaling" / "scaling.json")
     parser.add_argument("--redis-cost", type=Path, default=RESULTS / "redis_cost.json")

@@ -23,10 +23,23 @@ DCU_VENV = BENCH / "venvs" / "dcu"
 TUS_DIR = BENCH / "anchors" / "tus"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port; from CHUNKY_TEST_PORTS ("7600-7699") when set, as the tests do."""
+    first, _, last = os.environ.get("CHUNKY_TEST_PORTS", "").partition("-")
+    for port in range(int(first), int(last) + 1) if first and last else [0]:
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            _HANDED_OUT.add(port)
+            return s.getsockname()[1]
+    raise RuntimeError("no free port in CHUNKY_TEST_PORTS")
 
 
 # -- installing the anchors ---------------------------------------------------------------------
@@ -260,7 +273,13 @@ class Setup:
         )
 
     def chunky(
-        self, variant: str, *, workers: int = 2, threads: int = 4, fsync: bool = True
+        self,
+        variant: str,
+        *,
+        workers: int = 2,
+        threads: int = 4,
+        fsync: bool = True,
+        sync_every: int = 0,
     ) -> Server:
         port = free_port()
         env = self.chunky_env(
@@ -270,6 +289,8 @@ class Setup:
             GUNICORN_THREADS=str(threads),
             CHUNKY_FSYNC="1" if fsync else "0",
         )
+        if sync_every:  # else as inherited: CHUNKY_SYNC_EVERY=N python -m bench breakdown
+            env["CHUNKY_SYNC_EVERY"] = str(sync_every)
         wsgi = "chunky_site.wsgi:application"
         if variant in ("gthread", "sync", "gevent", "asgi"):
             app = "bench.asgi_app" if variant == "asgi" else "chunky_site.wsgi"
@@ -324,6 +345,9 @@ class Setup:
         name = f"chunky-{variant}" + ("" if fsync else "-nofsync")
         if not fsync:
             label += ", CHUNKY_FSYNC=0"
+        if sync_every:
+            name += "-deferred"
+            label += f", CHUNKY_SYNC_EVERY={sync_every >> 20}M"
         return Server(
             name,
             label,

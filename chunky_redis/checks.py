@@ -10,7 +10,9 @@ from django.core.checks import CheckMessage, Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import URLResolver, get_resolver
 
+from .chunk_storages import CHUNK_STORAGES, S3, get_final_storage, is_s3
 from .conf import as_timedelta, conf, multiproc_dir
+from .core import s3parts
 from .core.checksums import ALGORITHMS, incremental_available
 from .core.redis_clients import parse
 from .extras import EXTRAS, install_command, installed, missing_message
@@ -93,7 +95,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="chunky_redis.W001",
             )
         )
-    if not conf.UPLOAD_DIR:
+    if not conf.UPLOAD_DIR and conf.CHUNK_STORAGE != S3:
         errors.append(
             Error(
                 "No upload directory: set CHUNKY_REDIS_UPLOAD_DIR (or MEDIA_ROOT).",
@@ -133,9 +135,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 )
             )
     errors += _check_final_storage()
+    errors += _check_chunk_storage()
     errors += _check_redis()
     errors += _check_metrics()
     errors += _positive_ints(("BLOCK_SIZE", "MAX_JSON_BODY"), "a positive integer", "E007")
+    sync_every = _raw("SYNC_EVERY")
+    if sync_every is not None and not (
+        sync_every == 0 and type(sync_every) is int or _positive_int(sync_every)
+    ):
+        errors.append(
+            Error(
+                f"CHUNKY_REDIS_SYNC_EVERY must be 0 (sync every chunk) or a positive number of "
+                f"bytes, not {sync_every!r}.",
+                id="chunky_redis.E080",
+            )
+        )
     template = conf.FINAL_NAME_TEMPLATE
     try:
         rendered = template.format(upload_id="0" * 32, filename="f")
@@ -215,6 +229,60 @@ def _check_final_storage() -> list[CheckMessage]:
             )
         ]
     return []
+
+
+def _check_chunk_storage() -> list[CheckMessage]:
+    """The chunk storage and its S3 part size (ids 060 and up)."""
+    kind = conf.CHUNK_STORAGE
+    if kind not in CHUNK_STORAGES:
+        return [
+            Error(
+                f"CHUNKY_REDIS_CHUNK_STORAGE must be one of {', '.join(map(repr, CHUNK_STORAGES))}, "
+                f"not {kind!r}.",
+                id="chunky_redis.E060",
+            )
+        ]
+    if kind != S3:
+        return []
+    errors: list[CheckMessage] = []
+    part = _raw("S3_PART_SIZE")
+    limit = conf.MAX_BYTES if _positive_int(conf.MAX_BYTES) else None
+    if part is not None and (
+        not _positive_int(part)
+        or not s3parts.MIN_PART_SIZE <= part <= s3parts.MAX_PART_SIZE
+        or (limit is not None and s3parts.max_upload_size(part) < limit)
+    ):
+        errors.append(
+            Error(
+                f"CHUNKY_REDIS_S3_PART_SIZE must be None or a number of bytes from 5 MiB to 5 GiB "
+                f"whose 10,000 times covers CHUNKY_REDIS_MAX_BYTES, not {part!r}.",
+                hint="Leave it None to have it chosen from CHUNKY_REDIS_MAX_BYTES.",
+                id="chunky_redis.E061",
+            )
+        )
+    for module in ("storages", "boto3"):
+        if not installed(module):
+            return errors + [
+                Error(
+                    missing_message(module, 'CHUNKY_REDIS_CHUNK_STORAGE = "s3"'),
+                    id="chunky_redis.E062",
+                )
+            ]
+    try:
+        final = get_final_storage()
+    except Exception:  # E006 reports why it cannot be loaded
+        return errors
+    if not is_s3(final):
+        errors.append(
+            Error(
+                'CHUNKY_REDIS_CHUNK_STORAGE is "s3", but CHUNKY_REDIS_FINAL_STORAGE is not an S3 storage '
+                f"({type(final).__module__}.{type(final).__name__}).",
+                hint="Name a storages.backends.s3.S3Storage: its multipart uploads are completed into "
+                "the final objects, in its bucket.",
+                id="chunky_redis.E062",
+            )
+        )
+    return errors
 
 
 def _check_redis() -> list[CheckMessage]:

@@ -130,11 +130,54 @@ class Settings:
         return ""
 
     @property
+    def CHUNK_STORAGE(self) -> str:
+        """Where the chunks of uploads in progress are written: ``"filesystem"`` or ``"s3"``.
+
+        ``"filesystem"``: a file per upload in ``CHUNKY_REDIS_UPLOAD_DIR``, which every web and
+        Celery worker must share. ``"s3"``: each upload is an S3 multipart upload in the bucket of
+        the final storage (``CHUNKY_REDIS_FINAL_STORAGE``, a django-storages ``S3Storage``, whose
+        bucket, location, endpoint and credentials it uses), completed at finalization into the
+        final object without a copy; the workers then share only Redis and the bucket. The object
+        is named by ``CHUNKY_REDIS_FINAL_NAME_TEMPLATE`` with ``{filename}`` as ``upload`` (the key
+        is fixed when the upload begins, before the client names the file). Another value is
+        ``chunky_redis.E060``; ``"s3"`` with a final storage that is not on S3 ``chunky_redis.E062``."""
+        return self._get("CHUNK_STORAGE", "filesystem")
+
+    @property
+    def S3_PART_SIZE(self) -> int | None:
+        """The part size of new uploads with ``CHUNKY_REDIS_CHUNK_STORAGE = "s3"``, in bytes;
+        ``None`` chooses it: 8 MiB, or more when ``CHUNKY_REDIS_MAX_BYTES`` would need more
+        than S3's 10,000 parts of 8 MiB (78 GiB).
+
+        Each chunk in flight holds up to one part in memory. S3 needs at least 5 MiB, at most
+        5 GiB, and ``10,000 x`` this at least ``CHUNKY_REDIS_MAX_BYTES`` (``chunky_redis.E061``).
+        Larger files are refused (``too_large``)."""
+        return self._get("S3_PART_SIZE", None)
+
+    @property
     def FSYNC(self) -> bool:
         """``fdatasync`` every chunk before recording it.
 
         A recorded offset then never points past bytes a power loss could take back."""
         return bool(self._get("FSYNC", True))
+
+    @property
+    def SYNC_EVERY(self) -> int:
+        """Deferred durability: 0 (the default) syncs (``fdatasync``) every chunk before recording
+        it; above 0, the chunk file is synced once this many bytes of it are unsynced, and before
+        the upload completes.
+
+        Each record then keeps the last synced offset and the boot id of the host holding the
+        bytes past it. After a host crash (a new boot id) a status read reports the synced
+        offset, and the next request re-reads the unsynced bytes (at most this many plus one
+        chunk), keeps them if they match the recorded checksum state and otherwise takes the
+        upload back to the synced offset, from which the client resends: an acknowledged chunk
+        can be asked for again, but no upload completes with bytes the client did not send.
+        Another host serving the upload re-reads them too, so keep an upload on one host (or
+        use 0) when several serve one volume. Needs an incremental checksum (see
+        ``chunky_redis.W001``); without it unsynced bytes are never kept after a crash. No effect
+        with ``CHUNKY_REDIS_FSYNC`` off, nor with chunks on S3 (durable once stored)."""
+        return self._get("SYNC_EVERY", 0)
 
     @property
     def BLOCK_SIZE(self) -> int:

@@ -17,6 +17,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, RedisClusterException
 from redis.retry import Retry
 
+from .chunk_storages import S3, s3_chunk_storage
 from .conf import conf, milliseconds
 from .core.errors import StoreUnavailable
 from .core.filesystem import FileSystemChunkStorage
@@ -131,7 +132,12 @@ def get_store() -> UploadStore:
 
 
 def get_storage() -> ChunkStorage:
-    return FileSystemChunkStorage(conf.UPLOAD_DIR, fsync=conf.FSYNC)
+    """The chunk storage ``CHUNKY_REDIS_CHUNK_STORAGE`` chooses."""
+    if conf.CHUNK_STORAGE == S3:
+        return s3_chunk_storage()
+    return FileSystemChunkStorage(
+        conf.UPLOAD_DIR, fsync=conf.FSYNC, sync_chunks=not conf.SYNC_EVERY
+    )
 
 
 def get_service(on_complete: CompletionHandler | None = None) -> UploadService:
@@ -144,6 +150,7 @@ def get_service(on_complete: CompletionHandler | None = None) -> UploadService:
             expiration_ms=milliseconds(conf.EXPIRATION),
             sliding_expiration=conf.SLIDING_EXPIRATION,
             requeue_after_ms=milliseconds(conf.REQUEUE_AFTER),
+            sync_every=conf.SYNC_EVERY if conf.FSYNC and conf.CHUNK_STORAGE != S3 else 0,
         ),
         on_complete=on_complete or _hand_off,
         quotas=QuotaTracker(store.redis, prefix=conf.KEY_PREFIX, clock=store.clock),

@@ -21,8 +21,10 @@ if worker_class == "gevent":
 # The embedded fakeredis (no REDIS_URL) lives inside one process, so it gets exactly one.
 _default_workers = multiprocessing.cpu_count() if os.environ.get("REDIS_URL") else 1
 workers = int(os.environ.get("WEB_CONCURRENCY", str(_default_workers)))
-# Connections one gevent worker serves at once (further ones wait in the listen backlog).
-worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
+# Connections one gevent worker serves at once. Further ones wait in the listen backlog, status
+# reads and /healthz included: one worker holding 1,000 slow clients (gunicorn's default cap) answered
+# no status read at all (python -m bench.crowd_profile). An idle slow connection costs some 25-45 KiB.
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "4000"))
 # Only for GUNICORN_WORKER_CLASS=gthread: threads per worker.
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 # A large chunk on a slow link takes time: don't kill the worker in the middle of one.

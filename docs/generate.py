@@ -58,6 +58,7 @@ CHECK_EXAMPLES: dict[str, dict[str, Any]] = {
     "chunky_redis.E005": {"settings": {"REDIS_ALIAS": "default"}},
     "chunky_redis.E006": {"settings": {"FINAL_STORAGE": "myproject.storages.Missing"}},
     "chunky_redis.E007": {"settings": {"BLOCK_SIZE": 0}},
+    "chunky_redis.E080": {"settings": {"SYNC_EVERY": -1}},
     "chunky_redis.E008": {"settings": {"FINAL_NAME_TEMPLATE": "uploads/{filename}"}},
     "chunky_redis.E009": {"settings": {"MAX_UPLOADS_IN_FLIGHT": -1}},
     "chunky_redis.E010": {
@@ -74,6 +75,9 @@ CHECK_EXAMPLES: dict[str, dict[str, Any]] = {
     "chunky_redis.E020": {"settings": {"REDIS_URL": "redis+cluster://node1:6379/1"}},
     "chunky_redis.E021": {"settings": {"KEY_PREFIX": "{chunky}"}},
     "chunky_redis.E022": {"settings": {"WAIT_REPLICAS": -1}},
+    "chunky_redis.E060": {"settings": {"CHUNK_STORAGE": "nfs"}},
+    "chunky_redis.E061": {"settings": {"CHUNK_STORAGE": "s3", "S3_PART_SIZE": 1 << 20}},
+    "chunky_redis.E062": {"settings": {"CHUNK_STORAGE": "s3", "FINAL_STORAGE": None}},
     "chunky_redis.E070": {
         "settings": {"METRICS": True},
         "patch": {"chunky_redis.checks.installed": lambda module: module != "prometheus_client"},

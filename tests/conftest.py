@@ -90,6 +90,16 @@ def chunky(backend, settings, tmp_path):
     cleanup_keys(settings)
 
 
+@pytest.fixture(scope="session")
+def local_s3_chunks():
+    """A local S3 (moto's server) for the S3 chunk storage, started once (mark the test live)."""
+    from tests.support.chunk_views import start_local_s3
+
+    s3 = start_local_s3()
+    yield s3
+    s3.stop()
+
+
 @pytest.fixture
 def store(chunky):
     return runtime.get_store()

@@ -22,6 +22,7 @@ if os.environ.get("CHUNKY_TEST_S3_ENDPOINT"):  # the local S3 of tests/support/s
 
     _s3 = LocalS3(port=int(os.environ["CHUNKY_TEST_S3_ENDPOINT"].rsplit(":", 1)[1]))
     globals().update(_s3.django_settings(os.environ["CHUNKY_TEST_S3_BUCKET"]))
+    AWS_LOCATION = os.environ.get("CHUNKY_TEST_S3_LOCATION", "")
 if os.environ.get("CHUNKY_TEST_VERIFY_STORED_BYTES"):
     CHUNKY_REDIS_VERIFY_STORED_BYTES = True
 if os.environ.get("CHUNKY_TEST_SWEEP_INTERVAL"):

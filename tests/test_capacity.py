@@ -40,8 +40,8 @@ def test_plan_large_chunks() -> None:
     assert p.completions_per_s == pytest.approx(1)
     # 100 x (2 ms + 10 ms) = 1.2 cores of CPU, at 50 %: 2.4
     assert p.web_cores == pytest.approx(2.4)
-    # ... but 10,000 uploads at <= 1,000 connections each need 10 processes
-    assert p.web_processes == 10
+    # ... but 10,000 uploads at <= 4,000 connections each need 3 processes
+    assert p.web_processes == 3
     assert p.nginx_cores == pytest.approx(0.2)
     # 99 later chunks x 2 + 1 first chunk x 3 + 1 completion x 10 round trips, at 50 us each
     assert p.redis_round_trips_per_s == pytest.approx(211)

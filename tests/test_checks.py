@@ -93,6 +93,18 @@ def test_e007_sizes_must_be_positive_integers(settings, name):
     assert "chunky_redis.E007" in ids()
 
 
+@pytest.mark.parametrize("value", [-1, "64M", 1.5, True])
+def test_e080_sync_every_is_zero_or_a_byte_count(settings, value):
+    settings.CHUNKY_REDIS_SYNC_EVERY = value
+    assert "chunky_redis.E080" in ids()
+
+
+@pytest.mark.parametrize("value", [0, 16 << 20])
+def test_e080_accepts_zero_and_a_byte_count(settings, value):
+    settings.CHUNKY_REDIS_SYNC_EVERY = value
+    assert "chunky_redis.E080" not in ids()
+
+
 @pytest.mark.parametrize("template", ["{filename}", "uploads/{upload_id}/{user}", "{upload_id"])
 def test_e008_final_name_template(settings, template):
     settings.CHUNKY_REDIS_FINAL_NAME_TEMPLATE = template
@@ -135,6 +147,52 @@ def test_e006_names_the_s3_extra_when_its_packages_are_missing(settings, monkeyp
     settings.CHUNKY_REDIS_FINAL_STORAGE = "storages.backends.s3.S3Storage"
     [error] = [m for m in checks.check_settings() if m.id == "chunky_redis.E006"]
     assert "install the extra chunky_redis[s3]" in error.hint
+
+
+S3_FINAL = "storages.backends.s3.S3Storage"
+
+
+@pytest.mark.parametrize("value", ["nfs", "S3", "", None])
+def test_e060_unknown_chunk_storage(settings, value):
+    settings.CHUNKY_REDIS_CHUNK_STORAGE = value
+    assert "chunky_redis.E060" in ids()
+
+
+@pytest.mark.parametrize(
+    "part, max_bytes",
+    [
+        (1 << 20, None),  # under S3's 5 MiB
+        (6 << 30, None),  # over S3's 5 GiB
+        ("8MiB", None),
+        (8 << 20, 100 << 30),  # 10,000 parts of 8 MiB hold 78 GiB
+    ],
+)
+def test_e061_s3_part_size(settings, part, max_bytes):
+    settings.CHUNKY_REDIS_CHUNK_STORAGE = "s3"
+    settings.CHUNKY_REDIS_FINAL_STORAGE = S3_FINAL
+    settings.CHUNKY_REDIS_MAX_BYTES = max_bytes
+    settings.CHUNKY_REDIS_S3_PART_SIZE = part
+    assert "chunky_redis.E061" in ids()
+    settings.CHUNKY_REDIS_S3_PART_SIZE = 11 << 20 if max_bytes else 5 << 20
+    assert "chunky_redis.E061" not in ids()
+
+
+def test_e062_s3_chunks_need_an_s3_final_storage(settings):
+    settings.CHUNKY_REDIS_CHUNK_STORAGE = "s3"
+    assert "chunky_redis.E062" in ids()  # the default storage is on disk
+    settings.CHUNKY_REDIS_FINAL_STORAGE = S3_FINAL
+    del settings.CHUNKY_REDIS_UPLOAD_DIR
+    settings.MEDIA_ROOT = ""
+    settings.DEBUG = True  # W002 is about production only
+    assert ids() == []  # and no upload directory is needed
+
+
+@pytest.mark.parametrize("missing", ["storages", "boto3"])
+def test_e062_names_the_s3_extra(settings, monkeypatch, missing):
+    monkeypatch.setitem(sys.modules, missing, None)
+    settings.CHUNKY_REDIS_CHUNK_STORAGE = "s3"
+    [error] = [m for m in checks.check_settings() if m.id == "chunky_redis.E062"]
+    assert "install the extra chunky_redis[s3]" in error.msg
 
 
 def test_e070_metrics_without_prometheus_client(settings, monkeypatch):

@@ -13,17 +13,28 @@ import hashlib
 import http.client
 import os
 import threading
-from collections import Counter
+import uuid
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
+from chunky_redis.core.s3 import S3ChunkStorage
 from chunky_redis.core.session import ChunkSession
 from tests.conftest import BACKENDS, cleanup_keys, configure
 from tests.support.api import ClientApi, LiveApi, Reply
+from tests.support.chunk_views import (
+    BUCKET,
+    TEST_PART_SIZE,
+    S3Chunks,
+    chunk_view,
+    final_bytes,
+    use_s3_chunks,
+)
 from tests.support.processes import SiteProcess, WorkerProcess, live_env, wait_for
+from tests.support.s3 import CREDENTIALS
 
 THREADS = 8
 CHUNK = 256 * 1024
@@ -36,8 +47,22 @@ ROUNDS = UPLOADS * (CHUNKS - 1)
 Send = Callable[[int, str, bytes, str, threading.Barrier], Reply]
 
 
-def race(make_api, send: Send, upload_dir: Path, media_root: Path | None) -> list[Counter]:
-    """Run the race on UPLOADS uploads; returns, per round, how the losers were answered."""
+def race(
+    make_api,
+    send: Send,
+    upload_dir: Path,
+    media_root: Path | None,
+    holds: Callable[[str, bytes], bool] | None = None,
+    final: Callable[[str], bytes] | None = None,
+) -> list[Counter]:
+    """Run the race on UPLOADS uploads; returns, per round, how the losers were answered.
+
+    ``holds(upload_id, data)`` and ``final(name)`` read the chunk storage and the final
+    storage when they are not ``upload_dir`` and ``media_root`` (S3)."""
+    holds = holds or (
+        lambda upload_id, data: (upload_dir / f"{upload_id}.part").read_bytes() == data
+    )
+    final = final or (lambda name: (media_root / name).read_bytes())
     rounds: list[Counter] = []
     total = CHUNK * CHUNKS
     for _ in range(UPLOADS):
@@ -78,7 +103,7 @@ def race(make_api, send: Send, upload_dir: Path, media_root: Path | None) -> lis
             rounds.append(outcomes)
             accepted.append(candidates[winners[0]])
         expected = b"".join(accepted)
-        assert (upload_dir / f"{upload_id}.part").read_bytes() == expected
+        assert holds(upload_id, expected)
         reply = api.post_json(f"/upload/{upload_id}/", {"md5": hashlib.md5(expected).hexdigest()})
         # the incremental digest equals the stored bytes' digest
         assert reply.status == 200, reply.body
@@ -90,20 +115,33 @@ def race(make_api, send: Send, upload_dir: Path, media_root: Path | None) -> lis
                 ),
                 message="completion",
             )
-            assert (media_root / done["final_name"]).read_bytes() == expected
+            assert final(done["final_name"]) == expected
     return rounds
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_racing_chunks_in_process(backend, settings, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "backend, storage",
+    [
+        pytest.param(*getattr(b, "values", (b,)), "filesystem", marks=getattr(b, "marks", ()))
+        for b in BACKENDS
+    ]
+    + [pytest.param("redis", "s3", marks=pytest.mark.live)],
+)
+def test_racing_chunks_in_process(backend, storage, request, settings, tmp_path, monkeypatch):
     """The winner holds its lock until a loser has been answered: that loser is `locked`."""
     configure(settings, backend, tmp_path)
-    answered = threading.Event()
+    if storage == "s3":
+        use_s3_chunks(settings, request.getfixturevalue("local_s3_chunks"))
+    view = chunk_view(settings)
+    # One event per round (upload and offset): a loser of an earlier round must not let this
+    # round's winner commit before any of its own losers was answered.
+    answered: defaultdict[tuple[str, int], threading.Event] = defaultdict(threading.Event)
     real_finish = ChunkSession.finish
 
     def finish_after_a_loser(self, **kwargs):
         if not self.is_new:
-            assert answered.wait(10), "no other request was answered while the winner held the lock"
+            event = answered[(self.upload_id, self.byte_range.start)]
+            assert event.wait(10), "no other request was answered while the winner held the lock"
         return real_finish(self, **kwargs)
 
     monkeypatch.setattr(ChunkSession, "finish", finish_after_a_loser)
@@ -113,16 +151,18 @@ def test_racing_chunks_in_process(backend, settings, tmp_path, monkeypatch):
         barrier.wait()
         reply = api.put(f"/upload/{upload_id}/", body, content_range=content_range)
         if reply.status != 200:
-            answered.set()
+            start = int(content_range.split()[1].split("-")[0])
+            answered[(upload_id, start)].set()
         return reply
-
-    def next_round_api():
-        answered.clear()
-        return ClientApi()
 
     try:
         rounds = race(
-            next_round_api, send, Path(settings.CHUNKY_REDIS_UPLOAD_DIR), Path(settings.MEDIA_ROOT)
+            ClientApi,
+            send,
+            Path(settings.CHUNKY_REDIS_UPLOAD_DIR),
+            Path(settings.MEDIA_ROOT),
+            view.holds,
+            final_bytes,
         )
     finally:
         cleanup_keys(settings)
@@ -162,15 +202,52 @@ def send_in_two_halves(base_url: str) -> Send:
 
 
 @pytest.mark.live
-def test_racing_chunks_against_a_server(tmp_path):
+@pytest.mark.parametrize("storage", ["filesystem", "s3"])
+def test_racing_chunks_against_a_server(storage, request, tmp_path):
+    """Two gunicorn workers and a Celery worker. With S3 chunks, the Celery worker has an
+    upload directory of its own: nothing but Redis and the bucket is shared."""
     env = live_env(tmp_path)
-    with SiteProcess(env, workers=2, threads=4) as site, WorkerProcess(env):
+    holds = final = None
+    worker_env = env
+    if storage == "s3":
+        s3 = request.getfixturevalue("local_s3_chunks")
+        location = f"t-{uuid.uuid4().hex[:12]}"
+        env.update(
+            CREDENTIALS,
+            CHUNKY_TEST_S3_ENDPOINT=s3.endpoint_url,
+            CHUNKY_TEST_S3_BUCKET=BUCKET,
+            CHUNKY_TEST_S3_LOCATION=location,
+            CHUNKY_FINAL_STORAGE="storages.backends.s3.S3Storage",
+            CHUNKY_CHUNK_STORAGE="s3",
+            CHUNKY_S3_PART_SIZE=str(TEST_PART_SIZE),
+        )
+        worker_env = {**env, "CHUNKY_UPLOAD_DIR": str(tmp_path / "worker-chunks")}
+        view = S3Chunks(
+            S3ChunkStorage(
+                s3.client(),
+                BUCKET,
+                object_key=lambda upload_id: f"{location}/chunky_redis/{upload_id}/upload",
+                work_prefix=f"{location}/chunky_redis-uploading/",
+            )
+        )
+        holds = view.holds
+        client = s3.client()
+
+        def final(name: str) -> bytes:
+            return bytes(client.get_object(Bucket=BUCKET, Key=f"{location}/{name}")["Body"].read())
+
+    with SiteProcess(env, workers=2, threads=4) as site, WorkerProcess(worker_env):
         rounds = race(
             lambda: LiveApi(site.url),
             send_in_two_halves(site.url),
             Path(env["CHUNKY_UPLOAD_DIR"]),
             Path(env["MEDIA_ROOT"]),
+            holds,
+            final,
         )
+    if storage == "s3":
+        chunk_dir = Path(env["CHUNKY_UPLOAD_DIR"])
+        assert not chunk_dir.exists() or not any(chunk_dir.iterdir())  # no chunk file, ever
     assert len(rounds) == ROUNDS
     losers = sum(rounds, Counter())
     print("losers answered:", dict(losers))

@@ -15,8 +15,11 @@ DEFAULTS = {
     "REDIS_SOCKET_TIMEOUT": timedelta(seconds=5),
     "REDIS_CONNECT_TIMEOUT": timedelta(seconds=2),
     "FSYNC": True,
+    "SYNC_EVERY": 0,
     "BLOCK_SIZE": 1 << 20,
     "FINAL_STORAGE": None,
+    "CHUNK_STORAGE": "filesystem",
+    "S3_PART_SIZE": None,
     "FINAL_NAME_TEMPLATE": "chunky_redis/{upload_id}/{filename}",
     "EXPIRATION": timedelta(days=1),
     "SLIDING_EXPIRATION": False,
@@ -60,6 +63,7 @@ def test_defaults(settings, name, default):
         ("MAX_BYTES", 1024, 1024),
         ("ALLOW_ANONYMOUS", True, True),
         ("CHECKSUM_ALGORITHM", "sha256", "sha256"),
+        ("CHUNK_STORAGE", "s3", "s3"),
     ],
 )
 def test_overrides_are_read_at_access_time(settings, name, value, expected):

@@ -12,9 +12,12 @@ from pathlib import Path
 import psutil
 import pytest
 
+from chunky_redis import runtime
+from chunky_redis.core.errors import TooLarge
 from chunky_redis.core.store import UploadStore
 from chunky_redis.core.uploads import ChunkSession
 from tests.support.api import ClientApi, LiveApi
+from tests.support.chunk_views import FileChunks, chunk_view, final_bytes, use_s3_chunks
 from tests.support.processes import SiteProcess, WorkerProcess, live_env, wait_for
 
 
@@ -22,15 +25,24 @@ class SimulatedCrash(BaseException):
     """Stands for the process dying: nothing after it runs, not even cleanup."""
 
 
-def test_write_done_but_state_not_updated_then_retry(chunky, monkeypatch):
-    chunky.CHUNKY_REDIS_LOCK_TIMEOUT = 0.2  # the dead request's lock lapses quickly
+@pytest.fixture(params=["filesystem", pytest.param("s3", marks=pytest.mark.live)])
+def chunks(request, chunky):
+    """The chunk storage under test: the shared directory, or S3 (moto, parts of 64 KiB)."""
+    if request.param == "s3":
+        use_s3_chunks(chunky, request.getfixturevalue("local_s3_chunks"))
+    return chunk_view(chunky)
+
+
+def test_write_done_but_state_not_updated_then_retry(chunky, chunks, monkeypatch):
+    # The dead request's lock lapses quickly; a live one renews it every third of this, which
+    # S3 requests on a loaded machine can outlast at 0.2 s.
+    chunky.CHUNKY_REDIS_LOCK_TIMEOUT = 0.2 if isinstance(chunks, FileChunks) else 1.0
     api = ClientApi()
     data = os.urandom(3 * 100_000)
     total = len(data)
     upload_id = api.put("/upload/", data[:100_000], content_range=f"bytes 0-99999/{total}").data[
         "upload_id"
     ]
-    path = Path(chunky.CHUNKY_REDIS_UPLOAD_DIR) / f"{upload_id}.part"
 
     real_commit = UploadStore.commit
 
@@ -44,7 +56,7 @@ def test_write_done_but_state_not_updated_then_retry(chunky, monkeypatch):
     garbage = os.urandom(100_000)  # the crashed attempt even carried different bytes
     with pytest.raises(SimulatedCrash):
         api.put(f"/upload/{upload_id}/", garbage, content_range=f"bytes 100000-199999/{total}")
-    assert path.read_bytes()[100_000:200_000] == garbage  # the bytes did land ...
+    assert chunks.holds(upload_id, data[:100_000] + garbage)  # the bytes did land ...
     assert api.get(f"/upload/{upload_id}/").data["offset"] == 100_000  # ... but were never recorded
     monkeypatch.setattr(UploadStore, "commit", real_commit)
     monkeypatch.undo()
@@ -58,31 +70,40 @@ def test_write_done_but_state_not_updated_then_retry(chunky, monkeypatch):
         assert reply.status in (200, 409), reply.body  # 409 while the dead request's lock lives
         return reply.status == 200
 
-    wait_for(retry, timeout=5, interval=0.05, message="the retry to be accepted")
+    wait_for(retry, timeout=15, interval=0.05, message="the retry to be accepted")
     assert (
         api.put(
             f"/upload/{upload_id}/", data[200_000:], content_range=f"bytes 200000-299999/{total}"
         ).status
         == 200
     )
-    assert path.read_bytes() == data
+    assert chunks.holds(upload_id, data)
     assert (
         api.post_json(f"/upload/{upload_id}/", {"md5": hashlib.md5(data).hexdigest()}).status == 200
     )
     done = api.get(f"/upload/{upload_id}/").data
     assert done["status"] == "complete"
-    assert (Path(chunky.MEDIA_ROOT) / done["final_name"]).read_bytes() == data
+    assert final_bytes(done["final_name"]) == data
 
 
-def test_stale_bytes_beyond_the_offset_are_overwritten(chunky):
-    """A longer dead write left bytes past the recorded offset; a shorter file must not keep them."""
+@pytest.mark.parametrize("dead_write", [9000, 200_000])
+def test_stale_bytes_beyond_the_offset_are_overwritten(chunky, chunks, dead_write):
+    """A longer dead write left bytes past the recorded offset (S3: parts and a tail past
+    it); a shorter file must not keep them."""
     api = ClientApi()
     data = os.urandom(5000)
     upload_id = api.put("/upload/", data[:1000], content_range="bytes 0-999/5000").data["upload_id"]
-    path = Path(chunky.CHUNKY_REDIS_UPLOAD_DIR) / f"{upload_id}.part"
-    with open(path, "r+b") as f:  # what a crashed request could have left
-        f.seek(1000)
-        f.write(os.urandom(9000))
+    # What a crashed request could have left: written through the storage, never recorded.
+    writer = runtime.get_storage().writer(
+        upload_id,
+        create=False,
+        start=1000,
+        limit=None,
+        on_block=lambda block: None,
+        overflow=lambda: TooLarge(None, None),
+    )
+    writer.write(os.urandom(dead_write))
+    writer.close()
     assert (
         api.put(f"/upload/{upload_id}/", data[1000:], content_range="bytes 1000-4999/5000").status
         == 200
@@ -91,7 +112,7 @@ def test_stale_bytes_beyond_the_offset_are_overwritten(chunky):
         api.post_json(f"/upload/{upload_id}/", {"md5": hashlib.md5(data).hexdigest()}).status == 200
     )
     done = api.get(f"/upload/{upload_id}/").data
-    assert (Path(chunky.MEDIA_ROOT) / done["final_name"]).read_bytes() == data
+    assert final_bytes(done["final_name"]) == data
 
 
 def _worker_pids(site: SiteProcess) -> list[int]:

@@ -22,8 +22,12 @@ import redis
 from chunky_redis import runtime
 from chunky_redis.core.filesystem import ChunkWriter
 from chunky_redis.core.filesystem import FileSystemChunkStorage as ChunkStorage
+from chunky_redis.core.s3 import S3ChunkStorage
+from chunky_redis.core.s3writer import S3ChunkWriter
 from tests.conftest import cleanup_keys, configure
 from tests.support.api import Api, ClientApi, LiveApi, multipart
+from tests.support.chunk_views import FileChunks, S3Chunks, chunk_view, use_s3_chunks
+from tests.support.chunk_views import final_bytes as stored_final_bytes
 from tests.support.processes import SiteProcess, WorkerProcess, live_env, read_signals, wait_for
 
 MAX = 8 << 20
@@ -37,19 +41,21 @@ class Target:
     redis: redis.Redis
     prefix: str
     signals: object  # callable returning the list of received signals
-
-    def chunk_file(self, upload_id: str) -> Path:
-        return self.upload_dir / f"{upload_id}.part"
+    chunks: FileChunks | S3Chunks = None  # type: ignore[assignment]  # None: upload_dir
 
     def __post_init__(self) -> None:
-        self.initial_files = set(self._files())
+        if self.chunks is None:
+            self.chunks = FileChunks(self.upload_dir)
+        self.initial_files = set(self.chunks.names())
 
-    def _files(self) -> list[str]:
-        return sorted(os.listdir(self.upload_dir)) if self.upload_dir.exists() else []
+    def final_name_ends(self, filename: str) -> str:
+        """The S3 chunk storage names the object before the client names the file."""
+        return "/upload" if isinstance(self.chunks, S3Chunks) else filename
 
     def files(self) -> list[str]:
         """Chunk files created since the test started (the live site is shared by a module)."""
-        return [name for name in self._files() if name not in self.initial_files]
+        assert self.chunks is not None
+        return [name for name in self.chunks.names() if name not in self.initial_files]
 
     def status(self, upload_id: str) -> dict:
         reply = self.api.get(f"/upload/{upload_id}/")
@@ -88,6 +94,7 @@ def live_site(tmp_path_factory):
         "redis",
         pytest.param("cluster", marks=pytest.mark.live),
         pytest.param("live", marks=pytest.mark.live),
+        pytest.param("s3", marks=pytest.mark.live),  # chunks in a local S3 (moto), on real Redis
     ]
 )
 def target(request, settings, tmp_path, signal_log):
@@ -102,7 +109,9 @@ def target(request, settings, tmp_path, signal_log):
             lambda: read_signals(env),
         )
         return
-    configure(settings, request.param, tmp_path)
+    configure(settings, "redis" if request.param == "s3" else request.param, tmp_path)
+    if request.param == "s3":
+        use_s3_chunks(settings, request.getfixturevalue("local_s3_chunks"))
     settings.CHUNKY_REDIS_MAX_BYTES = MAX
     yield Target(
         ClientApi(),
@@ -111,6 +120,7 @@ def target(request, settings, tmp_path, signal_log):
         runtime.get_redis(),
         settings.CHUNKY_REDIS_KEY_PREFIX,
         lambda: [{"signal": name, **kwargs} for name, kwargs in signal_log],
+        chunk_view(settings),
     )
     cleanup_keys(settings)
 
@@ -161,6 +171,8 @@ def assert_error(reply, status: int, code: str) -> dict:
 
 
 def final_bytes(t: Target, status: dict) -> bytes:
+    if isinstance(t.chunks, S3Chunks):
+        return stored_final_bytes(status["final_name"])
     return (t.media_root / status["final_name"]).read_bytes()
 
 
@@ -177,7 +189,7 @@ def test_first_chunk_creates_an_upload(target):
     assert reply.data["expires"].endswith("Z")
     expires = datetime.fromisoformat(reply.data["expires"].replace("Z", "+00:00"))
     assert timedelta(hours=23) < expires - datetime.now(timezone.utc) < timedelta(hours=25)
-    assert target.chunk_file(reply.data["upload_id"]).read_bytes() == data[:1000]
+    assert target.chunks.holds(reply.data["upload_id"], data[:1000])
 
 
 def test_raw_multipart_and_json_chunks_then_complete(target):
@@ -217,8 +229,8 @@ def test_raw_multipart_and_json_chunks_then_complete(target):
     final = target.wait_done(upload_id)
     assert final["status"] == "complete"
     assert final_bytes(target, final) == data
-    assert final["final_name"].endswith("mixed.bin")
-    assert not target.chunk_file(upload_id).exists()
+    assert final["final_name"].endswith(target.final_name_ends("mixed.bin"))
+    assert not target.chunks.exists(upload_id)
 
 
 def test_multipart_filename_from_part_or_field(target):
@@ -358,8 +370,13 @@ def test_size_over_the_limit_writes_nothing(target, monkeypatch):
         finally:  # also when the write refused the block: what reached the file counts
             furthest[0] = max(furthest[0], self.position)
 
-    monkeypatch.setattr(ChunkStorage, "writer", writer)
-    monkeypatch.setattr(ChunkWriter, "write", write)
+    if isinstance(target.chunks, S3Chunks):
+        real_writer, real_write = S3ChunkStorage.writer, S3ChunkWriter.write
+        monkeypatch.setattr(S3ChunkStorage, "writer", writer)
+        monkeypatch.setattr(S3ChunkWriter, "write", write)
+    else:
+        monkeypatch.setattr(ChunkStorage, "writer", writer)
+        monkeypatch.setattr(ChunkWriter, "write", write)
     in_process = isinstance(target.api, ClientApi)
 
     # A declared size over the limit: refused before any file exists.
@@ -381,7 +398,7 @@ def test_size_over_the_limit_writes_nothing(target, monkeypatch):
 def test_offset_mismatch_reports_the_server_offset_and_changes_nothing(target):
     data = data_of(4000)
     upload_id = create(target, data, 1000)
-    before = target.chunk_file(upload_id).read_bytes()
+    before = target.chunks.fingerprint(upload_id)
     for start, end in [(2000, 2999), (500, 1499), (0, 999)]:
         error = assert_error(send(target, upload_id, data, start, end), 400, "offset_mismatch")
         assert (error["offset"], error["expected_offset"], error["provided_offset"]) == (
@@ -390,7 +407,7 @@ def test_offset_mismatch_reports_the_server_offset_and_changes_nothing(target):
             start,
         )
     assert target.status(upload_id)["offset"] == 1000
-    assert target.chunk_file(upload_id).read_bytes() == before
+    assert target.chunks.fingerprint(upload_id) == before
     for start in (1000, 2000, 3000):
         assert send(target, upload_id, data, start, start + 999).status == 200
     assert complete(target, upload_id, data).status == 200
@@ -405,7 +422,7 @@ def test_retry_of_the_accepted_chunk_returns_the_offset_and_corrupts_nothing(tar
     error = assert_error(send(target, upload_id, tampered, 1000, 1999), 400, "offset_mismatch")
     assert error["offset"] == 2000
     assert send(target, upload_id, data, 2000, 2999).status == 200
-    assert target.chunk_file(upload_id).read_bytes() == data
+    assert target.chunks.holds(upload_id, data)
 
 
 def test_total_cannot_change(target):

@@ -365,3 +365,22 @@ def test_a_refused_patch_does_not_fix_the_deferred_length(api):
     assert too_long.status == 400 and too_long.data["code"] == "length_mismatch"
     assert head(api, path).headers["upload-defer-length"] == "1"
     assert patch(api, path, 3, b"def", headers={"Upload-Length": "6"}).status == 204
+
+
+def test_concatenation_is_offered_only_where_the_chunk_storage_can_join_parts(
+    api, store, monkeypatch
+):
+    """A chunk storage that cannot join parts (S3 multipart uploads in progress) drops the
+    concatenation extensions from OPTIONS and refuses Upload-Concat before creating anything."""
+    offered = api.request("OPTIONS", "/files/", b"", "", V).headers["tus-extension"].split(",")
+    assert {"concatenation", "concatenation-unfinished"} <= set(offered)
+    monkeypatch.setattr(type(runtime.get_service().storage), "can_concatenate", False)
+    offered = api.request("OPTIONS", "/files/", b"", "", V).headers["tus-extension"].split(",")
+    assert "creation" in offered and not [e for e in offered if e.startswith("concatenation")]
+    before = set(store.redis.scan_iter())
+    for concat in ("partial", "final;/files/0123456789abcdef0123456789abcdef"):
+        reply = api.request(
+            "POST", "/files/", b"", "", {**V, "Upload-Concat": concat, "Upload-Length": "3"}
+        )
+        assert reply.status == 400 and reply.data["code"] == "bad_header", reply.body
+    assert set(store.redis.scan_iter()) == before

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from . import durability
 from . import errors as exc
 from .context import UploadContext, raise_for, require_uploading
 from .records import wrap_errors
@@ -129,4 +130,4 @@ class Concatenation:
         code, upload = self.context.store.acquire(upload_id, owner, "", lock=False)
         raise_for(code)
         assert upload is not None
-        return upload
+        return durability.reported(upload, self.context.policy.boot)

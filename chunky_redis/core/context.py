@@ -12,13 +12,16 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from . import durability
 from . import errors as exc
 from .checksums import ResumableHash
+from .durability import host_boot_id
 from .observer import NO_OBSERVER, UploadObserver
 from .quotas import Quota, QuotaTracker
+from .records import digest_fields
 from .storage import ChunkStorage
 from .store import FAILED, PROCESSING, UPLOADING, Upload, UploadStore
 
@@ -31,6 +34,10 @@ class Policy:
     expiration_ms: int = 86_400_000
     sliding_expiration: bool = False
     requeue_after_ms: int = 60_000  # see UploadService.complete()
+    # Deferred durability (durability.py): 0 syncs every chunk before it is recorded; above 0,
+    # the chunk storage is synced once this many bytes are unsynced, and at the upload's end.
+    sync_every: int = 0
+    boot: str = field(default_factory=host_boot_id)  # this host's, in records of unsynced bytes
 
 
 @dataclass
@@ -52,7 +59,50 @@ class UploadContext:
         code, upload = self.store.acquire(upload_id, owner, token)
         raise_for(code)
         assert upload is not None
+        if durability.unsure(upload, self.policy.boot):
+            try:
+                self._recover(upload, token)
+            except BaseException:
+                self.store.release(upload_id, token)
+                raise
         return token, upload
+
+    def _recover(self, upload: Upload, token: str) -> None:
+        """Bytes another boot left unsynced: keep them if they check out, else go back."""
+        if durability.tail_matches(self.storage, upload):
+            fields: dict[str, Any] = {"durable": upload.offset, "durable_state": upload.hash_state}
+            logger.info("chunky_redis: unsynced bytes of %s checked and synced", upload.upload_id)
+        else:
+            fields = {"offset": upload.durable, "hash_state": upload.durable_state}
+            fields.update(digest_fields({a: b"" for a in upload.digest_states}))
+            logger.warning(
+                "chunky_redis: upload %s goes back from %s to its synced offset %s",
+                upload.upload_id,
+                upload.offset,
+                upload.durable,
+            )
+        fields["boot"] = ""
+        result = self.store.settle(upload.upload_id, token, upload.offset, fields)
+        if result == "lost":
+            raise exc.LockLost()
+        if result != "ok":
+            raise exc.UploadLocked("The upload moved while it was checked; try again.")
+        if "offset" in fields:
+            upload.offset, upload.hash_state = upload.durable, upload.durable_state
+            upload.digest_states = {a: b"" for a in upload.digest_states}
+        upload.durable, upload.durable_state, upload.boot = upload.offset, upload.hash_state, ""
+
+    def durable_fields(self, upload: Upload, new_offset: int, hash_state: bytes) -> dict[str, Any]:
+        """Deferred durability: sync the chunk storage when the window is full or the upload
+        ends, and say so in the record; else mark the bytes past ``durable`` as this boot's."""
+        every = self.policy.sync_every
+        if not every:
+            return {}
+        ends = upload.length_known and new_offset >= upload.size
+        if ends or new_offset - upload.durable >= every:
+            self.storage.sync(upload.upload_id)
+            return {"durable": new_offset, "durable_state": hash_state, "boot": ""}
+        return {"boot": self.policy.boot}
 
     def admit(self, upload: Upload, quota: Quota | None) -> None:
         """Count a new upload against its owner's quota, or refuse it."""

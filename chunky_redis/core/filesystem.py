@@ -26,9 +26,9 @@ from .storage import ChunkStorage, FinalTarget
 
 SUFFIX = ".part"
 
-# Blocks at least this large are hashed on a helper thread while the request
-# thread receives and writes the next one (the hash and the syscalls release
-# the GIL); smaller ones are hashed inline, where a hand-off would cost more.
+# Blocks at least this large are written and hashed on a helper thread while the
+# request thread receives the next one (the hash and the syscalls release the
+# GIL); smaller ones are handled inline, where a hand-off would cost more.
 OVERLAP_MIN_BLOCK = 256 * 1024
 _SYNC_FILE_RANGE_WRITE = 2
 T = TypeVar("T")
@@ -81,12 +81,10 @@ def _hash_pool() -> ThreadPoolExecutor:
     return _pool
 
 
-def _off_hub(func: Callable[..., T], *args: Any, large: int = OVERLAP_MIN_BLOCK) -> T:
-    """Run a file syscall that can wait for the disk (fdatasync; pwrite while the kernel throttles
-    dirty pages) on the native pool under gevent, where it would stall every connection of the
-    worker. Waiting on the pool also lets the other connections run once per block, which a
-    fast client's recv, never short of data, would not. Small writes stay inline."""
-    if large >= OVERLAP_MIN_BLOCK and _gevent_patched():
+def _off_hub(func: Callable[..., T], *args: Any) -> T:
+    """Run a file syscall that can wait for the disk (fdatasync) on the native pool under gevent,
+    where it would stall every connection of the worker."""
+    if _gevent_patched():
         return _hash_pool().submit(func, *args).result()
     return func(*args)
 
@@ -94,11 +92,16 @@ def _off_hub(func: Callable[..., T], *args: Any, large: int = OVERLAP_MIN_BLOCK)
 class FileSystemChunkStorage(ChunkStorage):
     """One ``<upload_id>.part`` file per upload in ``directory``."""
 
-    def __init__(self, directory: str, *, fsync: bool = True):
+    can_concatenate = True
+
+    def __init__(self, directory: str, *, fsync: bool = True, sync_chunks: bool = True):
+        """``fsync``: sync at all; ``sync_chunks``: each chunk before it is recorded (else the
+        session calls ``sync()`` at the points deferred durability chooses: durability.py)."""
         if not directory:
             raise StorageError("No upload directory is configured (CHUNKY_REDIS_UPLOAD_DIR).")
         self.directory = directory
         self.fsync = fsync
+        self.sync_chunks = sync_chunks
 
     def path(self, upload_id: str) -> str:
         return os.path.join(self.directory, upload_id + SUFFIX)
@@ -152,7 +155,7 @@ class FileSystemChunkStorage(ChunkStorage):
             on_block=on_block,
             heartbeat=heartbeat,
             overflow=overflow,
-            fsync=self.fsync,
+            fsync=self.fsync and self.sync_chunks,
         )
 
     def size(self, upload_id: str) -> int | None:
@@ -182,6 +185,38 @@ class FileSystemChunkStorage(ChunkStorage):
 
     def truncate(self, upload_id: str, size: int) -> None:
         os.truncate(self.path(upload_id), size)
+
+    def sync(self, upload_id: str) -> None:
+        if not self.fsync:
+            return
+        try:
+            fd = os.open(self.path(upload_id), os.O_RDONLY)
+        except FileNotFoundError as e:
+            raise ChunkFileMissing() from e
+        except OSError as e:
+            raise StorageError(f"Cannot open the chunk file: {e.strerror}.") from e
+        try:
+            _off_hub(os.fdatasync, fd)
+        except OSError as e:
+            raise StorageError(f"Cannot flush the chunk file: {e.strerror}.") from e
+        finally:
+            os.close(fd)
+
+    def feed(
+        self, upload_id: str, start: int, length: int, on_block: Callable[[bytes], None]
+    ) -> int:
+        read = 0
+        try:
+            with open(self.path(upload_id), "rb") as f:
+                f.seek(start)
+                while read < length and (block := f.read(min(1 << 20, length - read))):
+                    on_block(block)
+                    read += len(block)
+        except FileNotFoundError as e:
+            raise ChunkFileMissing() from e
+        except OSError as e:
+            raise StorageError(f"Cannot read the chunk file: {e.strerror}.") from e
+        return read
 
     def concatenate(
         self, upload_id: str, part_ids: list[str], on_block: Callable[[bytes], None]
@@ -228,11 +263,15 @@ class ChunkWriter:
     ``heartbeat`` runs before each write, so that a writer that has lost its
     lock stops before it can touch the file again.
 
-    Large blocks are fed to ``on_block`` on a helper thread, one block at a
-    time and in order, while the caller receives and writes the next block;
-    ``close()`` waits for the last one, so the hash is complete when it returns
-    (a block handed to ``write()`` must therefore not be changed afterwards).
-    With ``fsync``, the writeback of each block starts as soon as it is written
+    A large block is written, and then fed to ``on_block``, on a helper thread
+    (one hand-off per block: under gevent each costs a hub round trip, and
+    separate jobs for the write and the hash measured more CPU per GiB), one
+    block at a time and in order, while the caller receives the next block; the
+    next ``write()`` and ``close()`` wait for it, so the file and the hash are
+    complete when ``close()`` returns (a block handed to ``write()`` must
+    therefore not be changed afterwards). Small blocks are written and hashed
+    inline, where a hand-off would cost more than it saves. With ``fsync``, the
+    writeback of each large block starts as soon as it is written
     (sync_file_range), so the fdatasync at ``close()`` only waits for the tail.
     """
 
@@ -256,6 +295,7 @@ class ChunkWriter:
         self.overflow = overflow
         self.fsync = fsync
         self._pending: Future[None] | None = None
+        self._synced = False  # the last block's job already ran the fdatasync
 
     @property
     def written(self) -> int:
@@ -268,37 +308,61 @@ class ChunkWriter:
             raise self.overflow()
         if self.heartbeat is not None:
             self.heartbeat()
+        self._wait_pending()  # blocks go to the file, and to the hash, in order
+        position, self.position = self.position, self.position + len(data)
+        if len(data) >= OVERLAP_MIN_BLOCK:
+            # One hand-off per block: written, its writeback started and hashed on the pool
+            # while this thread receives the next block. The block that fills the chunk's
+            # announced length is its last: its job syncs too, which saves close() a hand-off.
+            last = self.fsync and self.written == self.limit
+            self._pending = _hash_pool().submit(self._store, data, position, sync=last)
+        else:
+            self._store(data, position)
+
+    def _store(self, data: bytes, position: int, *, sync: bool = False) -> None:
         view = memoryview(data)
-        start = self.position
         try:
             while view:
-                n = _off_hub(os.pwrite, self.fd, view, self.position, large=len(view))
+                n = os.pwrite(self.fd, view, position)
                 view = view[n:]
-                self.position += n
+                position += n
             if self.fsync and _sync_file_range is not None and len(data) >= OVERLAP_MIN_BLOCK:
-                _off_hub(_sync_file_range, self.fd, start, self.position - start)
+                _sync_file_range(self.fd, position - len(data), len(data))
         except OSError as e:
             raise StorageError(f"Cannot write the chunk: {e.strerror}.") from e
-        self._wait_hash()
-        if len(data) >= OVERLAP_MIN_BLOCK:
-            self._pending = _hash_pool().submit(self.on_block, data)
-        else:
-            self.on_block(data)
+        self.on_block(data)  # meanwhile the block's writeback goes on
+        if sync:
+            try:
+                os.fdatasync(self.fd)
+            except OSError as e:
+                raise StorageError(f"Cannot flush the chunk: {e.strerror}.") from e
+            self._synced = True
 
-    def _wait_hash(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
+    def _wait_pending(self) -> None:
+        """Wait for the last large block's job; its error is raised here. (Not through
+        ``Future.exception()``: gevent's raises the job's error instead of returning it.)"""
+        pending = self._pending
+        if pending is None:
+            return
+        try:
             pending.result()
+        except Exception:
+            self._pending = None  # the job is over, with this error
+            raise
+        self._pending = None
 
     def close(self, *, sync: bool = True) -> None:
         try:
-            if sync and self.fsync and self.written:
-                _off_hub(os.fdatasync, self.fd)  # meanwhile the last block is still being hashed
-            self._wait_hash()
+            self._wait_pending()
+            if sync and self.fsync and self.written and not self._synced:
+                _off_hub(os.fdatasync, self.fd)
         except OSError as e:
             raise StorageError(f"Cannot flush the chunk: {e.strerror}.") from e
         finally:
-            if self._pending is not None:  # an error above: let the helper finish with the block
-                self._pending.exception()
-                self._pending = None
-            os.close(self.fd)
+            try:
+                if self._pending is not None:  # interrupted: let the helper finish with the block
+                    self._pending.result()
+            except Exception:  # the error that brought us here is the one to report
+                pass
+            finally:
+                os.close(self.fd)  # always: a leaked descriptor keeps a deleted file's space

@@ -41,6 +41,15 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[6])
 return 'ok'
 """
 
+# Deferred durability's recovery (durability.py): set fields under the lock, which is
+# kept, only while the offset is still the one the checked bytes end at.
+SETTLE = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'lost' end
+if redis.call('HGET', KEYS[1], 'offset') ~= ARGV[2] then return 'conflict' end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+return 'ok'
+"""
+
 MARK_PROCESSING = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'lost' end
 redis.call('DEL', KEYS[2])

@@ -53,8 +53,15 @@ class Upload:
     # Whole-file digests kept beside ``algorithm``'s (a dialect asked for them at creation):
     # algorithm -> resumable state, each stored as the record's field "hash_state:<algorithm>".
     digest_states: dict[str, bytes] = field(default_factory=dict)
+    # Deferred durability (CHUNKY_REDIS_SYNC_EVERY > 0, see durability.py): the offset up to
+    # which the chunk storage has synced the bytes, the checksum state there, and the boot id
+    # of the host that wrote the bytes past it ("" when everything recorded is synced).
+    durable: int = 0
+    durable_state: bytes = b""
+    boot: str = ""
 
-    _INT_FIELDS = ("size", "offset", "created", "expires", "completed", "queued")
+    _INT_FIELDS = ("size", "offset", "created", "expires", "completed", "queued", "durable")
+    _BYTES_FIELDS = ("hash_state", "durable_state")
 
     @property
     def length_known(self) -> bool:
@@ -86,7 +93,7 @@ class Upload:
         values: dict[str, Any] = {}
         for key, value in raw.items():
             name = key.decode()
-            if name == "hash_state":
+            if name in cls._BYTES_FIELDS:
                 values[name] = value
             elif name.startswith(DIGEST_FIELD_PREFIX):
                 states = values.setdefault("digest_states", {})

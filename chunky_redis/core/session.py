@@ -170,6 +170,7 @@ class ChunkSession:
             else upload.expires
         )
         assert self.token is not None
+        durable = self.context.durable_fields(upload, new_offset, hash_state)
         result = self.context.store.commit(
             upload,
             self.token,
@@ -177,6 +178,7 @@ class ChunkSession:
             hash_state=hash_state,
             expires=expires,
             digest_states=digest_states,
+            fields=durable,
         )
         self.token = None  # the commit released the lock, whatever its answer
         if result == "lost":
@@ -191,6 +193,8 @@ class ChunkSession:
             self.context.touch_quota(upload, expires)
         upload.offset, upload.hash_state, upload.expires = new_offset, hash_state, expires
         upload.digest_states.update(digest_states)
+        for name, value in durable.items():
+            setattr(upload, name, value)
         self.context.observe_chunk(upload, received, self.began, created=False)
         return upload
 
@@ -238,6 +242,8 @@ class ChunkSession:
         upload.filename, upload.extra = filename, extra or {}
         upload.hash_state = self.hasher.serialize() if self.hasher else b""
         upload.digest_states.update(self._digest_states())
+        for name, value in self.context.durable_fields(upload, received, upload.hash_state).items():
+            setattr(upload, name, value)
         return upload
 
     def abort(self) -> None:

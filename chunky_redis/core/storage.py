@@ -35,8 +35,16 @@ class FinalTarget(ABC):
     def save(self, name: str, stream: BinaryIO) -> str:
         """Store ``stream`` under ``name`` so that it appears only whole; returns the stored name."""
 
+    def adopt_object(self, bucket: str, key: str) -> str | None:
+        """Take the complete S3 object ``bucket``/``key`` as it is, the name it has in this
+        target; None if this target cannot (not S3, another bucket, or outside its location)."""
+        return None
+
 
 class ChunkStorage(ABC):
+    # Whether ``concatenate()`` works here (the tus concatenation extension is offered only then).
+    can_concatenate = False
+
     @abstractmethod
     def writer(
         self,
@@ -75,9 +83,24 @@ class ChunkStorage(ABC):
         block to ``on_block``; returns the bytes written. ChunkFileMissing when a part is gone."""
         raise NotImplementedError(f"{type(self).__name__} cannot concatenate uploads")
 
+    def sync(self, upload_id: str) -> None:
+        """Make the upload's stored bytes durable (deferred durability: durability.py).
+        A storage whose writes are durable once acknowledged does nothing."""
+        return None
+
+    def feed(
+        self, upload_id: str, start: int, length: int, on_block: Callable[[bytes], None]
+    ) -> int:
+        """Feed the stored bytes from ``start`` (``length`` at most) to ``on_block``, in order;
+        returns how many there were. Recovery after a host crash re-checks bytes with it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read bytes back")
+
     @abstractmethod
     def truncate(self, upload_id: str, size: int) -> None:
-        """Drop what lies past ``size`` (bytes a dead request wrote past the offset)."""
+        """Drop what lies past ``size`` (bytes a dead request wrote past the offset).
+
+        Finalization calls it with the upload's size before ``move_into()``, which may
+        take it as the length to hand off (the S3 storage does)."""
 
     @abstractmethod
     def move_into(self, upload_id: str, target: FinalTarget, name: str) -> str:

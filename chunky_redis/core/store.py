@@ -74,6 +74,7 @@ class UploadStore(SweepIndexes):
         # A script's reply is typed Any: the annotated locals below say what each one returns.
         self._acquire = redis.register_script(lua.ACQUIRE)
         self._commit = redis.register_script(lua.COMMIT)
+        self._settle = redis.register_script(lua.SETTLE)
         self._mark_processing = redis.register_script(lua.MARK_PROCESSING)
         self._create = redis.register_script(lua.CREATE)
         self._release = redis.register_script(lua.RELEASE)
@@ -192,10 +193,12 @@ class UploadStore(SweepIndexes):
         hash_state: bytes,
         expires: int,
         digest_states: dict[str, bytes] | None = None,
+        fields: dict[str, Any] | None = None,
     ) -> str:
         """Advance offset and checksum states; returns "ok", "lost", "conflict" or "expired".
 
-        ``digest_states`` (the extra whole-file digests) advance in the same step.
+        ``digest_states`` (the extra whole-file digests) and ``fields`` (deferred
+        durability's) are set in the same step.
         The lock is released in the same step, whatever the answer.
         """
         keys = [self.record_key(upload.upload_id), self.lock_key(upload.upload_id)]
@@ -204,6 +207,8 @@ class UploadStore(SweepIndexes):
         args.append(self.now())
         for field_name, state in digest_fields(digest_states or {}).items():
             args += [field_name, state]
+        for field_name, value in (fields or {}).items():
+            args += [field_name, value]
         with _wrap_errors():
             result: str = self._recorded(self._commit, keys, args).decode()
             if result == "ok" and expires != upload.expires:
@@ -230,6 +235,17 @@ class UploadStore(SweepIndexes):
                 self.expiries.remove(upload.upload_id)
         if result == "ok":
             upload.queued = now
+        return result
+
+    def settle(self, upload_id: str, token: str, offset: int, fields: dict[str, Any]) -> str:
+        """Set ``fields`` while we hold the lock (kept) and the offset is still ``offset``:
+        "ok", "lost" or "conflict". Recovery after a host crash (durability.py) uses it."""
+        keys = [self.record_key(upload_id), self.lock_key(upload_id)]
+        args: list[Any] = [token, offset]
+        for field_name, value in fields.items():
+            args += [field_name, value]
+        with _wrap_errors():
+            result: str = self._recorded(self._settle, keys, args).decode()
         return result
 
     def set_length(self, upload_id: str, token: str, length: int) -> str:

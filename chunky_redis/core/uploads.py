@@ -29,6 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
+from . import durability
 from . import errors as exc
 from .appends import Appends
 from .checksums import ChunkDigest, check_algorithms
@@ -102,7 +103,7 @@ class UploadService(Lifecycle, Appends, Concatenation):
         )
         raise_for(code)
         assert upload is not None
-        return upload
+        return durability.reported(upload, self.policy.boot)
 
     # -- chunks --------------------------------------------------------------
     def start_chunk(
@@ -304,6 +305,8 @@ class UploadService(Lifecycle, Appends, Concatenation):
                     checksum = self._own_digest(upload)
                 checksum = clean_checksum(checksum, upload.algorithm)
                 self.context.verify(upload, checksum)
+            if self.policy.sync_every and upload.boot:
+                self.storage.sync(upload_id)  # nothing leaves for post-processing unsynced
             result = self.store.mark_processing(upload, token, checksum)
         except BaseException:
             self.store.release(upload_id, token)

@@ -22,13 +22,14 @@ from typing import Any
 
 from django.core.files.storage import Storage
 
+from ..chunk_storages import get_final_storage
 from ..conf import conf, milliseconds
 from ..core.checksums import ResumableHash
 from ..core.storage import ChunkStorage
 from ..core.store import COMPLETE, FAILED, PROCESSING, Upload, UploadStore
 from . import concat
 from .finished_signals import PENDING, new_run_id, owed_to, send_finished
-from .handoff import ChunkFile, final_name_for, get_final_storage, is_name_refused
+from .handoff import ChunkFile, final_name_for, is_name_refused
 from .handoff import hand_off as _hand_off
 
 logger = logging.getLogger("chunky_redis")
@@ -156,10 +157,13 @@ def _finalize_under_lease(
     if reason:
         return _fail(upload, store, reason, run_id)
     if chunks.exists(upload.upload_id):
+        if (chunks.size(upload.upload_id) or 0) >= upload.size:
+            # Before the verification: the S3 chunk storage reads its bytes back only once
+            # their length is sealed (a short file is never extended: the check reports it).
+            chunks.truncate(upload.upload_id, upload.size)
         reason = _verify(upload, chunks)
         if reason:
             return _fail(upload, store, reason, run_id)
-        chunks.truncate(upload.upload_id, upload.size)
         name = _hand_off_named(upload, ChunkFile(chunks, upload.upload_id), final)
     else:
         # A previous attempt handed the file off and died before recording it?

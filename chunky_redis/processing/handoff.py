@@ -17,10 +17,10 @@ from typing import BinaryIO, NamedTuple, TypeGuard
 
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files import File
-from django.core.files.storage import FileSystemStorage, Storage, storages
+from django.core.files.storage import FileSystemStorage, Storage
 from django.core.files.utils import validate_file_name
-from django.utils.module_loading import import_string
 
+from ..chunk_storages import s3_name
 from ..conf import conf
 from ..core.http import fit_bytes
 from ..core.storage import ChunkStorage, FinalTarget
@@ -34,16 +34,6 @@ SAFE_STEM = "upload"
 # What a refused name looks like: too long, or characters the storage rejects.
 _NAME_ERRNOS = {errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ}
 TEMP_SUFFIX = ".chunky-partial"
-
-
-def get_final_storage() -> Storage:
-    name = conf.FINAL_STORAGE
-    if not name:
-        return storages["default"]
-    if "." in name:
-        storage: Storage = import_string(name)()
-        return storage
-    return storages[name]
 
 
 def final_name_for(upload: Upload, storage: Storage, *, safe: bool = False) -> str:
@@ -133,6 +123,10 @@ class StorageTarget(FinalTarget):
         if final.file_permissions_mode is not None:
             os.chmod(target, final.file_permissions_mode)
         return name
+
+    def adopt_object(self, bucket: str, key: str) -> str | None:
+        # The S3 chunk storage completed its multipart upload into this storage's bucket.
+        return s3_name(self.final, bucket, key)
 
     def save(self, name: str, stream: BinaryIO) -> str:
         if _local_path(self.final, name) is None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .. import runtime
+from ..chunk_storages import get_final_storage
 from ..core.storage import ChunkStorage
 from ..core.store import UploadStore
 from . import finalize as steps
 from . import metering, sweeper
 from .finished_signals import new_run_id
-from .handoff import get_final_storage
 
 
 def finalize(

@@ -83,7 +83,7 @@ class TusUploadView(UploadHooks, View):
     def options(self, request: HttpRequest, upload_id: str | None) -> HttpResponse:
         headers = {
             th.TUS_VERSION: th.VERSION,
-            th.TUS_EXTENSION: ",".join(th.EXTENSIONS),
+            th.TUS_EXTENSION: ",".join(self._extensions()),
             th.TUS_CHECKSUM_ALGORITHM: ",".join(th.CHECKSUM_ALGORITHMS),
             "Allow": ", ".join(UPLOAD_METHODS if upload_id else COLLECTION_METHODS),
         }
@@ -92,8 +92,16 @@ class TusUploadView(UploadHooks, View):
             headers[th.TUS_MAX_SIZE] = str(max_bytes)
         return no_content(headers=headers)
 
+    def _extensions(self) -> tuple[str, ...]:
+        if self.get_service().storage.can_concatenate:
+            return th.EXTENSIONS
+        return tuple(e for e in th.EXTENSIONS if not e.startswith("concatenation"))
+
     def post(self, request: HttpRequest, upload_id: None) -> HttpResponse:
         concat, part_ids = th.parse_concat(request.headers.get(th.UPLOAD_CONCAT))
+        if concat and not self.get_service().storage.can_concatenate:
+            # Refused before anything exists: a part could never be joined with this storage.
+            raise th.BadHeader(th.UPLOAD_CONCAT, "concatenation is not offered by this server.")
         if concat == "final":
             return self._concatenate(request, part_ids)
         length = th.integer(request.headers.get(th.UPLOAD_LENGTH), th.UPLOAD_LENGTH)

@@ -120,8 +120,13 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 CHUNKY_REDIS_REDIS_URL = REDIS_URL or None
 CHUNKY_REDIS_UPLOAD_DIR = os.environ.get("CHUNKY_UPLOAD_DIR", str(VAR_DIR / "chunks"))
 CHUNKY_REDIS_FINAL_STORAGE = os.environ.get("CHUNKY_FINAL_STORAGE") or None
+# "s3": chunks go into S3 multipart uploads in the final storage's bucket (no shared volume).
+CHUNKY_REDIS_CHUNK_STORAGE = os.environ.get("CHUNKY_CHUNK_STORAGE") or "filesystem"
+if os.environ.get("CHUNKY_S3_PART_SIZE"):
+    CHUNKY_REDIS_S3_PART_SIZE = int(os.environ["CHUNKY_S3_PART_SIZE"])
 CHUNKY_REDIS_ALLOW_ANONYMOUS = env_bool("CHUNKY_ALLOW_ANONYMOUS", True)
 CHUNKY_REDIS_FSYNC = env_bool("CHUNKY_FSYNC", True)
+CHUNKY_REDIS_SYNC_EVERY = int(os.environ.get("CHUNKY_SYNC_EVERY") or 0)
 if os.environ.get("CHUNKY_MAX_BYTES"):
     CHUNKY_REDIS_MAX_BYTES = int(os.environ["CHUNKY_MAX_BYTES"])
 if os.environ.get("CHUNKY_MAX_UPLOADS_IN_FLIGHT"):

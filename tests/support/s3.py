@@ -28,13 +28,15 @@ REGION = "us-east-1"
 class LocalS3:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    # moto's own settings, e.g. S3_UPLOAD_PART_MIN_SIZE: smaller parts keep the chunk tests fast
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> LocalS3:
-        env = {**os.environ, **CREDENTIALS}
+        env = {**os.environ, **CREDENTIALS, **self.env}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             env=env,

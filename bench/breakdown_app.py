@@ -1,0 +1,122 @@
+"""The bundled site with timers around the parts of a chunk request (for ``python -m bench breakdown``).
+
+Nothing of this is in chunky_redis: the timers are wrapped around its functions here, in the
+benchmark's own WSGI module, so the service as deployed pays nothing for them. One gunicorn
+worker, one client at a time: the totals between two reads of ``/__breakdown__`` belong to the
+chunk requests of that stretch. Each part is wall time where it runs:
+
+- read: ``request.read()`` (the body from gunicorn, socket included);
+- hash: ``ResumableHash.update`` (the checksum state);
+- write: ``ChunkWriter._store`` less the hash inside it (pwrite, sync_file_range for large blocks);
+- sync: ``os.fdatasync``, wherever it runs (in the job of a chunk's last large block, or at
+  ``close()``);
+- sync wait: the request waiting for the ``fdatasync`` at ``close()`` (``_off_hub``);
+- redis: redis-py's ``execute_command`` and ``Pipeline.execute`` (round trips and scripts);
+- inline: write and hash of blocks under 256 KiB, which run on the request's own thread;
+- helper wait: the request waiting for a block still being written and hashed (and, for a
+  chunk's last block, synced) on the helper thread (blocks of 256 KiB and more; there hash and
+  write overlap the next read);
+- total: the WSGI call, from Django's handler to the end of the response body.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis
+from chunky_site.wsgi import application as site
+from django.core.handlers.wsgi import WSGIRequest
+
+from chunky_redis.core import checksums, filesystem
+
+PARTS = ("read", "hash", "write", "sync", "redis", "helper_wait", "sync_wait", "inline", "total")
+_totals = dict.fromkeys(PARTS, 0.0)
+_requests = 0
+_lock = threading.Lock()
+_local = threading.local()  # per thread (per greenlet under gevent): nesting, inside a request
+
+
+def _add(part: str, seconds: float) -> None:
+    with _lock:
+        _totals[part] += seconds
+
+
+def _timed(part: str, func: Callable[..., Any], *, outermost: bool = False) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        depth = getattr(_local, part, 0)
+        if outermost and depth:
+            return func(*args, **kwargs)
+        setattr(_local, part, depth + 1)
+        started = time.perf_counter()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            elapsed = time.perf_counter() - started
+            setattr(_local, part, depth)
+            _add(part, elapsed)
+            if part == "hash":
+                _local.hash_inside = getattr(_local, "hash_inside", 0.0) + elapsed
+
+    return wrapper
+
+
+def _store(func: Callable[..., None]) -> Callable[..., None]:
+    """``ChunkWriter._store`` writes a block and then hashes it: write is the rest."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        _local.hash_inside = 0.0
+        started = time.perf_counter()
+        try:
+            func(*args, **kwargs)
+        finally:
+            elapsed = time.perf_counter() - started
+            _add("write", elapsed - _local.hash_inside)
+            if getattr(_local, "in_request", False):  # a small block: on the request's thread
+                _add("inline", elapsed)
+
+    return wrapper
+
+
+checksums.ResumableHash.update = _timed("hash", checksums.ResumableHash.update)  # type: ignore[method-assign]
+filesystem.ChunkWriter._store = _store(filesystem.ChunkWriter._store)  # type: ignore[method-assign]
+filesystem.ChunkWriter._wait_pending = _timed(  # type: ignore[method-assign]
+    "helper_wait", filesystem.ChunkWriter._wait_pending
+)
+os.fdatasync = _timed("sync", os.fdatasync)
+filesystem._off_hub = _timed("sync_wait", filesystem._off_hub)
+WSGIRequest.read = _timed("read", WSGIRequest.read)  # type: ignore[method-assign]
+redis.Redis.execute_command = _timed(  # type: ignore[method-assign]
+    "redis", redis.Redis.execute_command, outermost=True
+)
+redis.client.Pipeline.execute = _timed(  # type: ignore[method-assign]
+    "redis", redis.client.Pipeline.execute, outermost=True
+)
+
+
+def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    global _requests
+    if environ["PATH_INFO"] == "/__breakdown__":  # the totals so far, then zero
+        with _lock:
+            body = json.dumps({"requests": _requests, "seconds": dict(_totals)}).encode()
+            _totals.update(dict.fromkeys(PARTS, 0.0))
+            _requests = 0
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
+    _local.in_request = True
+    started = time.perf_counter()
+    response = site(environ, start_response)
+    try:
+        return [b"".join(response)]
+    finally:
+        close = getattr(response, "close", None)
+        if close is not None:
+            close()
+        _add("total", time.perf_counter() - started)
+        _local.in_request = False
+        with _lock:
+            _requests += 1

@@ -1,0 +1,207 @@
+"""Power loss with deferred durability (CHUNKY_REDIS_SYNC_EVERY, issue 11), on both backends.
+
+A simulated disk keeps, for every chunk file, what its last ``fdatasync`` made durable; a
+"power loss" puts every file back to that (the bytes written since are lost: zeros where
+the file had grown, or the file cut short), and the service "restarts" with a new boot
+id. Redis keeps everything (the worst case: the record counts bytes the disk lost).
+Whatever the losses, no status read tells an offset past the bytes on disk that are the
+client's, and every upload completes with exactly the client's bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from collections.abc import Callable
+
+import pytest
+
+from chunky_redis import runtime
+from chunky_redis.core import errors as exc
+from chunky_redis.core.context import Policy
+from chunky_redis.core.filesystem import SUFFIX, FileSystemChunkStorage
+from chunky_redis.core.http import ByteRange
+from chunky_redis.core.store import PROCESSING, Upload
+from chunky_redis.core.uploads import UploadService
+
+KiB, MiB = 1 << 10, 1 << 20
+OWNER = "alice"
+
+
+class PowerLossDisk:
+    """What each chunk file's last fdatasync made durable, and a power loss that keeps only that."""
+
+    def __init__(self, directory: str, monkeypatch: pytest.MonkeyPatch):
+        self.directory = directory
+        self.synced: dict[str, bytes] = {}
+        self.syncs = 0
+        real = os.fdatasync
+
+        def fdatasync(fd: int) -> None:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            if path.endswith(SUFFIX):
+                with open(path, "rb") as f:
+                    self.synced[os.path.basename(path)] = f.read()
+                self.syncs += 1
+            real(fd)
+
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+
+    def power_loss(self, how: str) -> None:
+        """``zeros``: unsynced bytes read back as zeros; ``cut``: the file ends where it was
+        synced; ``none``: the page cache happened to reach the disk (nothing lost)."""
+        if how == "none":
+            return
+        for name in os.listdir(self.directory):
+            if not name.endswith(SUFFIX):
+                continue
+            path = os.path.join(self.directory, name)
+            durable = self.synced.get(name, b"")
+            size = os.path.getsize(path)
+            with open(path, "wb") as f:
+                f.write(durable)
+                if how == "zeros" and size > len(durable):
+                    f.write(b"\0" * (size - len(durable)))
+
+    def on_disk(self, upload_id: str) -> bytes:
+        with open(os.path.join(self.directory, upload_id + SUFFIX), "rb") as f:
+            return f.read()
+
+
+@pytest.fixture
+def disk(chunky, monkeypatch) -> PowerLossDisk:
+    directory = chunky.CHUNKY_REDIS_UPLOAD_DIR
+    os.makedirs(directory, exist_ok=True)
+    return PowerLossDisk(directory, monkeypatch)
+
+
+def service(chunky, sync_every: int, boot: str, completed: list[Upload]) -> UploadService:
+    """The service as one boot of the host runs it (chunk files synced as ``sync_every`` says)."""
+    return UploadService(
+        store=runtime.get_store(),
+        storage=FileSystemChunkStorage(
+            chunky.CHUNKY_REDIS_UPLOAD_DIR, fsync=True, sync_chunks=not sync_every
+        ),
+        policy=Policy(sync_every=sync_every, boot=boot),
+        on_complete=completed.append,
+    )
+
+
+def send(svc: UploadService, upload_id: str | None, data: bytes, start: int, total: int) -> Upload:
+    session = svc.start_chunk(
+        owner=OWNER,
+        upload_id=upload_id,
+        byte_range=ByteRange(start, start + len(data) - 1, total),
+        length=len(data),
+        max_bytes=None,
+    )
+    try:
+        session.write(data)
+        return session.finish(filename="f.bin")
+    except BaseException:
+        session.abort()
+        raise
+
+
+def upload_through_power_losses(
+    chunky, disk: PowerLossDisk, *, sync_every: int, seed: int, check: Callable[..., None]
+) -> None:
+    rng = random.Random(seed)
+    data = rng.randbytes(3 * MiB + 777)
+    chunk = 96 * KiB
+    completed: list[Upload] = []
+    boot = 0
+    svc = service(chunky, sync_every, f"boot-{boot}", completed)
+    upload_id = send(svc, None, data[:chunk], 0, len(data)).upload_id
+    offset = chunk  # what the client was last told
+    losses = 0
+    while offset < len(data):
+        if rng.random() < 0.15:
+            disk.power_loss(rng.choice(["zeros", "cut", "none"]))
+            losses += 1
+            boot += 1
+            svc = service(chunky, sync_every, f"boot-{boot}", completed)
+            if rng.random() < 0.5:  # the client asks where to go on ...
+                told = svc.status(owner=OWNER, upload_id=upload_id).offset
+                check(disk, upload_id, data, told)
+                offset = told
+            # ... or sends its next chunk at the offset it knew, and is told where to resume
+        try:
+            offset = send(svc, upload_id, data[offset : offset + chunk], offset, len(data)).offset
+        except exc.OffsetMismatch as e:
+            told = e.expected
+            check(disk, upload_id, data, told)
+            offset = told
+    assert losses >= 3  # the seed puts several power losses in every upload
+    done = svc.complete(owner=OWNER, upload_id=upload_id, checksum=hashlib.md5(data).hexdigest())
+    assert done.status == PROCESSING and [u.upload_id for u in completed] == [upload_id]
+    disk.power_loss("zeros")  # completed: nothing of it may be unsynced any more
+    assert disk.on_disk(upload_id) == data
+
+
+def offset_is_durable(disk: PowerLossDisk, upload_id: str, data: bytes, told: int) -> None:
+    """The offset a client is told never exceeds the durable bytes, and those are its own."""
+    durable = disk.synced.get(upload_id + SUFFIX, b"")
+    assert told <= len(durable)
+    assert durable[:told] == data[:told]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_deferred_durability_survives_power_losses(chunky, disk, seed):
+    upload_through_power_losses(
+        chunky, disk, sync_every=512 * KiB, seed=seed, check=offset_is_durable
+    )
+    # the deferred policy synced far less often than once a chunk
+    assert disk.syncs < (3 * MiB // (96 * KiB)) / 2
+
+
+def test_sync_every_chunk_survives_power_losses(chunky, disk):
+    """The default policy (0): every acknowledged chunk is durable, nothing ever goes back."""
+    upload_through_power_losses(chunky, disk, sync_every=0, seed=4, check=offset_is_durable)
+
+
+def test_unsynced_bytes_that_survived_are_kept(chunky, disk):
+    """After a crash that lost nothing, the re-read bytes match: the offset does not go back."""
+    data = random.Random(5).randbytes(2 * MiB)
+    completed: list[Upload] = []
+    svc = service(chunky, 1 * MiB, "boot-0", completed)
+    up = send(svc, None, data[: 256 * KiB], 0, len(data))
+    up = send(svc, up.upload_id, data[256 * KiB : 512 * KiB], 256 * KiB, len(data))
+    assert (up.durable, up.boot) == (0, "boot-0")  # recorded, not yet synced
+    assert disk.syncs == 0
+    after = service(chunky, 1 * MiB, "boot-1", completed)
+    assert after.status(owner=OWNER, upload_id=up.upload_id).offset == 0  # not known to be on disk
+    up = send(after, up.upload_id, data[512 * KiB : 768 * KiB], 512 * KiB, len(data))
+    assert up.offset == 768 * KiB  # the first 512 KiB checked out: kept
+    assert disk.synced[up.upload_id + SUFFIX][: 512 * KiB] == data[: 512 * KiB]
+
+
+def test_lost_bytes_take_the_upload_back_to_the_synced_offset(chunky, disk):
+    data = random.Random(6).randbytes(2 * MiB)
+    completed: list[Upload] = []
+    svc = service(chunky, 512 * KiB, "boot-0", completed)
+    up = send(svc, None, data[: 512 * KiB], 0, len(data))  # fills the window: synced
+    up = send(svc, up.upload_id, data[512 * KiB : 768 * KiB], 512 * KiB, len(data))
+    assert (up.offset, up.durable) == (768 * KiB, 512 * KiB)
+    disk.power_loss("zeros")
+    after = service(chunky, 512 * KiB, "boot-1", completed)
+    with pytest.raises(exc.OffsetMismatch) as e:
+        send(after, up.upload_id, data[768 * KiB : 1024 * KiB], 768 * KiB, len(data))
+    assert e.value.expected == 512 * KiB
+    assert after.status(owner=OWNER, upload_id=up.upload_id).offset == 512 * KiB
+    up = send(after, up.upload_id, data[512 * KiB :], 512 * KiB, len(data))
+    after.complete(owner=OWNER, upload_id=up.upload_id, checksum=hashlib.md5(data).hexdigest())
+    assert disk.on_disk(up.upload_id) == data
+
+
+def test_the_same_boot_trusts_its_page_cache(chunky, disk):
+    """A process of the same boot (a worker restarted, not the host) re-reads nothing."""
+    data = random.Random(7).randbytes(1 * MiB)
+    completed: list[Upload] = []
+    svc = service(chunky, 4 * MiB, "boot-0", completed)
+    up = send(svc, None, data[: 256 * KiB], 0, len(data))
+    again = service(chunky, 4 * MiB, "boot-0", completed)
+    assert again.status(owner=OWNER, upload_id=up.upload_id).offset == 256 * KiB
+    send(again, up.upload_id, data[256 * KiB :], 256 * KiB, len(data))
+    assert disk.syncs == 1  # only the chunk that reached the end synced

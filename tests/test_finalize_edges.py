@@ -229,8 +229,9 @@ def test_a_save_whose_rename_fails_leaves_no_temporary_file(chunky, store, monke
 def test_a_failed_upload_is_retried_wherever_its_bytes_are(chunky, store, where):
     """chunky_retry: the bytes still in the upload directory, or already handed off under
     the client's name or the safe one (a worker died after the hand-off); else no_bytes."""
+    from chunky_redis.chunk_storages import get_final_storage
     from chunky_redis.processing.completion import retry_failed
-    from chunky_redis.processing.handoff import final_name_for, get_final_storage
+    from chunky_redis.processing.handoff import final_name_for
 
     data = payload(300)
     upload_id = processing_upload(store, chunky, data, md5(data))
@@ -260,7 +261,8 @@ def test_a_failed_upload_is_retried_wherever_its_bytes_are(chunky, store, where)
 def test_bytes_handed_off_under_the_safe_name_are_found(chunky, store):
     """A worker saved the file under the safe name (the storage refused the client's) and
     died before recording it: the next attempt finds it there and records that name."""
-    from chunky_redis.processing.handoff import final_name_for, get_final_storage
+    from chunky_redis.chunk_storages import get_final_storage
+    from chunky_redis.processing.handoff import final_name_for
 
     data = payload(300)
     upload_id = processing_upload(store, chunky, data, md5(data))

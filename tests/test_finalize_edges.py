@@ -330,6 +330,7 @@ def test_the_queue_delay_is_measured_only_for_a_finalization_that_ran(chunky, st
     store.redis.hset(store.record_key(upload_id), "queued", store.now() + 60_000)  # clock skew
     assert finalize(upload_id).waited_ms == 0
     upload_id = processing_upload(store, chunky, data, md5(data))
+    store.redis.hset(store.record_key(upload_id), "queued", store.now() - 1000)
     real = finalize_module._hand_off
 
     def another_run_finishes_first(*args):

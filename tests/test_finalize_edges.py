@@ -10,6 +10,7 @@ import stat
 import threading
 
 import pytest
+from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage
 
 from chunky_redis.core.checksums import ResumableHash
@@ -87,7 +88,7 @@ def test_a_failure_records_when_and_keeps_the_record_for_the_retention(chunky):
     store.redis.pexpire(store.record_key(upload_id), 60_000)  # as a processing record might be
     upload = store.get(upload_id)
     before = store.now()
-    outcome = finalize_module._fail(upload, store, "the reason")
+    outcome = finalize_module._fail(upload, store, "the reason", "task-1")
     assert outcome == Outcome(FAILED, "the reason")
     failed = store.get(upload_id)
     assert (failed.status, failed.reason) == (FAILED, "the reason")
@@ -95,7 +96,7 @@ def test_a_failure_records_when_and_keeps_the_record_for_the_retention(chunky):
     ttl = store.redis.pttl(store.record_key(upload_id))
     assert 3_500_000 < ttl <= 3_600_000
     # A second failure of the same upload is refused, and says what the upload is now.
-    assert finalize_module._fail(upload, store, "again") == Outcome("skipped", FAILED)
+    assert finalize_module._fail(upload, store, "again", "task-2") == Outcome("skipped", FAILED)
 
 
 def test_fail_upload_fails_only_an_upload_in_processing(chunky, store):
@@ -202,3 +203,141 @@ def test_a_mismatch_of_the_received_bytes_says_so(chunky, store):
     outcome = finalize(upload_id)
     assert outcome.status == FAILED
     assert outcome.reason.startswith("The md5 of the received bytes (")
+
+
+def test_a_save_whose_rename_fails_leaves_no_temporary_file(chunky, store, monkeypatch):
+    chunky.CHUNKY_REDIS_FINAL_STORAGE = f"{__name__}.CountingStorage"
+    data = payload(2000)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    from chunky_redis.processing import handoff
+
+    def refuse(src, dst):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(handoff.os, "rename", refuse)
+    with pytest.raises(OSError):
+        finalize_module.finalize(
+            upload_id, store=store, chunks=get_storage(), final=CountingStorage(), run_id="t"
+        )
+    folder = os.path.join(chunky.MEDIA_ROOT, f"chunky_redis/{upload_id}")
+    assert os.listdir(folder) == []  # the temporary file went with the failure
+    assert store.get(upload_id).status == PROCESSING  # and the bytes wait for the retry
+    assert get_storage().exists(upload_id)
+
+
+@pytest.mark.parametrize("where", ["chunks", "final name", "safe name", "nowhere"])
+def test_a_failed_upload_is_retried_wherever_its_bytes_are(chunky, store, where):
+    """chunky_retry: the bytes still in the upload directory, or already handed off under
+    the client's name or the safe one (a worker died after the hand-off); else no_bytes."""
+    from chunky_redis.chunk_storages import get_final_storage
+    from chunky_redis.processing.completion import retry_failed
+    from chunky_redis.processing.handoff import final_name_for
+
+    data = payload(300)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    assert finalize_module._fail(store.get(upload_id), store, "broken", "task-1").status == FAILED
+    final = get_final_storage()
+    if where != "chunks":
+        get_storage().delete(upload_id)
+    if where in ("final name", "safe name"):
+        name = final_name_for(store.get(upload_id), final, safe=where == "safe name")
+        final.save(name, ContentFile(data))
+    queued: list[str] = []
+    before = store.now()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("chunky_redis.processing.completion.enqueue_finalize", queued.append)
+        answer = retry_failed(upload_id)
+    if where == "nowhere":
+        assert (answer, queued, store.get(upload_id).status) == ("no_bytes", [], FAILED)
+        return
+    assert (answer, queued) == ("queued", [upload_id])
+    retried = store.get(upload_id)
+    assert (retried.status, retried.reason, retried.completed) == (PROCESSING, "", 0)
+    assert retried.queued >= before
+    assert upload_id in store.due_processing(store.now() + 1)  # the sweeper watches it again
+    assert store.failed_ids() == []
+
+
+def test_bytes_handed_off_under_the_safe_name_are_found(chunky, store):
+    """A worker saved the file under the safe name (the storage refused the client's) and
+    died before recording it: the next attempt finds it there and records that name."""
+    from chunky_redis.chunk_storages import get_final_storage
+    from chunky_redis.processing.handoff import final_name_for
+
+    data = payload(300)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    final = get_final_storage()
+    safe = final_name_for(store.get(upload_id), final, safe=True)
+    final.save(safe, ContentFile(data))
+    get_storage().delete(upload_id)
+    assert finalize(upload_id).status == "complete"
+    assert store.get(upload_id).final_name == safe != final_name_for(store.get(upload_id), final)
+
+
+def test_the_reasons_of_a_failed_verification(chunky, store):
+    data = payload(300)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    get_storage().truncate(upload_id, 0)
+    outcome = finalize(upload_id)
+    assert outcome == Outcome(FAILED, "The upload directory holds 0 of the 300 bytes received.")
+    chunky.CHUNKY_REDIS_VERIFY_STORED_BYTES = True
+    upload_id = processing_upload(store, chunky, data, md5(b"other"))
+    outcome = finalize(upload_id)
+    assert outcome.status == FAILED
+    assert outcome.reason == (
+        f"The md5 of the stored bytes ({md5(data)}) does not match the client's ({md5(b'other')})."
+    )
+
+
+def test_a_concatenation_with_a_missing_part_fails_with_the_reason(chunky, store, signal_log):
+    from chunky_redis.core.store import CONCAT_PARTS
+
+    upload_id = processing_upload(store, chunky, b"", "", extra={CONCAT_PARTS: ["0" * 32]})
+    outcome = finalize(upload_id)
+    assert outcome == Outcome(
+        FAILED, "A part of this concatenation is missing (terminated or expired)."
+    )
+    assert store.get(upload_id).reason == outcome.reason
+
+
+def test_a_busy_finalization_looks_again_just_after_the_lease_would_lapse(chunky, store):
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    store.take_lease(upload_id, "another worker", 1_000_000)
+    with pytest.raises(FinalizeBusy) as busy:
+        finalize(upload_id)
+    assert 999.9 < busy.value.retry_in <= 1000.25
+    store.redis.pexpire(store.lease_key(upload_id), 100)
+    with pytest.raises(FinalizeBusy) as busy:
+        finalize(upload_id)
+    assert busy.value.retry_in == 0.5
+
+
+def test_the_final_storage_given_is_the_one_used(chunky, store, tmp_path):
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    elsewhere = FileSystemStorage(location=str(tmp_path / "elsewhere"))
+    outcome = finalize_module.finalize(
+        upload_id, store=store, chunks=get_storage(), final=elsewhere, run_id="t"
+    )
+    assert outcome.status == "complete"
+    assert elsewhere.exists(store.get(upload_id).final_name)
+
+
+def test_the_queue_delay_is_measured_only_for_a_finalization_that_ran(chunky, store, monkeypatch):
+    data = payload(100)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    store.redis.hset(store.record_key(upload_id), "queued", store.now() + 60_000)  # clock skew
+    assert finalize(upload_id).waited_ms == 0
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    store.redis.hset(store.record_key(upload_id), "queued", store.now() - 1000)
+    real = finalize_module._hand_off
+
+    def another_run_finishes_first(*args):
+        name = real(*args)
+        store.transition(upload_id, PROCESSING, "complete", signal_run="other")
+        return name
+
+    monkeypatch.setattr(finalize_module, "_hand_off", another_run_finishes_first)
+    outcome = finalize(upload_id)
+    assert (outcome.status, outcome.waited_ms) == ("skipped", None)

@@ -21,6 +21,7 @@ from chunky_redis.processing.handoff import TEMP_SUFFIX, _safe_name, is_name_ref
         ("a.tar.gz", "upload.gz"),
         ("a.é", "upload"),
         ("a.a-b", "upload"),
+        ("a.-b", "upload"),
         ("a.ü1", "upload"),
         ("no extension", "upload"),
     ],

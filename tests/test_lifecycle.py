@@ -128,3 +128,150 @@ def test_termination_refuses_others_locked_and_finished_uploads(chunky, store, s
         service.terminate(owner="u1", upload_id=upload.upload_id)
     assert store.get(upload.upload_id).status == PROCESSING
     assert os.path.exists(chunk_file(chunky, upload.upload_id))
+
+
+def test_no_chunk_before_the_length_is_declared(chunky, store, service):
+    upload = service.create(owner="u1", length=None, max_bytes=None)
+    with pytest.raises(exc.BadContentRange) as refused:
+        append(service, upload.upload_id, b"abc", 0, 3)
+    assert refused.value.code == "length_unknown"
+    assert refused.value.detail == "This upload's length is not declared yet."
+    assert not store.is_locked(upload.upload_id)
+    assert store.get(upload.upload_id).offset == 0
+
+
+def test_lengths_at_the_limits(chunky, store, service):
+    """Negative is refused with the reason; zero and exactly the limit are lengths."""
+    for call in (
+        lambda: service.create(owner="u1", length=-1, max_bytes=None),
+        lambda: service.declare_length(
+            owner="u1", upload_id=deferred.upload_id, length=-1, max_bytes=None
+        ),
+    ):
+        deferred = service.create(owner="u1", length=None, max_bytes=None)
+        with pytest.raises(exc.BadContentRange) as refused:
+            call()
+        assert refused.value.detail == "A length cannot be negative."
+    upload = service.create(owner="u1", length=10, max_bytes=10)
+    assert (store.get(upload.upload_id).size, store.get(upload.upload_id).filename) == (10, "")
+    deferred = service.create(owner="u1", length=None, max_bytes=None)
+    assert (
+        service.declare_length(
+            owner="u1", upload_id=deferred.upload_id, length=10, max_bytes=10
+        ).size
+        == 10
+    )
+    empty = service.create(owner="u1", length=None, max_bytes=None)
+    declared = service.declare_length(
+        owner="u1", upload_id=empty.upload_id, length=0, max_bytes=None
+    )
+    assert declared.size == 0 == store.get(empty.upload_id).size
+    with pytest.raises(exc.TooLarge) as refused:
+        service.declare_length(owner="u1", upload_id=deferred.upload_id, length=11, max_bytes=10)
+    assert (refused.value.size, refused.value.limit) == (11, 10)
+    with pytest.raises(exc.TotalChanged) as changed:
+        service.declare_length(owner="u1", upload_id=deferred.upload_id, length=9, max_bytes=None)
+    assert (changed.value.declared, changed.value.total) == (9, 10)
+    assert not store.is_locked(deferred.upload_id)
+
+
+def test_creation_counts_against_the_quota(chunky, service):
+    quota = Quota(max_uploads=1, max_bytes=None)
+    service.create(owner="u1", length=10, max_bytes=None, quota=quota)
+    with pytest.raises(exc.TooManyUploads):
+        service.create(owner="u1", length=10, max_bytes=None, quota=quota)
+
+
+def test_a_length_below_the_bytes_received_is_refused(chunky, store, service):
+    """Not reachable through the rules today (no byte before the length), but a record
+    that holds bytes and no length is refused a length shorter than them."""
+    upload = service.create(owner="u1", length=None, max_bytes=None)
+    store.redis.hset(store.record_key(upload.upload_id), "offset", 5)
+    with pytest.raises(exc.LengthMismatch) as refused:
+        service.declare_length(owner="u1", upload_id=upload.upload_id, length=4, max_bytes=None)
+    assert (refused.value.announced, refused.value.received) == (4, 5)
+    assert "5 bytes have been received; the length cannot be 4." in refused.value.detail
+    assert not store.is_locked(upload.upload_id)
+    declared = service.declare_length(
+        owner="u1", upload_id=upload.upload_id, length=5, max_bytes=None
+    )
+    assert declared.size == 5
+
+
+@pytest.mark.parametrize(("answer", "error"), [("lost", exc.LockLost), ("set", exc.UploadLocked)])
+def test_a_length_the_store_did_not_set_says_why(
+    chunky, store, service, monkeypatch, answer, error
+):
+    upload = service.create(owner="u1", length=None, max_bytes=None)
+    monkeypatch.setattr(store, "set_length", lambda *args: answer)
+    with pytest.raises(error) as refused:
+        service.declare_length(owner="u1", upload_id=upload.upload_id, length=5, max_bytes=None)
+    assert type(refused.value) is error
+    if answer == "set":
+        assert refused.value.detail == "The upload moved while its length was declared."
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [("lost", exc.LockLost), ("missing", exc.UploadNotFound), (PROCESSING, exc.AlreadyComplete)],
+)
+def test_a_termination_the_store_refused_says_why(
+    chunky, store, service, monkeypatch, answer, error
+):
+    upload = service.create(owner="u1", length=10, max_bytes=None)
+    monkeypatch.setattr(store, "terminate", lambda *args: answer)
+    with pytest.raises(error) as refused:
+        service.terminate(owner="u1", upload_id=upload.upload_id)
+    assert type(refused.value) is error
+    if error is exc.AlreadyComplete:
+        assert refused.value.status == PROCESSING
+    assert os.path.exists(chunk_file(chunky, upload.upload_id))  # the bytes stay
+
+
+def test_a_refused_termination_releases_the_lock(chunky, store, service):
+    upload = service.create(owner="u1", length=0, max_bytes=None)
+    service.complete(owner="u1", upload_id=upload.upload_id, checksum=hashlib.md5().hexdigest())
+    with pytest.raises(exc.AlreadyComplete):
+        service.terminate(owner="u1", upload_id=upload.upload_id)
+    assert not store.is_locked(upload.upload_id)
+
+
+def body(service, upload_id: str, data: bytes, byte_range: ByteRange | None):
+    session = service.start_chunk(
+        owner="u1",
+        upload_id=upload_id,
+        byte_range=byte_range,
+        length=None if byte_range is None else len(data),  # None: a multipart body's
+        max_bytes=None,
+    )
+    try:
+        session.write(data)
+        return session.finish()
+    except BaseException:
+        session.abort()
+        raise
+
+
+def test_a_body_without_a_range_is_the_whole_file_from_its_start(chunky, store, service):
+    """No Content-Range on an existing upload: the body is bytes 0 to size - 1, exactly."""
+    for data, received in ((b"0123456789!", None), (b"012345678", 9)):
+        upload = service.create(owner="u1", length=10, max_bytes=None)
+        with pytest.raises(exc.LengthMismatch) as refused:
+            body(service, upload.upload_id, data, None)
+        assert (refused.value.announced, refused.value.received) == (10, received)
+        assert store.get(upload.upload_id).offset == 0
+    upload = service.create(owner="u1", length=10, max_bytes=None)
+    assert body(service, upload.upload_id, b"0123456789", None).offset == 10
+    assert not store.is_locked(upload.upload_id)
+
+
+def test_a_body_without_a_range_after_some_bytes_is_refused(chunky, store, service):
+    upload = service.create(owner="u1", length=10, max_bytes=None)
+    append(service, upload.upload_id, b"01234", 0, 10)
+    with pytest.raises(exc.OffsetMismatch) as refused:
+        body(service, upload.upload_id, b"56789", None)
+    assert (refused.value.expected, refused.value.provided) == (5, 0)
+    with pytest.raises(exc.TotalChanged) as changed:
+        body(service, upload.upload_id, b"56789", ByteRange(5, 9, 11))
+    assert (changed.value.declared, changed.value.total) == (11, 10)
+    assert not store.is_locked(upload.upload_id)

@@ -107,6 +107,19 @@ def test_a_multipart_body_of_unknown_size_is_counted_once_read(chunky):
     assert sorted(in_flight().values()) == [40, 60]
 
 
+def test_a_one_shot_upload_over_the_bytes_quota_is_refused(chunky):
+    """Its size is known only once its multipart body is read: counted then, and refused."""
+    chunky.CHUNKY_REDIS_MAX_BYTES_IN_FLIGHT = 100
+    api = ClientApi()
+    assert start(api, 60).status == 200
+    data = b"m" * 50
+    body, ctype = multipart(data, fields={"md5": hashlib.md5(data).hexdigest()})
+    refused = api.request("POST", "/upload/", body, ctype)
+    assert refused.status == 413 and refused.data["code"] == "quota_exceeded", refused.body
+    assert list(in_flight().values()) == [60]
+    assert len(files(chunky)) == 1
+
+
 def test_a_one_shot_upload_is_in_flight_only_during_its_request(chunky):
     chunky.CHUNKY_REDIS_MAX_UPLOADS_IN_FLIGHT = 1
     api = ClientApi()

@@ -41,8 +41,9 @@ def test_round_trips_per_step(chunky) -> None:
     assert [c["round_trips"] for c in steps["chunk"]] == [2] * 4
     assert steps["first_chunk"]["round_trips"] == 3  # CREATE script, new-upload lock, expiry index
     assert steps["status"]["round_trips"] == 1
-    # POST (lock, mark processing, indexes, quota release) + finalization (eager here)
-    assert steps["completion"]["round_trips"] == 11
+    # POST (lock, mark processing, indexes, quota release) + finalization (eager here), whose
+    # winner reads the finished record back and records its signals as sent (2 of the 13)
+    assert steps["completion"]["round_trips"] == 13
 
 
 def test_commands_redis_runs_per_chunk(tmp_path, settings) -> None:

@@ -83,6 +83,7 @@ def test_overflow_errors_say_which_limit(service):
     with pytest.raises(exc.TooLarge) as too_large:
         session.write(data)
     assert too_large.value.detail == "The file exceeds the size limit."
+    assert (too_large.value.size, too_large.value.limit) == (None, 100)
     session.abort()
 
     session = service.start_chunk(
@@ -91,6 +92,7 @@ def test_overflow_errors_say_which_limit(service):
     with pytest.raises(exc.LengthMismatch) as mismatch:
         session.write(data)
     assert "100 bytes" in mismatch.value.detail
+    assert (mismatch.value.announced, mismatch.value.received) == (100, None)
     session.abort()
 
 
@@ -129,3 +131,71 @@ def test_a_completion_that_lost_its_lock_says_so(service, monkeypatch):
             owner="", upload_id=upload.upload_id, checksum=hashlib.md5(data).hexdigest()
         )
     assert service.store.get(upload.upload_id).status == UPLOADING
+
+
+def processing_upload(service, data: bytes):
+    session = whole(service, data)
+    session.write(data)
+    return session.finish_and_complete(hashlib.md5(data).hexdigest())
+
+
+def test_completing_again_says_the_upload_is_processing(service):
+    """A different checksum, or the same one while the first hand-off is fresh:
+    already_complete, with the status the client should wait for."""
+    data = os.urandom(100)
+    upload = processing_upload(service, data)
+    for checksum in (hashlib.md5(b"other").hexdigest(), hashlib.md5(data).hexdigest()):
+        with pytest.raises(exc.AlreadyComplete) as error:
+            service.complete(owner="", upload_id=upload.upload_id, checksum=checksum)
+        assert error.value.status == PROCESSING
+    assert service.queued == [upload.upload_id]
+
+
+def test_completing_again_without_a_checksum_names_the_algorithm(service):
+    upload = processing_upload(service, os.urandom(100))
+    with pytest.raises(exc.MissingChecksum) as error:
+        service.complete(owner="", upload_id=upload.upload_id, checksum="")
+    assert "md5" in error.value.detail
+
+
+def test_a_wrong_checksum_names_the_algorithm(service):
+    data = os.urandom(100)
+    session = whole(service, data)
+    session.write(data)
+    upload = session.finish()
+    with pytest.raises(exc.ChecksumMismatch) as error:
+        service.complete(owner="", upload_id=upload.upload_id, checksum="0" * 32)
+    assert error.value.algorithm == "md5" and "md5" in error.value.detail
+
+
+def test_a_completion_returns_when_it_was_queued(service):
+    data = os.urandom(100)
+    session = whole(service, data)
+    session.write(data)
+    upload = session.finish()
+    done = service.complete(
+        owner="", upload_id=upload.upload_id, checksum=hashlib.md5(data).hexdigest()
+    )
+    assert done.queued == service.store.get(upload.upload_id).queued > 0
+
+
+def test_an_upload_tells_the_digests_of_its_bytes_so_far():
+    from chunky_redis.core.checksums import ResumableHash
+    from chunky_redis.core.store import Upload
+
+    data = os.urandom(100)
+    states = {}
+    for algorithm in ("md5", "sha1"):
+        hasher = ResumableHash(algorithm)
+        hasher.update(data)
+        states[algorithm] = hasher.serialize()
+    upload = Upload(
+        upload_id="x",
+        algorithm="md5",
+        hash_state=states["md5"],
+        digest_states={"sha1": states["sha1"]},
+    )
+    assert upload.hexdigest("md5") == hashlib.md5(data).hexdigest()
+    assert upload.hexdigest("sha1") == hashlib.sha1(data).hexdigest()
+    assert upload.hexdigest("sha256") is None
+    assert Upload(upload_id="y").hexdigest("md5") is None

@@ -9,8 +9,6 @@ the first one's lease was lost (a Redis restart without persistence drops it).
 from __future__ import annotations
 
 import hashlib
-import json
-import subprocess
 import threading
 from pathlib import Path
 
@@ -24,11 +22,10 @@ from chunky_redis.processing.finalize import _finalize_under_lease
 from chunky_redis.runtime import get_storage
 from tests.support.api import LiveApi
 from tests.support.processes import (
-    BIN,
-    REPO,
     SiteProcess,
     WorkerProcess,
     live_env,
+    queue_finalize,
     read_signals,
     wait_for,
 )
@@ -68,7 +65,7 @@ def test_a_failing_step_after_completion_signals_nothing(store, processing, sign
     _finalize_under_lease(processing, store, get_storage())
     storage = get_storage()
     storage.delete(processing.upload_id)  # nothing left in the upload directory either way
-    outcome = finalize_module._fail(stale, store, "late")
+    outcome = finalize_module._fail(stale, store, "late", "task-2")
     assert outcome.status == "skipped"
     assert store.get(processing.upload_id).status == COMPLETE
     assert named(signal_log, "upload_failed") == []
@@ -148,8 +145,8 @@ def test_a_worker_whose_lease_was_lost_signals_nothing(
 
 def test_a_failure_is_signalled_once_too(store, processing, signal_log):
     stale = store.get(processing.upload_id)
-    assert finalize_module._fail(processing, store, "first").status == FAILED
-    assert finalize_module._fail(stale, store, "second").status == "skipped"
+    assert finalize_module._fail(processing, store, "first", "task-1").status == FAILED
+    assert finalize_module._fail(stale, store, "second", "task-2").status == "skipped"
     assert named(signal_log, "upload_failed") == [
         {"upload_id": processing.upload_id, "reason": "first"}
     ]
@@ -178,12 +175,7 @@ def test_real_workers_past_a_lost_lease_signal_once(tmp_path):
         prefix = env["CHUNKY_TEST_KEY_PREFIX"]
         client = redis.Redis.from_url(env["REDIS_URL"])
         assert client.delete(f"{prefix}:{{{upload_id}}}:finalize") == 1  # A's lease is lost
-        call = subprocess.run(
-            [str(BIN / "celery"), "-A", "tasks", "call", "chunky_redis.finalize_upload",
-             "--args", json.dumps([upload_id]), "--queue", env["CHUNKY_TEST_QUEUE"]],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert call.returncode == 0, call.stderr
+        queue_finalize(env, upload_id)
         done = wait_for(
             lambda: (s := api.get(f"/upload/{upload_id}/").data)["status"] == "complete" and s,
             message="worker B to complete the upload",

@@ -175,6 +175,68 @@ def test_unreachable_redis_is_a_503_not_a_500(settings, tmp_path):
     assert reply.json()["code"] == "store_unavailable"
 
 
+def in_processing_index(store, upload_id: str) -> bool:
+    return upload_id in store.due_processing(store.now() + 10**9)
+
+
+@pytest.mark.parametrize("answer", ["ok", "fresh", "leased"])
+def test_a_requeue_that_may_come_again_keeps_the_upload_watched(store, answer):
+    """'ok' (queued again), 'fresh' and 'leased' (looked at again after another grace):
+    the upload stays in the processing index, stamped now."""
+    upload = make(store, status=PROCESSING, queued=store.now() - 120_000)
+    if answer == "leased":
+        store.take_lease(upload.upload_id, "worker", 60_000)
+    if answer == "fresh":
+        store.requeue(upload.upload_id, 60_000)  # stamps it queued now
+    before = store.now()
+    assert store.requeue(upload.upload_id, 60_000) == answer
+    assert in_processing_index(store, upload.upload_id)
+    assert store.due_processing(before - 1) == []  # its entry is stamped now, not earlier
+
+
+@pytest.mark.parametrize("status", [COMPLETE, "missing"])
+def test_a_requeue_of_an_upload_past_processing_stops_watching_it(store, status):
+    upload = make(store, status=PROCESSING, queued=store.now() - 120_000)
+    store.processing.add(upload.upload_id, store.now() - 120_000)
+    if status == "missing":
+        store.redis.delete(store.record_key(upload.upload_id))
+    else:
+        store.transition(upload.upload_id, PROCESSING, COMPLETE)
+    assert store.requeue(upload.upload_id, 60_000) == status
+    assert not in_processing_index(store, upload.upload_id)
+
+
+def test_pruning_forgets_only_failed_uploads_past_their_retention(store):
+    recent, old = make(store, status=PROCESSING), make(store, status=PROCESSING)
+    store.index_status(recent.upload_id, "failed")
+    store.redis.zadd(
+        store.failed_key, {old.upload_id: store.now() - store.completed_retention_ms - 1}
+    )
+    assert store.failed_ids() == [recent.upload_id]
+    store.prune_failed()
+    assert store.redis.zrange(store.failed_key, 0, -1) == [recent.upload_id.encode()]
+
+
+def test_presence_on_a_cluster_asks_upload_by_upload(store, monkeypatch):
+    """Redis Cluster refuses scripts in a pipeline: there, one call per upload."""
+    from chunky_redis.core import indexes
+
+    uploading, complete = make(store), make(store, status=COMPLETE)
+    store.acquire(uploading.upload_id, "7", "token")
+    monkeypatch.setattr(indexes, "is_cluster", lambda client: client is store.redis)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cluster pipeline refuses the script")
+
+    monkeypatch.setattr(store.redis, "pipeline", refuse)
+    gone = uuid.uuid4().hex
+    assert store.presence([uploading.upload_id, complete.upload_id, gone]) == {
+        uploading.upload_id: "locked",
+        complete.upload_id: COMPLETE,
+        gone: "missing",
+    }
+
+
 def test_commit_advances_the_extra_digest_states_in_the_same_step(store):
     upload = make(store, digest_states={"sha256": b"s0", "sha1": b""})
     assert store.get(upload.upload_id).digest_states == {"sha256": b"s0", "sha1": b""}
@@ -208,3 +270,25 @@ def test_commit_advances_the_extra_digest_states_in_the_same_step(store):
     )
     again = store.get(upload.upload_id)
     assert (again.offset, again.hash_state, again.digest_states) == (20, b"h", states)
+
+
+def test_a_transition_sets_the_extra_attributes_as_json(store):
+    upload = make(store, status=PROCESSING)
+    assert store.transition(upload.upload_id, PROCESSING, PROCESSING, extra={"album": 7}) == "ok"
+    assert store.get(upload.upload_id).extra == {"album": 7}
+
+
+def test_the_lease_time_left_is_zero_without_a_lease(store):
+    upload = make(store, status=PROCESSING)
+    assert store.lease_ttl_ms(upload.upload_id) == 0
+    store.take_lease(upload.upload_id, "worker", 60_000)
+    assert 59_000 < store.lease_ttl_ms(upload.upload_id) <= 60_000
+
+
+def test_a_refused_commit_leaves_the_expiry_index_alone(store):
+    upload = make(store)
+    before = store.expiries.score(upload.upload_id)
+    later = upload.expires + 60_000
+    answer = store.commit(upload, "not-the-lock", new_offset=20, hash_state=b"", expires=later)
+    assert answer == "lost"
+    assert store.expiries.score(upload.upload_id) == before

@@ -46,7 +46,14 @@ class Lifecycle:
             if max_bytes is not None and length > max_bytes:
                 raise exc.TooLarge(length, max_bytes)
         size = UNKNOWN_LENGTH if length is None else length
-        session = self._start_new(owner, None, max_bytes, size=size, quota=quota, digests=digests)
+        session = self._start_new(
+            owner,
+            None,
+            max_bytes,  # pragma: no mutate (no byte is written here: no limit is reached)
+            size=size,
+            quota=quota,
+            digests=digests,
+        )
         session.allow_empty = True
         try:
             return session.finish(filename=filename, extra=extra)

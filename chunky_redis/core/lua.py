@@ -120,6 +120,19 @@ if ARGV[3] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
 return 'ok'
 """
 
+# The finishing run's signals went out: 'ok' when the record is still ARGV[1]
+# (complete or failed) and finished by run ARGV[2], else 'other' ('missing'
+# without a record: nothing is written then, so no record comes back to life).
+SIGNALS_SENT = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if status ~= ARGV[1] or redis.call('HGET', KEYS[1], 'signal_run') ~= ARGV[2] then
+  return 'other'
+end
+redis.call('HSET', KEYS[1], 'signal_state', 'sent')
+return 'ok'
+"""
+
 # The sweeper marks an expired upload only while nobody holds its lock.
 MARK_EXPIRED = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'locked' end

@@ -45,6 +45,10 @@ class Upload:
     final_url: str = ""
     completed: int = 0
     queued: int = 0  # ms since the epoch: when post-processing was last queued
+    # Set with the status change processing -> complete/failed: the run (Celery task id)
+    # that made it, and whether its signals are still "pending" or were "sent".
+    signal_run: str = ""
+    signal_state: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     # Whole-file digests kept beside ``algorithm``'s (a dialect asked for them at creation):
     # algorithm -> resumable state, each stored as the record's field "hash_state:<algorithm>".

@@ -82,6 +82,7 @@ class UploadStore(SweepIndexes):
         self._transition = redis.register_script(lua.TRANSITION)
         self._set_length = redis.register_script(lua.SET_LENGTH)
         self._terminate = redis.register_script(lua.TERMINATE)
+        self._signals_sent = redis.register_script(lua.SIGNALS_SENT)
         self._register_index_scripts()
 
     # -- keys ----------------------------------------------------------------
@@ -101,7 +102,10 @@ class UploadStore(SweepIndexes):
     def get(self, upload_id: str) -> Upload | None:
         with _wrap_errors():
             # bytes, not str: the clients leave decode_responses off.
-            raw = cast("dict[bytes, bytes]", self.redis.hgetall(self.record_key(upload_id)))
+            raw = cast(
+                "dict[bytes, bytes]",  # pragma: no mutate (a type, for mypy alone)
+                self.redis.hgetall(self.record_key(upload_id)),
+            )
         return Upload.from_redis(upload_id, raw) if raw else None
 
     def acquire(
@@ -309,6 +313,15 @@ class UploadStore(SweepIndexes):
             flat += [key, json.dumps(value) if key == "extra" else value]
         with _wrap_errors():
             result: str = self._transition(keys=[self.record_key(upload_id)], args=flat).decode()
+            return result
+
+    def signals_sent(self, upload_id: str, status: str, run_id: str) -> str:
+        """Record that run ``run_id``, which moved the upload to ``status``, sent its
+        signals: "ok", or "other" (another run finished it, or it moved on) or "missing"."""
+        with _wrap_errors():
+            result: str = self._signals_sent(
+                keys=[self.record_key(upload_id)], args=[status, run_id]
+            ).decode()
             return result
 
     def _recorded(self, script: Any, keys: list[str], args: list[Any]) -> Any:

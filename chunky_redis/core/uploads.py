@@ -94,7 +94,13 @@ class UploadService(Lifecycle, Appends, Concatenation):
 
     # -- reads ---------------------------------------------------------------
     def status(self, *, owner: str, upload_id: str) -> Upload:
-        code, upload = self.store.acquire(upload_id, owner, "", lock=False)
+        # Without the lock no token is used, and any false value is no lock.
+        code, upload = self.store.acquire(
+            upload_id,
+            owner,
+            "",  # pragma: no mutate
+            lock=False,  # pragma: no mutate
+        )
         raise_for(code)
         assert upload is not None
         return durability.reported(upload, self.policy.boot)
@@ -246,13 +252,18 @@ class UploadService(Lifecycle, Appends, Concatenation):
             if byte_range_start != upload.offset:
                 raise exc.OffsetMismatch(upload.offset, byte_range_start)
             if byte_range is None:
-                byte_range = ByteRange(0, upload.size - 1, upload.size)
+                byte_range = ByteRange(
+                    0,
+                    upload.size - 1,
+                    upload.size,  # pragma: no mutate (a session reads a range's start and length)
+                )
+            # (with a byte range the range is the limit: max_bytes never counts here)
             return ChunkSession(
                 self.context,
                 upload,
                 token=token,
                 byte_range=byte_range,
-                max_bytes=max_bytes,
+                max_bytes=max_bytes,  # pragma: no mutate
                 chunk_digest=chunk_digest,
             )
         except BaseException:

@@ -32,9 +32,13 @@ def on_complete(upload: Upload) -> None:
 
 
 def finalize(
-    upload_id: str, *, store: UploadStore | None = None, chunks: ChunkStorage | None = None
+    upload_id: str,
+    *,
+    store: UploadStore | None = None,
+    chunks: ChunkStorage | None = None,
+    run_id: str = "",
 ) -> Outcome:
-    return jobs.finalize(upload_id, store=store, chunks=chunks)
+    return jobs.finalize(upload_id, store=store, chunks=chunks, run_id=run_id)
 
 
 def purge_expired_uploads(

@@ -5,7 +5,8 @@ chunk storage and the final storage. Every step is safe to repeat, so a redelive
 duplicated task finishes the same upload at most once: a lease in Redis keeps
 two workers from running the steps at the same time, and the status moves
 processing -> complete (or failed) in one atomic step, whose winner alone sends
-the signals.
+the signals (finished_signals.py: a retry of the winning task sends them should
+the step's reply have been lost).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from typing import Any
 
 from django.core.files.storage import Storage
 
@@ -26,7 +27,8 @@ from ..conf import conf, milliseconds
 from ..core.checksums import ResumableHash
 from ..core.storage import ChunkStorage
 from ..core.store import COMPLETE, FAILED, PROCESSING, Upload, UploadStore
-from . import concat, signals
+from . import concat
+from .finished_signals import PENDING, new_run_id, owed_to, send_finished
 from .handoff import ChunkFile, final_name_for, is_name_refused
 from .handoff import hand_off as _hand_off
 
@@ -54,19 +56,30 @@ class Outcome:
 
 
 def finalize(
-    upload_id: str, *, store: UploadStore, chunks: ChunkStorage, final: Storage
+    upload_id: str,
+    *,
+    store: UploadStore,
+    chunks: ChunkStorage,
+    final: Storage,
+    run_id: str,
 ) -> Outcome:
+    """Finalize the upload as run ``run_id`` (the Celery task id: the same for every
+    retry of one task), or send the signals this run owes for finishing it."""
     started = store.now()
     upload = store.get(upload_id)
-    if upload is None or upload.status != PROCESSING:
-        return Outcome("skipped", upload.status if upload else "missing")
+    if upload is None:
+        return Outcome("skipped", "missing")
+    if upload.status != PROCESSING and not owed_to(upload, run_id):
+        return Outcome("skipped", upload.status)
 
     lease = _Lease(store, upload_id, milliseconds(conf.FINALIZE_LEASE))
     if not lease.take():
         # Look again once the holder's lease would have lapsed, had it died.
         raise FinalizeBusy(upload_id, max(0.5, store.lease_ttl_ms(upload_id) / 1000 + 0.25))
     try:
-        outcome = _finalize_under_lease(upload, store, chunks, final)
+        if upload.status != PROCESSING:
+            return _send_owed(store, upload_id, run_id)
+        outcome = _finalize_under_lease(upload, store, chunks, final, run_id)
     finally:
         lease.drop()
     if outcome.status != "skipped" and upload.queued:  # (a record from before the stamp has none)
@@ -121,14 +134,28 @@ class _Lease:
         self.store.drop_lease(self.upload_id, self.token)
 
 
+def _send_owed(store: UploadStore, upload_id: str, run_id: str) -> Outcome:
+    """Send the signals run ``run_id`` owes for finishing the upload, if it still does."""
+    upload = store.get(upload_id)  # read again: a twin run may have sent them meanwhile
+    if upload is None or not owed_to(upload, run_id):
+        return Outcome("skipped", upload.status if upload else "missing")
+    send_finished(upload, store)
+    return Outcome(upload.status, upload.reason)
+
+
 def _finalize_under_lease(
-    upload: Upload, store: UploadStore, chunks: ChunkStorage, final: Storage | None = None
+    upload: Upload,
+    store: UploadStore,
+    chunks: ChunkStorage,
+    final: Storage | None = None,
+    run_id: str = "",
 ) -> Outcome:
+    run_id = run_id or new_run_id()
     if final is None:  # (the configured one, for callers that hold an upload already)
         final = get_final_storage()
     reason = concat.assemble(upload, store, chunks, final)
     if reason:
-        return _fail(upload, store, reason)
+        return _fail(upload, store, reason, run_id)
     if chunks.exists(upload.upload_id):
         if (chunks.size(upload.upload_id) or 0) >= upload.size:
             # Before the verification: the S3 chunk storage reads its bytes back only once
@@ -136,52 +163,46 @@ def _finalize_under_lease(
             chunks.truncate(upload.upload_id, upload.size)
         reason = _verify(upload, chunks)
         if reason:
-            return _fail(upload, store, reason)
+            return _fail(upload, store, reason, run_id)
         name = _hand_off_named(upload, ChunkFile(chunks, upload.upload_id), final)
     else:
         # A previous attempt handed the file off and died before recording it?
         names = [final_name_for(upload, final), final_name_for(upload, final, safe=True)]
         found = [n for n in names if final.exists(n)]
         if not found:
-            return _fail(upload, store, "The uploaded bytes are missing from the upload directory.")
+            reason = "The uploaded bytes are missing from the upload directory."
+            return _fail(upload, store, reason, run_id)
         name = found[0]
 
     try:
         url = final.url(name)
     except NotImplementedError:
         url = ""
-    completed = store.now()
-    won = store.transition(
-        upload.upload_id,
+    fields = {"final_name": name, "final_url": url, "completed": store.now(), "hash_state": b""}
+    outcome = _finish(upload.upload_id, store, run_id, COMPLETE, fields)
+    if outcome.status == COMPLETE:
+        concat.remove_parts(upload, store, chunks)
+    return outcome
+
+
+def _finish(
+    upload_id: str, store: UploadStore, run_id: str, status: str, fields: dict[str, Any]
+) -> Outcome:
+    """processing -> ``status`` with ``fields``, once; the run that wins sends the signals.
+
+    Read back, whoever won: a client that retried a command whose reply it lost runs
+    the script twice, and the second run answers with the status the first one set.
+    """
+    store.transition(
+        upload_id,
         PROCESSING,
-        COMPLETE,
+        status,
         keep_ms=store.completed_retention_ms,
-        final_name=name,
-        final_url=url,
-        completed=completed,
-        hash_state="",
+        signal_run=run_id,
+        signal_state=PENDING,
+        **fields,
     )
-    if won != "ok":
-        return Outcome("skipped", won)
-    store.index_status(upload.upload_id, COMPLETE)
-    concat.remove_parts(upload, store, chunks)
-    completed_on = datetime.fromtimestamp(completed / 1000, tz=timezone.utc)
-    signals.send(
-        signals.upload_completed,
-        upload_id=upload.upload_id,
-        filename=upload.filename,
-        size=upload.size,
-        checksum_algorithm=upload.algorithm,
-        checksum=upload.checksum,
-        final_name=name,
-        final_url=url,
-        user_id=upload.owner or None,
-        extra=upload.extra,
-    )
-    signals.send(
-        signals.chunky_upload_complete, upload_id=upload.upload_id, completed_on=completed_on
-    )
-    return Outcome(COMPLETE)
+    return _send_owed(store, upload_id, run_id)
 
 
 def _verify(upload: Upload, chunks: ChunkStorage) -> str:
@@ -223,23 +244,11 @@ def _hand_off_named(upload: Upload, chunk: ChunkFile, final: Storage) -> str:
         return _hand_off(chunk, final, safe)
 
 
-def _fail(upload: Upload, store: UploadStore, reason: str) -> Outcome:
+def _fail(upload: Upload, store: UploadStore, reason: str, run_id: str) -> Outcome:
     """processing -> failed, once. The bytes stay in the upload directory until the
     record's retention ends, so that ``manage.py chunky_retry`` can try again."""
-    won = store.transition(
-        upload.upload_id,
-        PROCESSING,
-        FAILED,
-        keep_ms=store.completed_retention_ms,
-        reason=reason,
-        completed=store.now(),
-    )
-    if won != "ok":
-        return Outcome("skipped", won)
-    store.index_status(upload.upload_id, FAILED)
-    logger.warning("chunky_redis: upload %s failed: %s", upload.upload_id, reason)
-    signals.send(signals.upload_failed, upload_id=upload.upload_id, reason=reason)
-    return Outcome(FAILED, reason)
+    fields = {"reason": reason, "completed": store.now()}
+    return _finish(upload.upload_id, store, run_id, FAILED, fields)
 
 
 # An absolute path in an error message: the server's layout is nobody else's business.
@@ -254,12 +263,15 @@ def public_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def fail_upload(upload_id: str, reason: str, *, store: UploadStore) -> Outcome:
-    """Fail an upload stuck in processing (the task gave up after its retries)."""
+def fail_upload(upload_id: str, reason: str, *, store: UploadStore, run_id: str) -> Outcome:
+    """Fail an upload stuck in processing (the task ``run_id`` gave up after its
+    retries), or send the signals that run owes for having finished it."""
     upload = store.get(upload_id)
+    if upload is not None and owed_to(upload, run_id):
+        return _send_owed(store, upload_id, run_id)
     if upload is None or upload.status != PROCESSING:
         return Outcome("skipped")
-    return _fail(upload, store, reason)
+    return _fail(upload, store, reason, run_id)
 
 
 def retry_failed(

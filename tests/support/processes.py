@@ -232,6 +232,18 @@ class BeatProcess(_Process):
         return self
 
 
+def queue_finalize(env: dict, upload_id: str) -> None:
+    """Queue ``finalize_upload`` for the upload as a new task (its own id), from outside."""
+    import json
+
+    call = subprocess.run(
+        [str(BIN / "celery"), "-A", "tasks", "call", "chunky_redis.finalize_upload",
+         "--args", json.dumps([upload_id]), "--queue", env["CHUNKY_TEST_QUEUE"]],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert call.returncode == 0, call.stderr
+
+
 def read_signals(env: dict, *, with_time: bool = False) -> list[dict]:
     """The signals the live processes sent; ``with_time`` keeps when (``logged_at``, wall clock)."""
     import json

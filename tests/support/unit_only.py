@@ -9,8 +9,8 @@ import inspect
 
 import pytest
 
-# Parameters that mean a real service: the real Redis, or a live server.
-_REAL = {"redis", "live"}
+# Parameters that mean a real service: the real Redis, a Redis Cluster or Sentinel, a live server.
+_REAL = {"redis", "cluster", "sentinel", "live"}
 # Names in a test's own source that mean it starts processes.
 _PROCESSES = ("SiteProcess", "WorkerProcess", "live_env", "redis-server", "REAL_REDIS_URL")
 
@@ -19,7 +19,7 @@ def _needs_services(item: pytest.Item) -> bool:
     callspec = getattr(item, "callspec", None)
     if callspec is not None and _REAL & {str(v) for v in callspec.params.values()}:
         return True
-    if any(item.get_closest_marker(m) for m in ("slow", "browser", "fault")):
+    if any(item.get_closest_marker(m) for m in ("live", "slow", "browser", "fault")):
         return True
     function = getattr(item, "function", None)
     try:

@@ -69,9 +69,12 @@ def test_blocks_reach_the_file_and_the_hash_in_order(tmp_path, sizes, pool):
 
 
 @pytest.mark.parametrize("second", ["write", "close"])
-def test_a_failed_write_on_the_helper_reaches_the_request(tmp_path, monkeypatch, pool, second):
+def test_a_failed_write_on_the_helper_reaches_the_request(
+    tmp_path, monkeypatch, capfd, pool, second
+):
     """At the next write or at close(); either way the file is closed (a leaked descriptor of a
-    deleted chunk file kept a full disk full)."""
+    deleted chunk file kept a full disk full), and the pool prints nothing (gevent's printed each
+    failed job's traceback on stderr, twice)."""
     storage, writer = _writer(tmp_path, lambda data: None)
     real_pwrite = os.pwrite
 
@@ -92,6 +95,7 @@ def test_a_failed_write_on_the_helper_reaches_the_request(tmp_path, monkeypatch,
         writer.close(sync=False)  # as the session's abort does
     with pytest.raises(OSError):
         os.fstat(writer.fd)  # closed all the same
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_close_waits_for_the_block_still_being_written(tmp_path):

@@ -81,11 +81,39 @@ def _hash_pool() -> ThreadPoolExecutor:
     return _pool
 
 
+class _Failed:
+    """A pool job's error, returned rather than raised: gevent's pool prints the traceback of
+    every job that raises (twice, on stderr), so each refused chunk (a full disk) spammed the log
+    with what the request reports anyway."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def _quietly(func: Callable[..., T], *args: Any, **kwargs: Any) -> T | _Failed:
+    try:
+        return func(*args, **kwargs)
+    except Exception as e:
+        return _Failed(e)
+
+
+def _submit(func: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T | _Failed]:
+    """Run ``func`` on the pool; ``_outcome()`` of the future gives its result or raises its error."""
+    return _hash_pool().submit(_quietly, func, *args, **kwargs)
+
+
+def _outcome(future: Future[T | _Failed]) -> T:
+    result = future.result()
+    if isinstance(result, _Failed):
+        raise result.error
+    return result
+
+
 def _off_hub(func: Callable[..., T], *args: Any) -> T:
     """Run a file syscall that can wait for the disk (fdatasync) on the native pool under gevent,
     where it would stall every connection of the worker."""
     if _gevent_patched():
-        return _hash_pool().submit(func, *args).result()
+        return _outcome(_submit(func, *args))
     return func(*args)
 
 
@@ -294,7 +322,7 @@ class ChunkWriter:
         self.heartbeat = heartbeat
         self.overflow = overflow
         self.fsync = fsync
-        self._pending: Future[None] | None = None
+        self._pending: Future[None | _Failed] | None = None
         self._synced = False  # the last block's job already ran the fdatasync
 
     @property
@@ -315,7 +343,7 @@ class ChunkWriter:
             # while this thread receives the next block. The block that fills the chunk's
             # announced length is its last: its job syncs too, which saves close() a hand-off.
             last = self.fsync and self.written == self.limit
-            self._pending = _hash_pool().submit(self._store, data, position, sync=last)
+            self._pending = _submit(self._store, data, position, sync=last)
         else:
             self._store(data, position)
 
@@ -345,7 +373,7 @@ class ChunkWriter:
         if pending is None:
             return
         try:
-            pending.result()
+            _outcome(pending)
         except Exception:
             self._pending = None  # the job is over, with this error
             raise
@@ -361,7 +389,7 @@ class ChunkWriter:
         finally:
             try:
                 if self._pending is not None:  # interrupted: let the helper finish with the block
-                    self._pending.result()
+                    _outcome(self._pending)
             except Exception:  # the error that brought us here is the one to report
                 pass
             finally:

@@ -3,6 +3,7 @@ limits apply, CSRF. A host app overrides them on its subclass of a dialect's vie
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -41,6 +42,12 @@ class UploadHooks:
 
     def get_service(self) -> UploadService:
         return get_service()
+
+    @cached_property
+    def service(self) -> UploadService:
+        """The host's service (``get_service()``), built once per request (a view per request):
+        a tus PATCH that fixes the length, appends and completes needs it three times."""
+        return self.get_service()
 
     def enforce_csrf(self, request: HttpRequest) -> None:
         """CSRF protection for browsers that authenticate with a session cookie, as Django does.

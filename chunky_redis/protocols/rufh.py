@@ -14,7 +14,7 @@ final response of a creation carries Location, and a client resumes from HEAD.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cached_property, partial
+from functools import partial
 from typing import Any
 
 from django.core.exceptions import SuspiciousOperation
@@ -31,7 +31,6 @@ from ..core.http import (
     is_upload_id,
 )
 from ..core.store import UPLOADING, Upload
-from ..core.uploads import UploadService
 from . import bodies
 from . import rufh_digests as digests
 from .base import (
@@ -71,11 +70,6 @@ class ResumableUploadView(UploadHooks, View):
     # Whole-file digests kept while streaming for every upload (the completing response's
     # Repr-Digest); a client's Repr-Digest or Want-Repr-Digest at creation adds its own.
     repr_digests: tuple[str, ...] = ("sha256",)
-
-    @cached_property
-    def service(self) -> UploadService:
-        """The host's service (``get_service()``), built once per request (a view per request)."""
-        return self.get_service()
 
     def get_response_data(self, upload: Upload, request: HttpRequest) -> dict[str, Any]:
         """The body of the response that completes an upload (the chunky dialect's completion)."""

@@ -21,7 +21,6 @@ from typing import Any
 from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, UnreadablePostError
 from django.utils.decorators import method_decorator
-from django.utils.functional import cached_property
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
@@ -31,7 +30,6 @@ from ..core.checksums import ChunkDigest
 from ..core.concatenation import CONCAT_FINALS
 from ..core.http import CACHE_CONTROL, clean_filename, is_upload_id
 from ..core.store import CONCAT_PARTS, UPLOADING, Upload
-from ..core.uploads import UploadService
 from . import tus_headers as th
 from .base import drain, logger, report_bug
 from .errors import LengthRequired, MethodNotAllowed
@@ -48,12 +46,6 @@ class TusUploadView(UploadHooks, View):
     """Override the hooks (UploadHooks) to adapt it to a host app, as for the chunky view."""
 
     http_method_names = ["options", "head", "post", "patch", "delete"]
-
-    @cached_property
-    def service(self) -> UploadService:
-        """The host's service (``get_service()``), built once per request (a view per request):
-        a PATCH that fixes the length, appends and completes needs it three times."""
-        return self.get_service()
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         upload_id: str | None = kwargs.get("upload_id")

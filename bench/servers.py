@@ -37,7 +37,8 @@ def free_port() -> int:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            _HANDED_OUT.add(port)
+            if port:  # 0 asks the kernel for a new one each time: nothing to remember
+                _HANDED_OUT.add(port)
             return s.getsockname()[1]
     raise RuntimeError("no free port in CHUNKY_TEST_PORTS")
 

@@ -59,3 +59,12 @@ def test_the_table_has_a_row_per_size_and_the_nofsync_columns_only_when_measured
     text = tus_dialect.table(records + [rec("tus-nofsync", 0, 120)])
     assert text.count("CHUNKY_FSYNC=0") == 2  # its leg and its ratio
     assert "1.20 [1.20, 1.20] |" in text
+
+
+def test_the_bench_hands_out_a_port_per_server_without_a_port_range(monkeypatch):
+    """`make bench` starts several servers: without CHUNKY_TEST_PORTS each asks the kernel anew."""
+    from bench import servers
+
+    monkeypatch.delenv("CHUNKY_TEST_PORTS", raising=False)
+    ports = {servers.free_port() for _ in range(3)}
+    assert len(ports) == 3 and 0 not in ports

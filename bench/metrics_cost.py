@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .__main__ import KiB, MiB, make_source
 from .client import upload
+from .report import paired_rows
 from .servers import BENCH, REDIS_URL, Setup
 
 WORKLOADS = {
@@ -202,16 +203,13 @@ def table(results: dict[str, dict[str, list]], rounds: int, scrape_ms: float) ->
         "| workload | metrics off | metrics on | throughput ratio on/off | median chunk latency |",
         "|---|---|---|---|---|",
     ]
-    for name, by_server in results.items():
-        off_rate = statistics.median(r for r, _ in by_server["metrics-0"])
-        on_rate = statistics.median(r for r, _ in by_server["metrics-1"])
-        off_ms = statistics.median(ms for _, ms in by_server["metrics-0"])
-        on_ms = statistics.median(ms for _, ms in by_server["metrics-1"])
-        unit = "chunks/s" if name.startswith("UploadService") else "MB/s"
-        lines.append(
-            f"| {name} | {off_rate:.1f} {unit} | {on_rate:.1f} {unit} | {on_rate / off_rate:.3f} "
-            f"| {off_ms:.3f} -> {on_ms:.3f} ms |"
-        )
+    lines += paired_rows(
+        results,
+        "metrics-0",
+        "metrics-1",
+        lambda name: "chunks/s" if name.startswith("UploadService") else "MB/s",
+        digits=3,
+    )
     lines += ["", f"One scrape of /metrics (2 gunicorn workers, multiprocess): {scrape_ms:.1f} ms."]
     return "\n".join(lines)
 

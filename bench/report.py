@@ -128,6 +128,27 @@ def targets(medians: dict, servers: list[str]) -> dict:
     return out
 
 
+def paired_rows(
+    results: dict[str, dict[str, list]], base: str, other: str, unit_for, digits: int
+) -> list[str]:
+    """Table rows comparing two server configurations measured in the same rounds: per
+    workload, the median rate of each (``(rate, ms)`` pairs), their ratio, and the median chunk
+    latency before -> after. ``unit_for(workload)`` names the rate's unit."""
+    rows = []
+    for name, by_server in results.items():
+        base_rate = statistics.median(rate for rate, _ in by_server[base])
+        other_rate = statistics.median(rate for rate, _ in by_server[other])
+        base_ms = statistics.median(ms for _, ms in by_server[base])
+        other_ms = statistics.median(ms for _, ms in by_server[other])
+        unit = unit_for(name)
+        rows.append(
+            f"| {name} | {base_rate:.1f} {unit} | {other_rate:.1f} {unit} "
+            f"| {other_rate / base_rate:.{digits}f} "
+            f"| {base_ms:.{digits}f} -> {other_ms:.{digits}f} ms |"
+        )
+    return rows
+
+
 def _fmt(value, digits=0) -> str:
     if value is None:
         return "-"

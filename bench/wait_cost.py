@@ -25,6 +25,7 @@ from tests.support.redis_servers import RedisNode, free_ports
 
 from .__main__ import KiB, MiB, make_source
 from .client import upload
+from .report import paired_rows
 from .servers import BENCH, Setup
 
 WORKLOADS = {
@@ -139,16 +140,13 @@ def table(results: dict[str, dict[str, list]], rounds: int) -> str:
         "| workload | no WAIT | WAIT 1 | throughput ratio | median chunk latency |",
         "|---|---|---|---|---|",
     ]
-    for name, by_server in results.items():
-        base_mb = statistics.median(mb for mb, _ in by_server["wait-0"])
-        wait_mb = statistics.median(mb for mb, _ in by_server["wait-1"])
-        base_ms = statistics.median(ms for _, ms in by_server["wait-0"])
-        wait_ms = statistics.median(ms for _, ms in by_server["wait-1"])
-        unit = "chunks/s" if name.startswith("store.") else "MB/s"
-        lines.append(
-            f"| {name} | {base_mb:.1f} {unit} | {wait_mb:.1f} {unit} | {wait_mb / base_mb:.2f} "
-            f"| {base_ms:.2f} -> {wait_ms:.2f} ms |"
-        )
+    lines += paired_rows(
+        results,
+        "wait-0",
+        "wait-1",
+        lambda name: "chunks/s" if name.startswith("store.") else "MB/s",
+        digits=2,
+    )
     return "\n".join(lines)
 
 

@@ -23,7 +23,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 from .client import Chunky, Connection, check, upload
 from .front import front
 from .servers import BENCH, REPO, Server, Setup, clean_redis, tree
-from .workloads import wait_worker_ready
+from .workloads import parallel_uploads, wait_worker_ready
 
 MiB = 1 << 20
 PROCESSES = [1, 2, 4]
@@ -66,29 +65,10 @@ def percentile(values: list[float], q: float) -> float:
 
 def concurrent_uploads(server: Server, source: str, sizes: dict) -> dict:
     n, each = sizes["uploads"], sizes["each"]
-    results: list = [None] * n
-    errors: list[Exception] = []
     backend_pids = tree(server.backend.proc.pid)  # type: ignore[attr-defined]
     nginx_pids = tree(server.proc.pid)
-
-    def one(i: int) -> None:
-        try:
-            results[i] = upload(
-                Chunky(server.url), source, each, sizes["chunk"], file_offset=i * each
-            )
-        except Exception as e:  # reported after the others finish
-            errors.append(e)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     cpu0, nginx0 = cpu_seconds(backend_pids), cpu_seconds(nginx_pids)
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    seconds = time.perf_counter() - t0
-    if errors:
-        raise errors[0]
+    results, seconds = parallel_uploads(lambda: Chunky(server.url), source, n, each, sizes["chunk"])
     chunks = [ms for r in results for ms in r.chunk_ms]
     return {
         "mb_s": n * each / seconds / 1e6,

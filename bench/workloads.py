@@ -6,6 +6,8 @@ import os
 import statistics
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 from .client import Result, upload
 from .servers import MemoryWatch, Server
@@ -52,18 +54,22 @@ def w2(server: Server, source: str, sizes: dict) -> dict:
     return _record(upload(server.protocol(), source, sizes["w2"], sizes["w2_chunk"]))
 
 
-def w3(server: Server, source: str, sizes: dict) -> dict:
-    each, results, errors = sizes["w3_each"], [None] * 8, []
+def parallel_uploads(
+    protocol_for: Callable[[], Any], source: str, n: int, each: int, chunk: int
+) -> tuple[list, float]:
+    """``n`` uploads of ``each`` bytes at once, upload i from byte ``i * each`` of the source:
+    their results and the seconds from the first start to the last end. An upload's error is
+    raised after the others finish."""
+    results: list = [None] * n
+    errors: list[Exception] = []
 
     def one(i: int) -> None:
         try:
-            results[i] = upload(
-                server.protocol(), source, each, sizes["w3_chunk"], file_offset=i * each
-            )
+            results[i] = upload(protocol_for(), source, each, chunk, file_offset=i * each)
         except Exception as e:  # reported after the others finish
             errors.append(e)
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     t0 = time.perf_counter()
     for t in threads:
         t.start()
@@ -72,6 +78,12 @@ def w3(server: Server, source: str, sizes: dict) -> dict:
     seconds = time.perf_counter() - t0
     if errors:
         raise errors[0]
+    return results, seconds
+
+
+def w3(server: Server, source: str, sizes: dict) -> dict:
+    each = sizes["w3_each"]
+    results, seconds = parallel_uploads(server.protocol, source, 8, each, sizes["w3_chunk"])
     chunk_ms = [ms for r in results for ms in r.chunk_ms]
     return {
         "mb_s": 8 * each / seconds / 1e6,

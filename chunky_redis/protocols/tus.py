@@ -19,7 +19,7 @@ from http import HTTPStatus
 from typing import Any
 
 from django.core.exceptions import SuspiciousOperation
-from django.http import HttpRequest, HttpResponse, UnreadablePostError
+from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
@@ -32,6 +32,7 @@ from ..core.http import CACHE_CONTROL, clean_filename, is_upload_id
 from ..core.store import CONCAT_PARTS, UPLOADING, Upload
 from . import tus_headers as th
 from .base import drain, logger, report_bug
+from .bodies import stream_prefix
 from .errors import LengthRequired, MethodNotAllowed
 from .hooks import UploadHooks
 from .tus_errors import error_response, no_content
@@ -279,16 +280,7 @@ class TusUploadView(UploadHooks, View):
             keep_partial=True,
         )
         try:
-            remaining, block = body_length, conf.BLOCK_SIZE
-            while remaining > 0:
-                try:
-                    data = request.read(min(block, remaining))
-                except (OSError, UnreadablePostError):
-                    break
-                if not data:
-                    break
-                session.write(data)
-                remaining -= len(data)
+            stream_prefix(request, session, body_length, conf.BLOCK_SIZE)
             upload = session.finish()
         except BaseException:
             session.abort()

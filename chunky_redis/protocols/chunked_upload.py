@@ -30,29 +30,19 @@ from ..core.session import ChunkSession
 from ..core.store import Upload
 from . import bodies, form_chunks
 from .base import (
-    DJANGO_UPLOAD_STATUSES,
     aborting,
-    detail_response,
     drain,
     iso,
     json_response,
     logger,
     report_bug,
-    status_in,
 )
+
+# The same statuses and body as the chunky dialect's: django-chunked-upload's, which
+# django-chunky-upload kept (an offset mismatch adds the server's ``offset``).
+from .chunky import error_response
 from .errors import LengthRequired, MethodNotAllowed
 from .hooks import UploadHooks
-
-STATUSES = DJANGO_UPLOAD_STATUSES
-
-
-def status_for(error: exc.ChunkyError) -> int:
-    return status_in(error, STATUSES)
-
-
-def error_response(error: exc.ChunkyError) -> JsonResponse:
-    """``{"detail", "code", ...facts}``; an offset mismatch adds the server's ``offset``."""
-    return detail_response(error, status_for(error))
 
 
 @method_decorator(csrf_exempt, name="dispatch")  # enforced in enforce_csrf() for session users

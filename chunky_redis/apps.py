@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.core.signals import setting_changed
 
 from . import (
     checks,  # noqa: F401  (registers the system checks)
@@ -18,3 +19,6 @@ class ChunkyRedisConfig(AppConfig):
         runtime.set_completion_handler(completion.on_complete)
         # The metrics' receivers (they count nothing while CHUNKY_REDIS_METRICS is off).
         metering.connect()
+        # The views share one service per process, built from the settings: a changed setting
+        # (override_settings in tests) rebuilds it.
+        setting_changed.connect(runtime.forget_shared_service, dispatch_uid="chunky_redis.runtime")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 
@@ -53,3 +54,35 @@ def test_the_embedded_default_is_one_server_shared_by_threads(settings):
     thread.join()
     assert seen == [b"seen"]
     runtime.get_redis().delete(key)
+
+
+def test_the_views_share_one_service_per_process_until_a_setting_changes(settings, tmp_path):
+    settings.CHUNKY_REDIS_REDIS_URL = None
+    settings.CHUNKY_REDIS_CHECKSUM_ALGORITHM = "md5"
+    service = runtime.shared_service()
+    assert runtime.shared_service() is service
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(runtime.shared_service()))
+    thread.start()
+    thread.join()
+    assert seen == [service]  # one for every thread of the process
+    settings.CHUNKY_REDIS_CHECKSUM_ALGORITHM = "sha256"  # setting_changed: built again
+    rebuilt = runtime.shared_service()
+    assert rebuilt is not service and rebuilt.policy.algorithm == "sha256"
+
+
+def test_a_forked_child_builds_its_own_service(settings):
+    settings.CHUNKY_REDIS_REDIS_URL = None
+    parent = runtime.shared_service()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its service must not be the parent's object
+        os.close(read)
+        os.write(write, b"1" if runtime._shared_service is None else b"0")
+        os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert answer == b"1"
+    assert runtime.shared_service() is parent

@@ -98,20 +98,25 @@ def test_deferred_length_declared_on_the_last_patch(api, signal_log):
     assert [kw["size"] for name, kw in signal_log if name == "upload_completed"] == [15]
 
 
-def test_each_request_builds_the_service_once(api, monkeypatch, signal_log):
-    """The dialect stays thin (bench/tus_dialect.py): a service, with its store and scripts, is
-    built once per request, even by a PATCH that fixes the length, appends and completes."""
+def test_each_request_asks_for_the_service_once(api, monkeypatch, signal_log):
+    """The dialect stays thin (bench/tus_dialect.py): a request asks for its service once, even
+    a PATCH that fixes the length, appends and completes; and the service, with its store and
+    scripts, is built once for all of them (runtime.shared_service)."""
+    from chunky_redis import runtime
     from chunky_redis.protocols import hooks
 
-    built = []
-    real = hooks.get_service
-    monkeypatch.setattr(hooks, "get_service", lambda: built.append(1) or real())
+    asked, built = [], []
+    real_shared, real_build = hooks.shared_service, runtime.get_service
+    monkeypatch.setattr(hooks, "shared_service", lambda: asked.append(1) or real_shared())
+    monkeypatch.setattr(runtime, "get_service", lambda: built.append(1) or real_build())
+    runtime.forget_shared_service()
     path = path_of(create(api, None))
     assert patch(api, path, 0, b"a" * 10).status == 204
     reply = patch(api, path, 10, b"b" * 5, headers={"Upload-Length": "15"})
     assert reply.status == 204 and reply.headers["upload-offset"] == "15"
     assert head(api, path).status == 200
-    assert len(built) == 4  # POST, PATCH, PATCH, HEAD
+    assert len(asked) == 4  # POST, PATCH, PATCH, HEAD
+    assert len(built) == 1
     assert [kw["size"] for name, kw in signal_log if name == "upload_completed"] == [15]
 
 

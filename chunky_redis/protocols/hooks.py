@@ -13,7 +13,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from ..conf import conf
 from ..core.quotas import Quota
 from ..core.uploads import UploadService
-from ..runtime import get_service
+from ..runtime import shared_service
 from .errors import NotAuthenticated, PermissionDenied
 
 
@@ -41,12 +41,15 @@ class UploadHooks:
         return str(request.user.pk) if request.user.is_authenticated else ""
 
     def get_service(self) -> UploadService:
-        return get_service()
+        """The upload service; by default one per process (``runtime.shared_service()``), built
+        from the settings. Override it to give a view its own (built with
+        ``runtime.get_service()``, or by hand)."""
+        return shared_service()
 
     @cached_property
     def service(self) -> UploadService:
-        """The host's service (``get_service()``), built once per request (a view per request):
-        a tus PATCH that fixes the length, appends and completes needs it three times."""
+        """``get_service()``, asked once per request (a view per request): a tus PATCH that
+        fixes the length, appends and completes needs it three times."""
         return self.get_service()
 
     def enforce_csrf(self, request: HttpRequest) -> None:

@@ -296,3 +296,42 @@ def test_a_record_that_moved_while_the_tail_is_checked_is_left_alone(chunky, dis
     assert store.get(up.upload_id).boot == "boot-0"  # type: ignore[union-attr]
     code, _ = store.acquire(up.upload_id, OWNER, "next-request")
     assert code == "ok"  # the lock was released
+
+
+def unsynced_deferred_length_upload(svc: UploadService, data: bytes) -> str:
+    """An upload whose length is declared only after its bytes: none of them reached the
+    upload's end when written, so none was synced."""
+    upload_id = svc.create(owner=OWNER, length=None, max_bytes=None).upload_id
+    session = svc.start_append(
+        owner=OWNER,
+        upload_id=upload_id,
+        offset=0,
+        length=len(data),
+        max_bytes=None,
+        length_unknown_ok=True,
+    )
+    session.write(data)
+    assert session.finish().boot != ""
+    svc.declare_length(owner=OWNER, upload_id=upload_id, length=len(data), max_bytes=None)
+    return upload_id
+
+
+def test_a_completion_syncs_the_bytes_left_unsynced(chunky, disk):
+    data = random.Random(11).randbytes(300 * KiB)
+    completed: list[Upload] = []
+    svc = service(chunky, 1 * MiB, "boot-0", completed)
+    upload_id = unsynced_deferred_length_upload(svc, data)
+    assert upload_id + SUFFIX not in disk.synced
+    svc.complete(owner=OWNER, upload_id=upload_id, checksum=hashlib.md5(data).hexdigest())
+    assert disk.synced[upload_id + SUFFIX] == data
+
+
+def test_a_completion_syncs_nothing_already_synced(chunky, disk):
+    data = random.Random(12).randbytes(300 * KiB)
+    completed: list[Upload] = []
+    svc = service(chunky, 1 * MiB, "boot-0", completed)
+    up = send(svc, None, data, 0, len(data))  # reaches the end: synced
+    assert (up.durable, up.boot, disk.syncs) == (len(data), "", 1)
+    svc.complete(owner=OWNER, upload_id=up.upload_id, checksum=hashlib.md5(data).hexdigest())
+    assert disk.syncs == 1
+

@@ -335,3 +335,13 @@ def test_a_completion_syncs_nothing_already_synced(chunky, disk):
     svc.complete(owner=OWNER, upload_id=up.upload_id, checksum=hashlib.md5(data).hexdigest())
     assert disk.syncs == 1
 
+
+def test_a_completion_after_the_policy_changed_syncs_the_bytes_left_unsynced(chunky, disk):
+    """Deferred durability turned off (sync every chunk) by a restart on the same boot: the
+    bytes the deferred policy left unsynced are still synced before the hand-off."""
+    data = random.Random(13).randbytes(300 * KiB)
+    completed: list[Upload] = []
+    upload_id = unsynced_deferred_length_upload(service(chunky, 1 * MiB, "boot-0", completed), data)
+    svc = service(chunky, 0, "boot-0", completed)
+    svc.complete(owner=OWNER, upload_id=upload_id, checksum=hashlib.md5(data).hexdigest())
+    assert disk.synced[upload_id + SUFFIX] == data

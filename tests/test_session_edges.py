@@ -12,6 +12,7 @@ import pytest
 from chunky_redis import exceptions as exc
 from chunky_redis.core.context import raise_for, require_uploading
 from chunky_redis.core.http import ByteRange
+from chunky_redis.core.observer import UploadObserver
 from chunky_redis.core.session import clean_checksum
 from chunky_redis.core.store import COMPLETE, FAILED, PROCESSING, UPLOADING, Upload
 from chunky_redis.core.uploads import UploadService
@@ -224,3 +225,30 @@ def test_a_finished_upload_says_its_status(status):
     with pytest.raises(exc.AlreadyComplete) as done:
         require_uploading(Upload("u1", status=status))
     assert done.value.status == status
+
+
+class RecordingObserver(UploadObserver):
+    def __init__(self) -> None:
+        self.chunks: list[tuple[str, int, float, bool]] = []
+
+    def chunk_recorded(self, upload, received, seconds, created):
+        self.chunks.append((upload.upload_id, received, seconds, created))
+
+
+def test_a_whole_file_in_one_call_is_observed_as_a_created_chunk(service):
+    observer = RecordingObserver()
+    observed = UploadService(
+        store=service.store,
+        storage=service.storage,
+        policy=service.policy,
+        on_complete=lambda upload: None,
+        observer=observer,
+    )
+    data = os.urandom(3000)
+    session = whole(observed, data)
+    session.write(data)
+    upload = session.finish_and_complete(hashlib.md5(data).hexdigest())
+    [(upload_id, received, seconds, created)] = observer.chunks
+    assert (upload_id, received, created) == (upload.upload_id, 3000, True)
+    assert created is True
+    assert 0 <= seconds < 60

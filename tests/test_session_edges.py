@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from chunky_redis import exceptions as exc
+from chunky_redis.core import errors as core_errors
+from chunky_redis.core.checksums import ChunkDigest
 from chunky_redis.core.context import raise_for, require_uploading
 from chunky_redis.core.http import ByteRange
 from chunky_redis.core.observer import UploadObserver
@@ -252,3 +254,58 @@ def test_a_whole_file_in_one_call_is_observed_as_a_created_chunk(service):
     assert (upload_id, received, created) == (upload.upload_id, 3000, True)
     assert created is True
     assert 0 <= seconds < 60
+
+
+def test_a_chunk_s_headers_are_checked_before_anything_is_written(service):
+    """An empty body is no chunk (unless asked for an empty file); a total past the limit and
+    a body that is not the range's length are refused with their figures; an unknown chunk
+    digest is refused; a one-byte body is a chunk."""
+
+    def start(**kwargs):
+        args = {"owner": "", "upload_id": None, "byte_range": None, "length": None}
+        return service.start_chunk(**{**args, "max_bytes": None, **kwargs})
+
+    with pytest.raises(exc.MissingChunk):
+        start(length=0)
+    start(length=0, empty_file_ok=True).abort()
+    start(length=1).abort()
+    with pytest.raises(exc.TooLarge) as too_large:
+        start(byte_range=ByteRange(0, 9, 500), max_bytes=100)
+    assert (too_large.value.size, too_large.value.limit) == (500, 100)
+    with pytest.raises(exc.LengthMismatch) as mismatch:
+        start(byte_range=ByteRange(0, 9, 500), length=7)
+    assert (mismatch.value.announced, mismatch.value.received) == (10, 7)
+    with pytest.raises(core_errors.UnsupportedDigest):
+        start(length=5, chunk_digest=ChunkDigest("crc32", b"1234"))
+
+
+def test_a_first_chunk_without_a_filename_records_none(service):
+    session = service.start_chunk(
+        owner="", upload_id=None, byte_range=ByteRange(0, 2, 10), length=3, max_bytes=None
+    )
+    session.write(b"abc")
+    upload = session.finish()
+    assert service.store.get(upload.upload_id).filename == ""  # type: ignore[union-attr]
+
+
+def test_chunks_are_observed_with_their_upload_and_whether_they_created_it(service):
+    observer = RecordingObserver()
+    observed = UploadService(
+        store=service.store,
+        storage=service.storage,
+        policy=service.policy,
+        on_complete=lambda upload: None,
+        observer=observer,
+    )
+    upload_id = None
+    for start in (0, 4):
+        session = observed.start_chunk(
+            owner="", upload_id=upload_id, byte_range=ByteRange(start, start + 3, 8), length=4,
+            max_bytes=None,
+        )
+        session.write(b"abcd")
+        upload_id = session.finish().upload_id
+    assert [(u, n, created) for u, n, _, created in observer.chunks] == [
+        (upload_id, 4, True),
+        (upload_id, 4, False),
+    ]

@@ -160,7 +160,11 @@ class UploadService(Lifecycle, Appends, Concatenation):
             session.allow_empty = empty_file_ok
         else:
             session = self._start_existing(
-                owner, upload_id, byte_range, max_bytes, chunk_digest=chunk_digest
+                owner,
+                upload_id,
+                byte_range,
+                max_bytes,  # pragma: no mutate (never read: an existing upload's range bounds it)
+                chunk_digest=chunk_digest,
             )
         session.began = began
         return session

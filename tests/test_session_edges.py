@@ -300,7 +300,10 @@ def test_chunks_are_observed_with_their_upload_and_whether_they_created_it(servi
     upload_id = None
     for start in (0, 4):
         session = observed.start_chunk(
-            owner="", upload_id=upload_id, byte_range=ByteRange(start, start + 3, 8), length=4,
+            owner="",
+            upload_id=upload_id,
+            byte_range=ByteRange(start, start + 3, 8),
+            length=4,
             max_bytes=None,
         )
         session.write(b"abcd")

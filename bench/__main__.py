@@ -77,14 +77,17 @@ ALL_SERVERS = [
     "chunky-asgi",
     "chunky-gthread-nofsync",
     "chunky-gevent-deferred",
+    "chunky-gevent-eachchunk",
     "chunky-sync",
     "chunky-pyuwsgi",
     "chunky-granian",
     "django-chunked-upload",
     "tus",
 ]
-# The -deferred servers' CHUNKY_SYNC_EVERY (issue 11's deferred durability).
+# The -deferred servers' CHUNKY_SYNC_EVERY (issue 11's deferred durability; the bundled site's
+# default since), and the -eachchunk servers' (an fdatasync per chunk, the library's default).
 DEFERRED_SYNC_EVERY = 16 << 20
+SUFFIX_SYNC_EVERY = {"-deferred": DEFERRED_SYNC_EVERY, "-eachchunk": 0}
 ALL_WORKLOADS = ["w1", "w1mp", "w2", "w3", "sweep", "w4", "w5", "slow", "tus"]
 
 
@@ -110,13 +113,13 @@ def build_servers(setup: Setup, names: list[str]):
             backend = setup.chunky(name[7:-6])
             servers.append(front(backend, setup.work, buffering=name != "chunky-gevent-nginx"))
         elif name.startswith("chunky-"):
-            variant = name[7:].removesuffix("-nofsync").removesuffix("-deferred")
+            variant = name[7:].removesuffix("-nofsync")
+            sync_every = None  # the site's default, or CHUNKY_SYNC_EVERY of the environment
+            for suffix, value in SUFFIX_SYNC_EVERY.items():
+                if variant.endswith(suffix):
+                    variant, sync_every = variant.removesuffix(suffix), value
             servers.append(
-                setup.chunky(
-                    variant,
-                    fsync=not name.endswith("-nofsync"),
-                    sync_every=DEFERRED_SYNC_EVERY if name.endswith("-deferred") else 0,
-                )
+                setup.chunky(variant, fsync=not name.endswith("-nofsync"), sync_every=sync_every)
             )
         elif name == "django-chunked-upload":
             servers.append(setup.dcu())

@@ -57,16 +57,40 @@ def export_revision(ref: str) -> Path:
     return dest
 
 
-def servers(setup: Setup, baselines: list[str], sync_every: int = 0) -> list[Server]:
-    out = [
-        setup.chunky("gevent", sync_every=sync_every),
-        setup.chunky("gthread", sync_every=sync_every),
-    ]
+def hide_hiredis() -> Path:
+    """A directory whose ``hiredis`` fails to import: first on a server's PYTHONPATH, redis-py
+    falls back to its own reply parser, in Python (what a install without hiredis runs)."""
+    shim = BENCH / ".work" / "no-hiredis"
+    shim.mkdir(parents=True, exist_ok=True)
+    (shim / "hiredis.py").write_text('raise ImportError("hidden by bench.cpucost --no-hiredis")\n')
+    return shim
+
+
+def servers(
+    setup: Setup,
+    baselines: list[str],
+    sync_every: int | None = None,
+    *,
+    gthread: bool = True,
+    no_hiredis: bool = False,
+) -> list[Server]:
+    out = [setup.chunky("gevent", sync_every=sync_every)]
+    if gthread:
+        out.append(setup.chunky("gthread", sync_every=sync_every))
+    if no_hiredis:
+        plain = setup.chunky("gevent", sync_every=sync_every)
+        plain.name, plain.label = "chunky-gevent-no-hiredis", "gevent, without hiredis"
+        plain.env["PYTHONPATH"] = os.pathsep.join(
+            [str(hide_hiredis()), plain.env.get("PYTHONPATH", "")]
+        ).rstrip(os.pathsep)
+        out.append(plain)
     for baseline in baselines:
         root = export_revision(baseline)
         old = setup.chunky("gevent", sync_every=sync_every)
         old.name, old.label = f"chunky-gevent@{baseline}", f"gevent at {baseline}"
-        old.env["PYTHONPATH"] = os.pathsep.join([str(root / "deploy"), str(root)])
+        old.env["PYTHONPATH"] = os.pathsep.join(
+            [*([str(hide_hiredis())] if no_hiredis else []), str(root / "deploy"), str(root)]
+        )
         old.args[2] = str(root / "deploy" / "gunicorn.conf.py")
         old.cwd = root
         out.append(old)
@@ -96,7 +120,18 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline", help="git revisions, comma-separated: also run gevent on their code"
     )
     parser.add_argument(
-        "--sync-every", type=int, default=0, help="every server's CHUNKY_SYNC_EVERY (bytes)"
+        "--sync-every",
+        type=int,
+        default=None,
+        help="every server's CHUNKY_SYNC_EVERY (bytes; default: the site's)",
+    )
+    parser.add_argument(
+        "--no-gthread", action="store_true", help="leave out the gthread server (gevent alone)"
+    )
+    parser.add_argument(
+        "--no-hiredis",
+        action="store_true",
+        help="also run gevent without hiredis; the --baseline servers then run without it too",
     )
     parser.add_argument("--out", default=str(BENCH / ".work" / "cpucost.json"))
     args = parser.parse_args(argv)
@@ -111,7 +146,13 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.size_mib):
                 f.write(rnd.read(1 << 20))
     setup = Setup(work)
-    chosen = servers(setup, [b for b in (args.baseline or "").split(",") if b], args.sync_every)
+    chosen = servers(
+        setup,
+        [b for b in (args.baseline or "").split(",") if b],
+        args.sync_every,
+        gthread=not args.no_gthread,
+        no_hiredis=args.no_hiredis,
+    )
     chunks = [int(c) for c in args.chunks.split(",")]
     cells: dict[str, dict[int, list[dict]]] = {s.name: {c: [] for c in chunks} for s in chosen}
     try:

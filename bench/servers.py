@@ -280,7 +280,7 @@ class Setup:
         workers: int = 2,
         threads: int = 4,
         fsync: bool = True,
-        sync_every: int = 0,
+        sync_every: int | None = None,
     ) -> Server:
         port = free_port()
         env = self.chunky_env(
@@ -290,8 +290,8 @@ class Setup:
             GUNICORN_THREADS=str(threads),
             CHUNKY_FSYNC="1" if fsync else "0",
         )
-        if sync_every:  # else as inherited: CHUNKY_SYNC_EVERY=N python -m bench breakdown
-            env["CHUNKY_SYNC_EVERY"] = str(sync_every)
+        if sync_every is not None:  # else as inherited (CHUNKY_SYNC_EVERY=N python -m bench
+            env["CHUNKY_SYNC_EVERY"] = str(sync_every)  # breakdown), or the site's default
         wsgi = "chunky_site.wsgi:application"
         if variant in ("gthread", "sync", "gevent", "asgi"):
             app = "bench.asgi_app" if variant == "asgi" else "chunky_site.wsgi"
@@ -346,7 +346,10 @@ class Setup:
         name = f"chunky-{variant}" + ("" if fsync else "-nofsync")
         if not fsync:
             label += ", CHUNKY_FSYNC=0"
-        if sync_every:
+        if sync_every == 0:
+            name += "-eachchunk"
+            label += ", CHUNKY_SYNC_EVERY=0"
+        elif sync_every:
             name += "-deferred"
             label += f", CHUNKY_SYNC_EVERY={sync_every >> 20}M"
         return Server(

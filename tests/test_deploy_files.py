@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import resource
+import runpy
 import shutil
 import socket
 import subprocess
@@ -547,3 +548,23 @@ def test_worker_and_beat_are_restarted_and_probed(compose, k8s):
         assert flag in procfile
         assert flag in compose["services"]["worker"]["command"]
         assert flag in pod_spec(k8s, "worker")["containers"][0]["command"]
+
+
+def _bundled_sync_every(monkeypatch, value: str | None) -> int:
+    """CHUNKY_REDIS_SYNC_EVERY of the bundled settings, run afresh with CHUNKY_SYNC_EVERY=value."""
+    for name in ("CHUNKY_SYNC_EVERY", "REDIS_URL"):  # no REDIS_URL: no SECRET_KEY needed
+        monkeypatch.delenv(name, raising=False)
+    if value is not None:
+        monkeypatch.setenv("CHUNKY_SYNC_EVERY", value)
+    module = runpy.run_path(str(REPO / "deploy" / "chunky_site" / "settings.py"))
+    return int(module["CHUNKY_REDIS_SYNC_EVERY"])
+
+
+def test_the_bundled_service_syncs_in_16_mib_windows_unless_told(k8s, monkeypatch):
+    assert _bundled_sync_every(monkeypatch, None) == 16 << 20
+    assert _bundled_sync_every(monkeypatch, "") == 16 << 20
+    assert _bundled_sync_every(monkeypatch, "0") == 0  # "0" is a value, not "unset"
+    assert _bundled_sync_every(monkeypatch, "1048576") == 1 << 20
+    # Kubernetes runs web pods on several nodes, each with its own page cache: a sync per chunk.
+    for role in ("web", "worker"):
+        assert container_env(k8s, role)["CHUNKY_SYNC_EVERY"] == "0", role

@@ -126,7 +126,12 @@ if os.environ.get("CHUNKY_S3_PART_SIZE"):
     CHUNKY_REDIS_S3_PART_SIZE = int(os.environ["CHUNKY_S3_PART_SIZE"])
 CHUNKY_REDIS_ALLOW_ANONYMOUS = env_bool("CHUNKY_ALLOW_ANONYMOUS", True)
 CHUNKY_REDIS_FSYNC = env_bool("CHUNKY_FSYNC", True)
-CHUNKY_REDIS_SYNC_EVERY = int(os.environ.get("CHUNKY_SYNC_EVERY") or 0)
+# Deferred durability (docs/correctness.md): a chunk is recorded from the page cache, and the file is
+# synced every 16 MiB and at the upload's end; after a power loss an upload resumes from its last
+# synced byte and never completes with a byte the client did not send. The library's default is 0
+# (an fdatasync per chunk). Set 0 where the pods or hosts that serve one upload do not share one
+# kernel (deploy/k8s/configmap.yaml): each would re-read the other's unsynced bytes.
+CHUNKY_REDIS_SYNC_EVERY = int(os.environ.get("CHUNKY_SYNC_EVERY") or 16 << 20)
 if os.environ.get("CHUNKY_MAX_BYTES"):
     CHUNKY_REDIS_MAX_BYTES = int(os.environ["CHUNKY_MAX_BYTES"])
 if os.environ.get("CHUNKY_MAX_UPLOADS_IN_FLIGHT"):

@@ -17,7 +17,7 @@ from chunky_redis.core.http import ByteRange
 from chunky_redis.core.observer import UploadObserver
 from chunky_redis.core.session import clean_checksum
 from chunky_redis.core.store import COMPLETE, FAILED, PROCESSING, UPLOADING, Upload
-from chunky_redis.core.uploads import UploadService
+from chunky_redis.core.uploads import ChunkSession, UploadService
 from chunky_redis.runtime import get_service
 
 
@@ -312,3 +312,37 @@ def test_chunks_are_observed_with_their_upload_and_whether_they_created_it(servi
         (upload_id, 4, True),
         (upload_id, 4, False),
     ]
+
+
+def a_second_chunk_in_flight(service) -> tuple[str, ChunkSession]:
+    """An upload with its first 4 bytes, and a session writing the next 4 (lock held)."""
+    session = service.start_chunk(
+        owner="", upload_id=None, byte_range=ByteRange(0, 3, 8), length=4, max_bytes=None
+    )
+    session.write(b"abcd")
+    upload_id = session.finish().upload_id
+    session = service.start_chunk(
+        owner="", upload_id=upload_id, byte_range=ByteRange(4, 7, 8), length=4, max_bytes=None
+    )
+    session.write(b"efgh")
+    return upload_id, session
+
+
+def test_a_chunk_whose_lock_lapsed_while_it_was_written_is_not_recorded(service):
+    upload_id, session = a_second_chunk_in_flight(service)
+    store = service.store
+    store.redis.delete(store.lock_key(upload_id))  # lapsed; no one else took it yet
+    with pytest.raises(exc.LockLost):
+        session.finish()
+    session.abort()
+    assert store.get(upload_id).offset == 4  # type: ignore[union-attr]
+
+
+def test_a_chunk_of_an_upload_that_expired_while_it_was_written_is_not_recorded(service):
+    upload_id, session = a_second_chunk_in_flight(service)
+    store = service.store
+    store.redis.hset(store.record_key(upload_id), "expires", store.now() - 1)
+    with pytest.raises(exc.UploadExpired):
+        session.finish()
+    session.abort()
+    assert store.get(upload_id).offset == 4  # type: ignore[union-attr]

@@ -330,8 +330,11 @@ def test_a_completion_syncs_nothing_already_synced(chunky, disk):
     data = random.Random(12).randbytes(300 * KiB)
     completed: list[Upload] = []
     svc = service(chunky, 1 * MiB, "boot-0", completed)
-    up = send(svc, None, data, 0, len(data))  # reaches the end: synced
+    up = send(svc, None, data[: 100 * KiB], 0, len(data))  # not synced: marked with the boot
+    assert (up.durable, up.boot, disk.syncs) == (0, "boot-0", 0)
+    up = send(svc, up.upload_id, data[100 * KiB :], 100 * KiB, len(data))  # reaches the end
     assert (up.durable, up.boot, disk.syncs) == (len(data), "", 1)
+    assert svc.store.get(up.upload_id).boot == ""  # type: ignore[union-attr]  # mark cleared
     svc.complete(owner=OWNER, upload_id=up.upload_id, checksum=hashlib.md5(data).hexdigest())
     assert disk.syncs == 1
 

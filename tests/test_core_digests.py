@@ -349,6 +349,8 @@ def test_a_concatenation_whose_hand_off_failed_is_handed_off_again(service, stor
     service.on_complete = completed.append
     again = service.complete(owner="u1", upload_id=waiting.upload_id, checksum=None)
     assert again.status == PROCESSING and [u.upload_id for u in completed] == [waiting.upload_id]
+    # its checksum stays for the worker to compute from the parts
+    assert store.get(waiting.upload_id).checksum == ""
 
 
 def test_an_unfinished_concatenation_is_handed_off_once_when_its_parts_are_complete(
@@ -403,3 +405,49 @@ def test_two_requests_finishing_one_concatenation_hand_it_off_once(
     )
     service.finish_concatenation(owner="u1", upload_id=final.upload_id)
     assert [u.upload_id for u in completed] == [final.upload_id]
+
+
+# -- completion without the client's digest (tus): the server's own is recorded ---------------
+
+
+def test_a_completion_without_a_checksum_records_the_streamed_digest_unread(
+    service, store, completed, monkeypatch
+):
+    upload = service.create(owner="u1", length=len(DATA), max_bytes=None)
+    append(service, upload.upload_id, DATA, 0)
+
+    def no_read(*args):
+        raise AssertionError("the streaming state has the digest: no byte is read again")
+
+    monkeypatch.setattr(service.storage, "digest", no_read)
+    done = service.complete(owner="u1", upload_id=upload.upload_id, checksum=None)
+    assert done.status == PROCESSING
+    assert store.get(upload.upload_id).checksum == hashlib.md5(DATA).hexdigest()
+
+
+def test_a_completion_without_a_checksum_nor_a_state_digests_the_upload_s_bytes(
+    chunky, service, store, completed, monkeypatch
+):
+    """No streaming state (libcrypto missing): the stored bytes are read, up to the length
+    only (a chunk that failed may have left bytes past it)."""
+    monkeypatch.setattr("chunky_redis.core.session.incremental_available", lambda a: False)
+    upload = service.create(owner="u1", length=len(DATA), max_bytes=None)
+    assert append(service, upload.upload_id, DATA, 0).hash_state == b""
+    with open(chunk_file(chunky, upload.upload_id), "ab") as f:
+        f.write(b"left by a chunk that failed")
+    service.complete(owner="u1", upload_id=upload.upload_id, checksum=None)
+    assert store.get(upload.upload_id).checksum == hashlib.md5(DATA).hexdigest()
+    assert [u.upload_id for u in completed] == [upload.upload_id]
+
+
+def test_completing_again_without_a_checksum_queues_a_lost_hand_off_again(
+    service, store, completed
+):
+    """tus completes without a digest: its retry (the first hand-off long ago) queues again."""
+    upload = service.create(owner="u1", length=len(DATA), max_bytes=None)
+    append(service, upload.upload_id, DATA, 0)
+    service.complete(owner="u1", upload_id=upload.upload_id, checksum=None)
+    service.policy.requeue_after_ms = -1_000  # the first hand-off counts as long ago
+    again = service.complete(owner="u1", upload_id=upload.upload_id, checksum=None)
+    assert again.checksum == hashlib.md5(DATA).hexdigest()
+    assert [u.upload_id for u in completed] == [upload.upload_id] * 2

@@ -8,6 +8,7 @@ import hashlib
 import os
 import stat
 import threading
+import time
 
 import pytest
 from django.core.files.base import ContentFile
@@ -341,3 +342,50 @@ def test_the_queue_delay_is_measured_only_for_a_finalization_that_ran(chunky, st
     monkeypatch.setattr(finalize_module, "_hand_off", another_run_finishes_first)
     outcome = finalize(upload_id)
     assert (outcome.status, outcome.waited_ms) == ("skipped", None)
+
+
+def test_a_lost_last_byte_is_never_made_up_by_the_length_seal(chunky, store):
+    """A one-byte upload whose chunk file lost its byte: the seal never extends a short file
+    (a zero byte would pass the check against the streamed checksum state), it fails."""
+    hasher = ResumableHash("md5", None)
+    hasher.update(b"x")
+    upload_id = processing_upload(store, chunky, b"x", md5(b"x"), hash_state=hasher.serialize())
+    get_storage().truncate(upload_id, 0)
+    assert finalize(upload_id) == Outcome(
+        FAILED, "The upload directory holds 0 of the 1 bytes received."
+    )
+
+
+def test_a_re_verification_reads_the_upload_s_bytes_only(chunky, store):
+    """Whatever follows the upload's length in its chunk file is not part of its digest."""
+    chunky.CHUNKY_REDIS_VERIFY_STORED_BYTES = True
+    data = payload(300)
+    upload_id = processing_upload(store, chunky, data, md5(data))
+    with open(get_storage().path(upload_id), "ab") as f:
+        f.write(b"a straggler's bytes")
+    assert finalize_module._verify(store.get(upload_id), get_storage()) == ""
+
+
+def test_dropping_the_lease_waits_for_a_renewal_in_flight(chunky, store, monkeypatch):
+    """drop() returns once the renewing thread has ended: no renewal runs after the drop."""
+    events: list[str] = []
+    in_flight = threading.Event()
+    extend, drop = store.extend_lease, store.drop_lease
+
+    def slow_extend(*args):
+        in_flight.set()
+        time.sleep(0.2)
+        events.append("renewed")
+        return extend(*args)
+
+    def recorded_drop(*args):
+        events.append("dropped")
+        return drop(*args)
+
+    monkeypatch.setattr(store, "extend_lease", slow_extend)
+    monkeypatch.setattr(store, "drop_lease", recorded_drop)
+    lease = finalize_module._Lease(store, "lease-drop", ttl_ms=30)
+    assert lease.take()
+    assert in_flight.wait(5)
+    lease.drop()
+    assert events == ["renewed", "dropped"]

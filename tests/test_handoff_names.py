@@ -7,9 +7,16 @@ import errno
 
 import pytest
 from django.core.exceptions import SuspiciousFileOperation
+from django.core.files.storage import FileSystemStorage
 
 from chunky_redis.processing.finalize import public_reason
-from chunky_redis.processing.handoff import TEMP_SUFFIX, _safe_name, is_name_refused, temp_name_for
+from chunky_redis.processing.handoff import (
+    TEMP_SUFFIX,
+    StorageTarget,
+    _safe_name,
+    is_name_refused,
+    temp_name_for,
+)
 
 
 @pytest.mark.parametrize(
@@ -59,3 +66,19 @@ def test_public_reasons_hide_server_paths():
     assert public_reason(OSError(errno.ENOSPC, "No space left on device")) == (
         "No space left on device"
     )
+
+
+def test_an_s3_final_storage_adopts_only_its_own_bucket_s_objects_by_name():
+    """The S3 chunk storage completed its object in the bucket: an S3 final storage takes
+    it by its name under the storage's location, without copying; any other object is not its."""
+    from storages.backends.s3 import S3Storage
+
+    final = S3Storage(
+        bucket_name="final", location="media", access_key="a", secret_key="s", region_name="x"
+    )
+    target = StorageTarget(final)
+    key = "media/chunky_redis/abc/report.pdf"
+    assert target.adopt_object("final", key) == "chunky_redis/abc/report.pdf"
+    assert target.adopt_object("other", key) is None
+    assert target.adopt_object("final", "elsewhere/report.pdf") is None
+    assert StorageTarget(FileSystemStorage()).adopt_object("final", key) is None

@@ -88,13 +88,21 @@ def service(chunky, sync_every: int, boot: str, completed: list[Upload]) -> Uplo
     )
 
 
-def send(svc: UploadService, upload_id: str | None, data: bytes, start: int, total: int) -> Upload:
+def send(
+    svc: UploadService,
+    upload_id: str | None,
+    data: bytes,
+    start: int,
+    total: int,
+    digests: tuple[str, ...] = (),
+) -> Upload:
     session = svc.start_chunk(
         owner=OWNER,
         upload_id=upload_id,
         byte_range=ByteRange(start, start + len(data) - 1, total),
         length=len(data),
         max_bytes=None,
+        digests=digests,
     )
     try:
         session.write(data)
@@ -205,3 +213,135 @@ def test_the_same_boot_trusts_its_page_cache(chunky, disk):
     assert again.status(owner=OWNER, upload_id=up.upload_id).offset == 256 * KiB
     send(again, up.upload_id, data[256 * KiB :], 256 * KiB, len(data))
     assert disk.syncs == 1  # only the chunk that reached the end synced
+
+
+def test_a_checked_tail_clears_the_old_boot_from_the_record(chunky, disk):
+    """Unsynced bytes of boot 0, then a boot that syncs every chunk: once they are checked
+    the record no longer names boot 0, so what this boot writes next is told in full."""
+    data = random.Random(8).randbytes(1 * MiB)
+    completed: list[Upload] = []
+    svc = service(chunky, 1 * MiB, "boot-0", completed)
+    up = send(svc, None, data[: 256 * KiB], 0, len(data))
+    assert (up.durable, up.boot) == (0, "boot-0")
+    after = service(chunky, 0, "boot-1", completed)
+    up = send(after, up.upload_id, data[256 * KiB : 512 * KiB], 256 * KiB, len(data))
+    assert (up.offset, up.durable, up.boot) == (512 * KiB, 256 * KiB, "")
+    assert after.store.get(up.upload_id).boot == ""  # type: ignore[union-attr]
+    assert after.status(owner=OWNER, upload_id=up.upload_id).offset == 512 * KiB
+
+
+@pytest.mark.parametrize("resume", ["asks_first", "sends_at_its_offset"])
+def test_going_back_drops_the_extra_digests(chunky, disk, resume):
+    """Going back to the synced offset loses the extra digests' states (they cannot be
+    rewound): none is told or continued from a state of bytes that were lost."""
+    data = random.Random(9).randbytes(1 * MiB)
+    completed: list[Upload] = []
+    svc = service(chunky, 512 * KiB, "boot-0", completed)
+    up = send(svc, None, data[: 512 * KiB], 0, len(data), digests=("sha256",))  # synced
+    up = send(svc, up.upload_id, data[512 * KiB : 768 * KiB], 512 * KiB, len(data))
+    assert up.hexdigest("sha256") == hashlib.sha256(data[: 768 * KiB]).hexdigest()
+    disk.power_loss("zeros")
+    after = service(chunky, 512 * KiB, "boot-1", completed)
+    if resume == "asks_first":
+        assert after.status(owner=OWNER, upload_id=up.upload_id).offset == 512 * KiB
+    else:
+        with pytest.raises(exc.OffsetMismatch):
+            send(after, up.upload_id, data[768 * KiB :], 768 * KiB, len(data))
+        back = after.status(owner=OWNER, upload_id=up.upload_id)
+        assert (back.offset, back.hexdigest("sha256")) == (512 * KiB, None)
+    up = send(after, up.upload_id, data[512 * KiB :], 512 * KiB, len(data))
+    assert up.hexdigest("sha256") is None
+    assert up.hexdigest("md5") == hashlib.md5(data).hexdigest()
+    stored = after.status(owner=OWNER, upload_id=up.upload_id)
+    assert stored.hexdigest("sha256") is None
+
+
+def unsure_upload(chunky, completed: list[Upload]) -> tuple[UploadService, Upload, bytes]:
+    """An upload whose last 256 KiB boot 0 left unsynced, and the service of boot 1."""
+    data = random.Random(10).randbytes(1 * MiB)
+    svc = service(chunky, 1 * MiB, "boot-0", completed)
+    up = send(svc, None, data[: 256 * KiB], 0, len(data))
+    return service(chunky, 1 * MiB, "boot-1", completed), up, data
+
+
+def test_a_lock_lost_while_the_tail_is_checked_is_told(chunky, disk, monkeypatch):
+    completed: list[Upload] = []
+    after, up, data = unsure_upload(chunky, completed)
+    store = after.store
+
+    def sync_slowly(upload_id: str) -> None:  # the lock lapses meanwhile
+        store.redis.delete(store.lock_key(upload_id))
+
+    monkeypatch.setattr(after.storage, "sync", sync_slowly)
+    with pytest.raises(exc.LockLost):
+        send(after, up.upload_id, data[256 * KiB : 512 * KiB], 256 * KiB, len(data))
+    assert store.get(up.upload_id).boot == "boot-0"  # type: ignore[union-attr]  # unsettled
+
+
+def test_a_record_that_moved_while_the_tail_is_checked_is_left_alone(chunky, disk, monkeypatch):
+    """Another writer moved the record (it took the lapsed lock): nothing is settled, the
+    client is told to retry, and the lock this request took is given back."""
+    completed: list[Upload] = []
+    after, up, data = unsure_upload(chunky, completed)
+    store = after.store
+
+    def sync_slowly(upload_id: str) -> None:
+        store.redis.hset(store.record_key(upload_id), "offset", 300 * KiB)
+
+    monkeypatch.setattr(after.storage, "sync", sync_slowly)
+    with pytest.raises(exc.UploadLocked) as e:
+        send(after, up.upload_id, data[256 * KiB : 512 * KiB], 256 * KiB, len(data))
+    assert type(e.value) is exc.UploadLocked
+    assert e.value.detail == "The upload moved while it was checked; try again."
+    assert store.get(up.upload_id).boot == "boot-0"  # type: ignore[union-attr]
+    code, _ = store.acquire(up.upload_id, OWNER, "next-request")
+    assert code == "ok"  # the lock was released
+
+
+def unsynced_deferred_length_upload(svc: UploadService, data: bytes) -> str:
+    """An upload whose length is declared only after its bytes: none of them reached the
+    upload's end when written, so none was synced."""
+    upload_id = svc.create(owner=OWNER, length=None, max_bytes=None).upload_id
+    session = svc.start_append(
+        owner=OWNER,
+        upload_id=upload_id,
+        offset=0,
+        length=len(data),
+        max_bytes=None,
+        length_unknown_ok=True,
+    )
+    session.write(data)
+    assert session.finish().boot != ""
+    svc.declare_length(owner=OWNER, upload_id=upload_id, length=len(data), max_bytes=None)
+    return upload_id
+
+
+def test_a_completion_syncs_the_bytes_left_unsynced(chunky, disk):
+    data = random.Random(11).randbytes(300 * KiB)
+    completed: list[Upload] = []
+    svc = service(chunky, 1 * MiB, "boot-0", completed)
+    upload_id = unsynced_deferred_length_upload(svc, data)
+    assert upload_id + SUFFIX not in disk.synced
+    svc.complete(owner=OWNER, upload_id=upload_id, checksum=hashlib.md5(data).hexdigest())
+    assert disk.synced[upload_id + SUFFIX] == data
+
+
+def test_a_completion_syncs_nothing_already_synced(chunky, disk):
+    data = random.Random(12).randbytes(300 * KiB)
+    completed: list[Upload] = []
+    svc = service(chunky, 1 * MiB, "boot-0", completed)
+    up = send(svc, None, data, 0, len(data))  # reaches the end: synced
+    assert (up.durable, up.boot, disk.syncs) == (len(data), "", 1)
+    svc.complete(owner=OWNER, upload_id=up.upload_id, checksum=hashlib.md5(data).hexdigest())
+    assert disk.syncs == 1
+
+
+def test_a_completion_after_the_policy_changed_syncs_the_bytes_left_unsynced(chunky, disk):
+    """Deferred durability turned off (sync every chunk) by a restart on the same boot: the
+    bytes the deferred policy left unsynced are still synced before the hand-off."""
+    data = random.Random(13).randbytes(300 * KiB)
+    completed: list[Upload] = []
+    upload_id = unsynced_deferred_length_upload(service(chunky, 1 * MiB, "boot-0", completed), data)
+    svc = service(chunky, 0, "boot-0", completed)
+    svc.complete(owner=OWNER, upload_id=upload_id, checksum=hashlib.md5(data).hexdigest())
+    assert disk.synced[upload_id + SUFFIX] == data

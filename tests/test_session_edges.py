@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from chunky_redis import exceptions as exc
+from chunky_redis.core.context import raise_for, require_uploading
 from chunky_redis.core.http import ByteRange
+from chunky_redis.core.observer import UploadObserver
 from chunky_redis.core.session import clean_checksum
-from chunky_redis.core.store import PROCESSING, UPLOADING
+from chunky_redis.core.store import COMPLETE, FAILED, PROCESSING, UPLOADING, Upload
 from chunky_redis.core.uploads import UploadService
 from chunky_redis.runtime import get_service
 
@@ -199,3 +201,54 @@ def test_an_upload_tells_the_digests_of_its_bytes_so_far():
     assert upload.hexdigest("sha1") == hashlib.sha1(data).hexdigest()
     assert upload.hexdigest("sha256") is None
     assert Upload(upload_id="y").hexdigest("md5") is None
+
+
+def test_a_late_store_answer_is_told_apart_from_an_unknown_one():
+    with pytest.raises(exc.StoreUnavailable) as late:
+        raise_for("late")
+    assert late.value.detail == "Redis answered too late; try again."
+    with pytest.raises(exc.StoreUnavailable) as odd:
+        raise_for("busy")
+    assert odd.value.detail == "Unexpected answer from the store: busy."
+
+
+def test_a_failed_upload_says_why_it_takes_no_more_bytes():
+    with pytest.raises(exc.UploadFailed) as failed:
+        require_uploading(Upload("u1", status=FAILED, reason="virus found"))
+    assert (failed.value.reason, failed.value.status) == ("virus found", FAILED)
+    assert failed.value.detail == "The upload failed: virus found"
+
+
+@pytest.mark.parametrize("status", [PROCESSING, COMPLETE])
+def test_a_finished_upload_says_its_status(status):
+    require_uploading(Upload("u1", status=UPLOADING))
+    with pytest.raises(exc.AlreadyComplete) as done:
+        require_uploading(Upload("u1", status=status))
+    assert done.value.status == status
+
+
+class RecordingObserver(UploadObserver):
+    def __init__(self) -> None:
+        self.chunks: list[tuple[str, int, float, bool]] = []
+
+    def chunk_recorded(self, upload, received, seconds, created):
+        self.chunks.append((upload.upload_id, received, seconds, created))
+
+
+def test_a_whole_file_in_one_call_is_observed_as_a_created_chunk(service):
+    observer = RecordingObserver()
+    observed = UploadService(
+        store=service.store,
+        storage=service.storage,
+        policy=service.policy,
+        on_complete=lambda upload: None,
+        observer=observer,
+    )
+    data = os.urandom(3000)
+    session = whole(observed, data)
+    session.write(data)
+    upload = session.finish_and_complete(hashlib.md5(data).hexdigest())
+    [(upload_id, received, seconds, created)] = observer.chunks
+    assert (upload_id, received, created) == (upload.upload_id, 3000, True)
+    assert created is True
+    assert 0 <= seconds < 60

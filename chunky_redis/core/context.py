@@ -55,7 +55,7 @@ class UploadContext:
 
     def lock(self, owner: str, upload_id: str) -> tuple[str, Upload]:
         """Take the upload's lock (owner and expiry checked in the same step)."""
-        token = secrets.token_hex(16)
+        token = secrets.token_hex(16)  # pragma: no mutate (any unguessable length will do)
         code, upload = self.store.acquire(upload_id, owner, token)
         raise_for(code)
         assert upload is not None

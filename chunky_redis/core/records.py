@@ -89,7 +89,8 @@ class Upload:
     @classmethod
     def from_redis(cls, upload_id: str, raw: dict[bytes, bytes] | list[bytes]) -> Upload:
         if isinstance(raw, list):
-            raw = dict(zip(raw[::2], raw[1::2], strict=True))
+            # (a flat HGETALL reply always holds pairs: strict never trips)
+            raw = dict(zip(raw[::2], raw[1::2], strict=True))  # pragma: no mutate
         values: dict[str, Any] = {}
         for key, value in raw.items():
             name = key.decode()

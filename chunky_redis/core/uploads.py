@@ -305,7 +305,10 @@ class UploadService(Lifecycle, Appends, Concatenation):
                     checksum = self._own_digest(upload)
                 checksum = clean_checksum(checksum, upload.algorithm)
                 self.context.verify(upload, checksum)
-            if self.policy.sync_every and upload.boot:
+            # The record names a boot while bytes past ``durable`` are unsynced (the lock
+            # settled another boot's already): whatever the policy is now, as a restart may
+            # have turned deferred durability off since they were written.
+            if upload.boot:
                 self.storage.sync(upload_id)  # nothing leaves for post-processing unsynced
             result = self.store.mark_processing(upload, token, checksum)
         except BaseException:

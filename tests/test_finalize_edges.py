@@ -371,10 +371,12 @@ def test_dropping_the_lease_waits_for_a_renewal_in_flight(chunky, store, monkeyp
     events: list[str] = []
     in_flight = threading.Event()
     extend, drop = store.extend_lease, store.drop_lease
+    lease = finalize_module._Lease(store, "lease-drop", ttl_ms=30)
 
     def slow_extend(*args):
         in_flight.set()
-        time.sleep(0.2)
+        lease._stop.wait(5)  # still renewing when the drop begins
+        time.sleep(0.05)
         events.append("renewed")
         return extend(*args)
 
@@ -384,7 +386,6 @@ def test_dropping_the_lease_waits_for_a_renewal_in_flight(chunky, store, monkeyp
 
     monkeypatch.setattr(store, "extend_lease", slow_extend)
     monkeypatch.setattr(store, "drop_lease", recorded_drop)
-    lease = finalize_module._Lease(store, "lease-drop", ttl_ms=30)
     assert lease.take()
     assert in_flight.wait(5)
     lease.drop()

@@ -8,6 +8,7 @@ import time
 import uuid
 
 import fakeredis
+import pytest
 
 from chunky_redis.core import redis_clock
 from chunky_redis.core.redis_clock import SAMPLE_MAX_RTT_MS, learn, offset
@@ -57,6 +58,66 @@ def test_each_connection_pool_has_its_own_offset():
     one, other = fakeredis.FakeRedis(), fakeredis.FakeRedis()
     learn(one, 0, 0, 7000)
     assert (offset(one), offset(other)) == (7000, 0)
+
+
+# -- the lock request's deadline, on Redis's clock (UploadStore.acquire) ---------------------
+
+
+def skewed_store(skews: list[float], budget_ms: int | None = 1000) -> UploadStore:
+    """A store whose host clock is off Redis's by ``skews[0]`` seconds, then ``skews[1]``...
+    (one per reading; the last one stays)."""
+
+    def clock() -> float:
+        skew = skews.pop(0) if len(skews) > 1 else skews[0]
+        return time.time() + skew
+
+    return UploadStore(
+        # (no socket timeout either: it would bound the budget)
+        fakeredis.FakeRedis(socket_timeout=None if budget_ms is None else 5),
+        prefix=f"clock-{uuid.uuid4().hex[:12]}",
+        lock_request_timeout_ms=budget_ms,
+        clock=clock,
+    )
+
+
+def new_upload(store: UploadStore) -> str:
+    upload_id = uuid.uuid4().hex
+    store.create(Upload(upload_id=upload_id, size=10, expires=store.now() + 600_000))
+    return upload_id
+
+
+@pytest.mark.parametrize("skew_s", [-60, 60])
+def test_a_host_whose_clock_is_off_takes_the_lock_and_learns_the_offset(skew_s):
+    """Behind Redis's clock, the first request looks late: its reply teaches the offset
+    and the request is sent again, once. Ahead, the lock is taken at once."""
+    store = skewed_store([skew_s])
+    upload_id = new_upload(store)
+    code, upload = store.acquire(upload_id, "", "a")
+    assert (code, upload.upload_id) == ("ok", upload_id)  # type: ignore[union-attr]
+    assert store.acquire(upload_id, "", "b")[0] == "locked"  # "a" holds the lock
+    store.release(upload_id, "a")
+    assert abs(redis_clock.offset(store.redis) + skew_s * 1000) < 1000
+    assert store.acquire(upload_id, "", "b")[0] == "ok"  # the learned offset is right
+    assert store.acquire(upload_id, "", "c")[0] == "locked"
+
+
+def test_a_lock_request_that_reached_redis_after_its_deadline_is_late():
+    """Sent 5 s before Redis saw it (a stall), with a deadline 1 s after it was sent:
+    refused as late, and a slow round trip teaches nothing, so it is not sent again."""
+    store = skewed_store([0.0])
+    upload_id = new_upload(store)
+    assert store.acquire(upload_id, "", "a")[0] == "ok"  # learns the offset: 0
+    store.release(upload_id, "a")
+    store.clock = skewed_store([-5.0, 0.0]).clock  # the next request reads its clock 5 s early
+    assert store.acquire(upload_id, "", "b") == ("late", None)
+    assert store.acquire(upload_id, "", "b")[0] == "ok"  # no lock was taken for the late one
+
+
+def test_without_a_request_budget_no_lock_request_is_late():
+    store = skewed_store([-60.0], budget_ms=None)
+    assert store.lock_request_timeout_ms is None
+    upload_id = new_upload(store)
+    assert store.acquire(upload_id, "", "a")[0] == "ok"
 
 
 # -- what the store does with it: a lock request's deadline, on Redis's clock ---------------

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from chunky_redis import exceptions as exc
+from chunky_redis.core import errors as core_errors
 from chunky_redis.core.checksums import ChunkDigest
 from chunky_redis.core.context import raise_for, require_uploading
-from chunky_redis.core.errors import UnsupportedDigest
 from chunky_redis.core.http import ByteRange
 from chunky_redis.core.observer import UploadObserver
 from chunky_redis.core.session import clean_checksum
 from chunky_redis.core.store import COMPLETE, FAILED, PROCESSING, UPLOADING, Upload
-from chunky_redis.core.uploads import UploadService
+from chunky_redis.core.uploads import ChunkSession, UploadService
 from chunky_redis.runtime import get_service
 
 
@@ -256,6 +256,98 @@ def test_a_whole_file_in_one_call_is_observed_as_a_created_chunk(service):
     assert 0 <= seconds < 60
 
 
+def test_a_chunk_s_headers_are_checked_before_anything_is_written(service):
+    """An empty body is no chunk (unless asked for an empty file); a total past the limit and
+    a body that is not the range's length are refused with their figures; an unknown chunk
+    digest is refused; a one-byte body is a chunk."""
+
+    def start(**kwargs):
+        args = {"owner": "", "upload_id": None, "byte_range": None, "length": None}
+        return service.start_chunk(**{**args, "max_bytes": None, **kwargs})
+
+    with pytest.raises(exc.MissingChunk):
+        start(length=0)
+    start(length=0, empty_file_ok=True).abort()
+    start(length=1).abort()
+    with pytest.raises(exc.TooLarge) as too_large:
+        start(byte_range=ByteRange(0, 9, 500), max_bytes=100)
+    assert (too_large.value.size, too_large.value.limit) == (500, 100)
+    with pytest.raises(exc.LengthMismatch) as mismatch:
+        start(byte_range=ByteRange(0, 9, 500), length=7)
+    assert (mismatch.value.announced, mismatch.value.received) == (10, 7)
+    with pytest.raises(core_errors.UnsupportedDigest):
+        start(length=5, chunk_digest=ChunkDigest("crc32", b"1234"))
+
+
+def test_a_first_chunk_without_a_filename_records_none(service):
+    session = service.start_chunk(
+        owner="", upload_id=None, byte_range=ByteRange(0, 2, 10), length=3, max_bytes=None
+    )
+    session.write(b"abc")
+    upload = session.finish()
+    assert service.store.get(upload.upload_id).filename == ""  # type: ignore[union-attr]
+
+
+def test_chunks_are_observed_with_their_upload_and_whether_they_created_it(service):
+    observer = RecordingObserver()
+    observed = UploadService(
+        store=service.store,
+        storage=service.storage,
+        policy=service.policy,
+        on_complete=lambda upload: None,
+        observer=observer,
+    )
+    upload_id = None
+    for start in (0, 4):
+        session = observed.start_chunk(
+            owner="",
+            upload_id=upload_id,
+            byte_range=ByteRange(start, start + 3, 8),
+            length=4,
+            max_bytes=None,
+        )
+        session.write(b"abcd")
+        upload_id = session.finish().upload_id
+    assert [(u, n, created) for u, n, _, created in observer.chunks] == [
+        (upload_id, 4, True),
+        (upload_id, 4, False),
+    ]
+
+
+def a_second_chunk_in_flight(service) -> tuple[str, ChunkSession]:
+    """An upload with its first 4 bytes, and a session writing the next 4 (lock held)."""
+    session = service.start_chunk(
+        owner="", upload_id=None, byte_range=ByteRange(0, 3, 8), length=4, max_bytes=None
+    )
+    session.write(b"abcd")
+    upload_id = session.finish().upload_id
+    session = service.start_chunk(
+        owner="", upload_id=upload_id, byte_range=ByteRange(4, 7, 8), length=4, max_bytes=None
+    )
+    session.write(b"efgh")
+    return upload_id, session
+
+
+def test_a_chunk_whose_lock_lapsed_while_it_was_written_is_not_recorded(service):
+    upload_id, session = a_second_chunk_in_flight(service)
+    store = service.store
+    store.redis.delete(store.lock_key(upload_id))  # lapsed; no one else took it yet
+    with pytest.raises(exc.LockLost):
+        session.finish()
+    session.abort()
+    assert store.get(upload_id).offset == 4  # type: ignore[union-attr]
+
+
+def test_a_chunk_of_an_upload_that_expired_while_it_was_written_is_not_recorded(service):
+    upload_id, session = a_second_chunk_in_flight(service)
+    store = service.store
+    store.redis.hset(store.record_key(upload_id), "expires", store.now() - 1)
+    with pytest.raises(exc.UploadExpired):
+        session.finish()
+    session.abort()
+    assert store.get(upload_id).offset == 4  # type: ignore[union-attr]
+
+
 def raw_body(service: UploadService, length: int, **kw):
     """A raw body of ``length`` bytes without Content-Range, as the views start it."""
     return service.start_chunk(
@@ -325,7 +417,7 @@ def test_a_chunk_digest_of_an_unknown_algorithm_is_refused_before_any_lock(servi
     upload_id = first.finish().upload_id
     unknown = ChunkDigest("crc32c", b"\x00\x00\x00\x00")
     for target, byte_range in ((None, ByteRange(0, 2, 3)), (upload_id, ByteRange(3, 5, 6))):
-        with pytest.raises(UnsupportedDigest) as refused:
+        with pytest.raises(core_errors.UnsupportedDigest) as refused:
             service.start_chunk(
                 owner="",
                 upload_id=target,

@@ -299,7 +299,9 @@ def test_a_refused_commit_leaves_the_expiry_index_alone(store):
 
 def test_a_record_s_empty_fields_read_as_their_defaults():
     """A number or the attributes left empty in a record read as 0 and {}, as an absent field."""
-    upload = Upload.from_redis("u1", {b"offset": b"", b"durable": b"", b"extra": b"", b"size": b"7"})
+    upload = Upload.from_redis(
+        "u1", {b"offset": b"", b"durable": b"", b"extra": b"", b"size": b"7"}
+    )
     assert (upload.offset, upload.durable, upload.extra, upload.size) == (0, 0, {}, 7)
     # the flat reply of the lock script reads the same as HGETALL's mapping
     flat = Upload.from_redis("u1", [b"offset", b"", b"extra", b"", b"size", b"7"])

@@ -90,8 +90,9 @@ class ChunkSession:
         return update_all
 
     def _check_chunk_digest(self) -> None:
-        if self.chunk_digest is None or self.chunk_hasher is None:
+        if self.chunk_hasher is None:  # no digest announced (the two are set together)
             return
+        assert self.chunk_digest is not None
         computed = self.chunk_hasher.digest()
         if not hmac.compare_digest(computed, self.chunk_digest.expected):
             raise exc.ChunkChecksumMismatch(
@@ -231,7 +232,9 @@ class ChunkSession:
             raise
         if result != "ok":
             raise exc.LockLost()
-        self.token = None  # the marker is gone with the record's creation
+        # The marker is gone with the record's creation. (A mutant's "" is the same: abort()
+        # would release with a token no lock ever holds, which releases nothing.)
+        self.token = None  # pragma: no mutate
         # recorded: from here on an error must not delete the file. (A mutant's None is
         # equivalent: is_new is only ever tested for truth.)
         self.is_new = False  # pragma: no mutate

@@ -3,6 +3,7 @@ only quick replies teach the offset, and a lesson says whether the old estimate 
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 
@@ -117,3 +118,64 @@ def test_without_a_request_budget_no_lock_request_is_late():
     assert store.lock_request_timeout_ms is None
     upload_id = new_upload(store)
     assert store.acquire(upload_id, "", "a")[0] == "ok"
+
+
+# -- what the store does with it: a lock request's deadline, on Redis's clock ---------------
+
+
+def clock_store(
+    skew_s: float, *, step_s: float = 0.0, budget_ms: int | None = 1000
+) -> tuple[UploadStore, Upload]:
+    """A store on a fresh fakeredis whose clock is ``skew_s`` off Redis's (negative: behind)
+    and moves ``step_s`` more at each reading (more than a quick reply: nothing is learned),
+    with one upload of its owner "7"."""
+    readings = itertools.count()
+    store = UploadStore(
+        fakeredis.FakeRedis(socket_timeout=None),  # the budget is budget_ms alone
+        lock_request_timeout_ms=budget_ms,
+        clock=lambda: time.time() + skew_s + step_s * next(readings),
+    )
+    now = store.now()
+    upload = Upload(
+        upload_id=uuid.uuid4().hex, owner="7", size=10, created=now, expires=now + 3_600_000
+    )
+    store.create(upload)
+    return store, upload
+
+
+def test_a_store_behind_redis_s_clock_takes_the_lock_on_its_second_ask():
+    store, upload = clock_store(-60)
+    code, got = store.acquire(upload.upload_id, "7", "mine")
+    # the first ask arrived past its deadline on Redis's clock; its reply taught the
+    # offset, and the second ask, with it, took the lock for the caller's token
+    assert code == "ok" and got is not None and got.upload_id == upload.upload_id
+    assert abs(offset(store.redis) - 60_000) < 1000
+    assert store.redis.get(store.lock_key(upload.upload_id)) == b"mine"
+    assert store.acquire(upload.upload_id, "7", "other")[0] == "locked"
+
+
+def test_a_store_ahead_of_redis_s_clock_asks_once():
+    store, upload = clock_store(+60)
+    # its deadline was late enough: taken at once (the lesson that the clock was off
+    # calls for no second ask, which would find the lock taken)
+    assert store.acquire(upload.upload_id, "7", "mine")[0] == "ok"
+    assert abs(offset(store.redis) + 60_000) < 1000
+    assert store.redis.get(store.lock_key(upload.upload_id)) == b"mine"
+
+
+def test_a_lock_request_that_reaches_redis_past_its_deadline_takes_no_lock():
+    # a minute behind, and every reply too slow to teach the offset: always late
+    store, upload = clock_store(-60, step_s=0.2)
+    assert store.acquire(upload.upload_id, "7", "mine") == ("late", None)
+    assert store.redis.get(store.lock_key(upload.upload_id)) is None
+    assert offset(store.redis) == 0
+    # a read takes no lock and has no deadline
+    code, got = store.acquire(upload.upload_id, "7", "", lock=False)
+    assert code == "ok" and got is not None
+
+
+def test_without_a_lock_request_budget_a_lock_request_is_never_late():
+    store, upload = clock_store(-60, step_s=0.2, budget_ms=None)
+    assert store.lock_request_timeout_ms is None
+    assert store.acquire(upload.upload_id, "7", "mine")[0] == "ok"
+    assert store.redis.get(store.lock_key(upload.upload_id)) == b"mine"

@@ -349,3 +349,103 @@ def test_a_chunk_of_an_upload_that_expired_while_it_was_written_is_not_recorded(
         session.finish()
     session.abort()
     assert store.get(upload_id).offset == 4  # type: ignore[union-attr]
+
+
+def raw_body(service: UploadService, length: int, **kw):
+    """A raw body of ``length`` bytes without Content-Range, as the views start it."""
+    return service.start_chunk(
+        owner="", upload_id=None, byte_range=None, length=length, max_bytes=None, **kw
+    )
+
+
+def test_a_one_byte_body_without_a_range_is_a_whole_one_byte_file(service):
+    session = raw_body(service, 1)
+    session.write(b"x")
+    upload = session.finish()
+    stored = service.store.get(upload.upload_id)
+    assert (stored.size, stored.offset) == (1, 1)
+
+
+def test_an_empty_body_without_a_range_is_no_chunk_unless_the_caller_allows_an_empty_file(
+    service,
+):
+    with pytest.raises(exc.MissingChunk):
+        raw_body(service, 0)
+    session = raw_body(service, 0, empty_file_ok=True)
+    upload = session.finish()
+    assert (service.store.get(upload.upload_id).size, upload.offset) == (0, 0)
+
+
+def test_a_first_chunk_finished_without_a_filename_has_none(service):
+    session = raw_body(service, 3)
+    session.write(b"abc")
+    upload = session.finish()
+    assert upload.filename == "" and service.store.get(upload.upload_id).filename == ""
+
+
+def test_a_first_chunk_is_observed_as_created_and_the_next_as_not(service):
+    observer = RecordingObserver()
+    observed = UploadService(
+        store=service.store,
+        storage=service.storage,
+        policy=service.policy,
+        on_complete=lambda upload: None,
+        observer=observer,
+    )
+    first = observed.start_chunk(
+        owner="", upload_id=None, byte_range=ByteRange(0, 99, 300), length=100, max_bytes=None
+    )
+    first.write(os.urandom(100))
+    upload = first.finish()
+    second = observed.start_chunk(
+        owner="",
+        upload_id=upload.upload_id,
+        byte_range=ByteRange(100, 149, 300),
+        length=50,
+        max_bytes=None,
+    )
+    second.write(os.urandom(50))
+    second.finish()
+    assert [(u, received, created) for u, received, _, created in observer.chunks] == [
+        (upload.upload_id, 100, True),
+        (upload.upload_id, 50, False),
+    ]
+
+
+def test_a_chunk_digest_of_an_unknown_algorithm_is_refused_before_any_lock(service):
+    first = service.start_chunk(
+        owner="", upload_id=None, byte_range=ByteRange(0, 2, 6), length=3, max_bytes=None
+    )
+    first.write(b"abc")
+    upload_id = first.finish().upload_id
+    unknown = ChunkDigest("crc32c", b"\x00\x00\x00\x00")
+    for target, byte_range in ((None, ByteRange(0, 2, 3)), (upload_id, ByteRange(3, 5, 6))):
+        with pytest.raises(core_errors.UnsupportedDigest) as refused:
+            service.start_chunk(
+                owner="",
+                upload_id=target,
+                byte_range=byte_range,
+                length=3,
+                max_bytes=None,
+                chunk_digest=unknown,
+            )
+        assert refused.value.algorithm == "crc32c"
+    assert not service.store.is_locked(upload_id)
+
+
+def test_a_declared_size_past_the_limit_is_refused_with_both(service):
+    with pytest.raises(exc.TooLarge) as too_large:
+        service.start_chunk(
+            owner="", upload_id=None, byte_range=ByteRange(0, 9, 200), length=10, max_bytes=100
+        )
+    assert (too_large.value.size, too_large.value.limit) == (200, 100)
+    assert too_large.value.detail == "The file has 200 bytes; the limit is 100."
+
+
+def test_a_body_length_that_is_not_its_range_s_is_refused_with_both(service):
+    with pytest.raises(exc.LengthMismatch) as mismatch:
+        service.start_chunk(
+            owner="", upload_id=None, byte_range=ByteRange(0, 99, 200), length=60, max_bytes=None
+        )
+    assert (mismatch.value.announced, mismatch.value.received) == (100, 60)
+    assert mismatch.value.detail == "Content-Range announces 100 bytes but the body has 60."

@@ -141,7 +141,7 @@ class UploadStore(SweepIndexes):
             token,
             self.lock_timeout_ms,
             sent,
-            "1" if lock else "0",  # pragma: no mutate (the script only asks whether it is "1")
+            int(lock),  # "1" or "0" (the script asks only whether it is "1")
             deadline,
         ]
         with _wrap_errors():

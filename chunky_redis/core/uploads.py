@@ -159,13 +159,9 @@ class UploadService(Lifecycle, Appends, Concatenation):
             )
             session.allow_empty = empty_file_ok
         else:
-            session = self._start_existing(
-                owner,
-                upload_id,
-                byte_range,
-                max_bytes,  # pragma: no mutate (never read: an existing upload's range bounds it)
-                chunk_digest=chunk_digest,
-            )
+            # max_bytes is checked above, against the range's total: past that, an existing
+            # upload's chunk always has a range (its size's when none came), its only limit
+            session = self._start_existing(owner, upload_id, byte_range, chunk_digest=chunk_digest)
         session.began = began
         return session
 
@@ -234,7 +230,6 @@ class UploadService(Lifecycle, Appends, Concatenation):
         owner: str,
         upload_id: str,
         byte_range: ByteRange | None,
-        max_bytes: int | None,
         *,
         chunk_digest: ChunkDigest | None = None,
     ) -> ChunkSession:
@@ -261,13 +256,12 @@ class UploadService(Lifecycle, Appends, Concatenation):
                     upload.size - 1,
                     upload.size,  # pragma: no mutate (a session reads a range's start and length)
                 )
-            # (with a byte range the range is the limit: max_bytes never counts here)
             return ChunkSession(
                 self.context,
                 upload,
                 token=token,
                 byte_range=byte_range,
-                max_bytes=max_bytes,  # pragma: no mutate
+                max_bytes=None,  # with a byte range the range is the limit
                 chunk_digest=chunk_digest,
             )
         except BaseException:

@@ -266,3 +266,22 @@ def test_sliding_expiration_keeps_an_upload_counted(tracker):
     with pytest.raises(Exception) as refused:
         admit(quotas, store, "l" * 32, max_uploads=1)
     assert refused.value.status_code == 429
+
+
+def test_an_upload_of_unknown_length_counts_no_byte_until_declared(chunky):
+    """A deferred length counts 0 bytes against the quota (not its -1, nor any byte)."""
+    from chunky_redis.core.uploads import UploadService
+
+    base = runtime.get_service()
+    store = base.store
+    service = UploadService(
+        store=store,
+        storage=base.storage,
+        policy=base.policy,
+        on_complete=lambda upload: None,
+        quotas=QuotaTracker(store.redis, prefix=store.prefix),
+    )
+    quota = Quota(max_bytes=100)
+    deferred = service.create(owner="q", length=None, max_bytes=None, quota=quota)
+    assert in_flight("q") == {deferred.upload_id: 0}
+    service.create(owner="q", length=100, max_bytes=None, quota=quota)  # fits exactly

@@ -449,3 +449,28 @@ def test_a_body_length_that_is_not_its_range_s_is_refused_with_both(service):
         )
     assert (mismatch.value.announced, mismatch.value.received) == (100, 60)
     assert mismatch.value.detail == "Content-Range announces 100 bytes but the body has 60."
+
+
+def test_a_chunk_s_blocks_renew_the_lock_only_once_a_third_of_it_has_passed(service, monkeypatch):
+    """Writing a chunk block by block does not cost a Redis round trip per block: the lock
+    is renewed only once a third of its timeout has passed since it was last checked."""
+    renewals: list[str] = []
+    extend = service.store.extend_lock
+
+    def counted(upload_id: str, token: str) -> bool:
+        renewals.append(upload_id)
+        return extend(upload_id, token)
+
+    monkeypatch.setattr(service.store, "extend_lock", counted)
+    size = 64 * 1024 * 8
+    session = service.start_chunk(
+        owner="",
+        upload_id=None,
+        byte_range=ByteRange(0, size - 1, size),
+        length=size,
+        max_bytes=None,
+    )
+    for _ in range(8):
+        session.write(os.urandom(64 * 1024))
+    session.finish()
+    assert renewals == []  # the lock (30 s) was checked when taken, milliseconds ago

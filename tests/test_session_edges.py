@@ -238,15 +238,20 @@ class RecordingObserver(UploadObserver):
         self.chunks.append((upload.upload_id, received, seconds, created))
 
 
-def test_a_whole_file_in_one_call_is_observed_as_a_created_chunk(service):
-    observer = RecordingObserver()
-    observed = UploadService(
+def observed_by(service: UploadService, observer: UploadObserver) -> UploadService:
+    """The fixture's service (same store and storage) with an observer."""
+    return UploadService(
         store=service.store,
         storage=service.storage,
         policy=service.policy,
         on_complete=lambda upload: None,
         observer=observer,
     )
+
+
+def test_a_whole_file_in_one_call_is_observed_as_a_created_chunk(service):
+    observer = RecordingObserver()
+    observed = observed_by(service, observer)
     data = os.urandom(3000)
     began = time.monotonic()
     session = whole(observed, data)
@@ -259,47 +264,9 @@ def test_a_whole_file_in_one_call_is_observed_as_a_created_chunk(service):
     assert 0 <= seconds <= took  # from the chunk's start to its record
 
 
-def test_a_chunk_s_headers_are_checked_before_anything_is_written(service):
-    """An empty body is no chunk (unless asked for an empty file); a total past the limit and
-    a body that is not the range's length are refused with their figures; an unknown chunk
-    digest is refused; a one-byte body is a chunk."""
-
-    def start(**kwargs):
-        args = {"owner": "", "upload_id": None, "byte_range": None, "length": None}
-        return service.start_chunk(**{**args, "max_bytes": None, **kwargs})
-
-    with pytest.raises(exc.MissingChunk):
-        start(length=0)
-    start(length=0, empty_file_ok=True).abort()
-    start(length=1).abort()
-    with pytest.raises(exc.TooLarge) as too_large:
-        start(byte_range=ByteRange(0, 9, 500), max_bytes=100)
-    assert (too_large.value.size, too_large.value.limit) == (500, 100)
-    with pytest.raises(exc.LengthMismatch) as mismatch:
-        start(byte_range=ByteRange(0, 9, 500), length=7)
-    assert (mismatch.value.announced, mismatch.value.received) == (10, 7)
-    with pytest.raises(core_errors.UnsupportedDigest):
-        start(length=5, chunk_digest=ChunkDigest("crc32", b"1234"))
-
-
-def test_a_first_chunk_without_a_filename_records_none(service):
-    session = service.start_chunk(
-        owner="", upload_id=None, byte_range=ByteRange(0, 2, 10), length=3, max_bytes=None
-    )
-    session.write(b"abc")
-    upload = session.finish()
-    assert service.store.get(upload.upload_id).filename == ""  # type: ignore[union-attr]
-
-
 def test_chunks_are_observed_with_their_upload_and_whether_they_created_it(service):
     observer = RecordingObserver()
-    observed = UploadService(
-        store=service.store,
-        storage=service.storage,
-        policy=service.policy,
-        on_complete=lambda upload: None,
-        observer=observer,
-    )
+    observed = observed_by(service, observer)
     upload_id = None
     for start in (0, 4):
         session = observed.start_chunk(
@@ -381,35 +348,6 @@ def test_a_first_chunk_finished_without_a_filename_has_none(service):
     session.write(b"abc")
     upload = session.finish()
     assert upload.filename == "" and service.store.get(upload.upload_id).filename == ""
-
-
-def test_a_first_chunk_is_observed_as_created_and_the_next_as_not(service):
-    observer = RecordingObserver()
-    observed = UploadService(
-        store=service.store,
-        storage=service.storage,
-        policy=service.policy,
-        on_complete=lambda upload: None,
-        observer=observer,
-    )
-    first = observed.start_chunk(
-        owner="", upload_id=None, byte_range=ByteRange(0, 99, 300), length=100, max_bytes=None
-    )
-    first.write(os.urandom(100))
-    upload = first.finish()
-    second = observed.start_chunk(
-        owner="",
-        upload_id=upload.upload_id,
-        byte_range=ByteRange(100, 149, 300),
-        length=50,
-        max_bytes=None,
-    )
-    second.write(os.urandom(50))
-    second.finish()
-    assert [(u, received, created) for u, received, _, created in observer.chunks] == [
-        (upload.upload_id, 100, True),
-        (upload.upload_id, 50, False),
-    ]
 
 
 def test_a_chunk_digest_of_an_unknown_algorithm_is_refused_before_any_lock(service):

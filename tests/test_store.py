@@ -44,7 +44,7 @@ def test_create_and_read_round_trip(store):
     ttl_ms = store.redis.pttl(store.record_key(upload.upload_id))
     assert 0 < ttl_ms <= 60_000 + store.expired_retention_ms
     assert store.due_expiries() == []
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=f"Upload {upload.upload_id} already exists"):
         store.create(upload)
 
 
@@ -306,3 +306,72 @@ def test_a_record_s_empty_fields_read_as_their_defaults():
     # the flat reply of the lock script reads the same as HGETALL's mapping
     flat = Upload.from_redis("u1", [b"offset", b"", b"extra", b"", b"size", b"7"])
     assert (flat.offset, flat.extra, flat.size) == (0, {}, 7)
+
+
+def test_a_creation_whose_marker_lapsed_is_not_indexed_for_expiry(store):
+    now = store.now()
+    upload = Upload(upload_id=uuid.uuid4().hex, size=10, created=now, expires=now + 60_000)
+    assert store.create(upload, "a-marker-never-set") == "lost"
+    assert store.get(upload.upload_id) is None
+    assert store.expiries.score(upload.upload_id) is None
+
+
+def test_a_record_s_durability_fields_are_written_at_creation(store):
+    """The fields after digest_states in the record (deferred durability's) are stored too."""
+    upload = make(store, durable=4, durable_state=b"st", boot="b1")
+    again = store.get(upload.upload_id)
+    assert (again.durable, again.durable_state, again.boot) == (4, b"st", "b1")
+
+
+def replicas_acknowledge(store, monkeypatch, acked: int) -> list[tuple]:
+    """Answer the WAIT after each recorded write with ``acked`` (fakeredis has no WAIT, and
+    the test's Redis no replicas); returns the (replicas, timeout) each WAIT asked for."""
+    waits: list[tuple] = []
+    pipeline = store.redis.pipeline
+
+    def answering_pipeline(*args, **kwargs):
+        pipe = pipeline(*args, **kwargs)
+        execute_command = pipe.execute_command
+
+        def answer_wait(*command, **options):
+            if command[0] == "WAIT":
+                waits.append(command[1:])
+                return execute_command("ECHO", acked)
+            return execute_command(*command, **options)
+
+        pipe.execute_command = answer_wait
+        return pipe
+
+    monkeypatch.setattr(store.redis, "pipeline", answering_pipeline)
+    monkeypatch.setattr(store, "wait_replicas", 2)
+    monkeypatch.setattr(store, "wait_timeout_ms", 250)
+    return waits
+
+
+def test_with_wait_replicas_a_write_acknowledged_by_enough_replicas_is_recorded(
+    store, monkeypatch
+):
+    waits = replicas_acknowledge(store, monkeypatch, acked=2)
+    upload = make(store)
+    assert store.get(upload.upload_id) == upload
+    store.acquire(upload.upload_id, "7", "tok")
+    answer = store.commit(upload, "tok", new_offset=20, hash_state=b"s", expires=upload.expires)
+    assert answer == "ok"
+    assert store.get(upload.upload_id).offset == 20
+    assert waits == [(2, 250), (2, 250)]  # each write waited for its replicas, that long
+
+
+def test_with_wait_replicas_too_few_acknowledgements_are_a_503_the_primary_keeps_it(
+    store, monkeypatch
+):
+    from chunky_redis.exceptions import StoreUnavailable
+
+    upload = make(store)
+    store.acquire(upload.upload_id, "7", "tok")
+    replicas_acknowledge(store, monkeypatch, acked=1)
+    with pytest.raises(StoreUnavailable, match="Only 1 of 2"):
+        store.commit(upload, "tok", new_offset=20, hash_state=b"s", expires=upload.expires)
+    assert store.get(upload.upload_id).offset == 20  # the client asks, the primary answers
+    # a refused write has nothing to lose: its answer comes back whatever the replicas say
+    answer = store.commit(upload, "tok", new_offset=30, hash_state=b"s", expires=upload.expires)
+    assert answer == "lost"

@@ -412,3 +412,31 @@ def test_a_chunk_s_blocks_renew_the_lock_only_once_a_third_of_it_has_passed(serv
         session.write(os.urandom(64 * 1024))
     session.finish()
     assert renewals == []  # the lock (30 s) was checked when taken, milliseconds ago
+
+
+def test_the_lock_is_renewed_once_exactly_a_third_of_its_timeout_has_passed(service, monkeypatch):
+    """The renewal's threshold is a third of the lock's timeout (10 s of 30 s), to the
+    millisecond: not a block before it, and at it, not a block later."""
+    from types import SimpleNamespace
+
+    from chunky_redis.core import session as session_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(session_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    renewals: list[float] = []
+    extend = service.store.extend_lock
+
+    def counted(upload_id: str, token: str) -> bool:
+        renewals.append(clock[0])
+        return extend(upload_id, token)
+
+    monkeypatch.setattr(service.store, "extend_lock", counted)
+    assert service.store.lock_timeout_ms == 30_000
+    session = service.start_chunk(
+        owner="", upload_id=None, byte_range=ByteRange(0, 3, 4), length=4, max_bytes=None
+    )
+    for at in (1009.5, 1009.999, 1010.0, 1019.999):
+        clock[0] = at
+        session.write(b"x")
+    session.finish()
+    assert renewals == [1010.0]  # checked at 1000.0, then again from 1010.0

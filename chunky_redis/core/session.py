@@ -125,8 +125,6 @@ class ChunkSession:
         # lapse; a writer that lost it must not write another byte (another
         # request may own the upload now, or the sweeper may have taken the file).
         store = self.context.store
-        # (A known survivor of `make mutate`: `<` made `<=` differs only when the float elapsed
-        # time equals the threshold exactly. No pragma: the line's other mutants are killed.)
         if time.monotonic() - self._lock_checked < store.lock_timeout_ms / 3000:
             return
         assert self.token is not None

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from chunky_redis.core import errors as exc
-from chunky_redis.core.checksums import ALGORITHMS, ChunkDigest
+from chunky_redis.core.checksums import ALGORITHMS, ChunkDigest, incremental_available
 from chunky_redis.core.context import Policy
 from chunky_redis.core.filesystem import FileSystemChunkStorage
 from chunky_redis.core.http import ByteRange
@@ -451,3 +451,40 @@ def test_completing_again_without_a_checksum_queues_a_lost_hand_off_again(
     again = service.complete(owner="u1", upload_id=upload.upload_id, checksum=None)
     assert again.checksum == hashlib.md5(DATA).hexdigest()
     assert [u.upload_id for u in completed] == [upload.upload_id] * 2
+
+
+def test_a_first_chunk_without_a_streaming_state_records_none_and_completes_by_reading(
+    chunky, service, store, completed, monkeypatch
+):
+    """No streaming state (libcrypto missing) from the first chunk on: the record keeps no
+    state, and the completion digests the stored bytes."""
+    monkeypatch.setattr("chunky_redis.core.session.incremental_available", lambda a: False)
+    session = service.start_chunk(
+        owner="u1",
+        upload_id=None,
+        byte_range=ByteRange(0, 999, len(DATA)),
+        length=1000,
+        max_bytes=None,
+    )
+    session.write(DATA[:1000])
+    first = session.finish()
+    assert first.hash_state == b"" == store.get(first.upload_id).hash_state
+    append(service, first.upload_id, DATA[1000:], 1000)
+    service.complete(owner="u1", upload_id=first.upload_id, checksum=None)
+    assert store.get(first.upload_id).checksum == hashlib.md5(DATA).hexdigest()
+
+
+def test_a_state_missing_past_byte_0_is_not_started_again_mid_file(
+    chunky, service, store, completed, monkeypatch
+):
+    """A first chunk recorded without a streaming state (libcrypto missing then): a later
+    chunk, with libcrypto back, must not start a state at its own offset, which would
+    digest only the bytes from there; the completion reads the whole file instead."""
+    monkeypatch.setattr("chunky_redis.core.session.incremental_available", lambda a: False)
+    upload = service.create(owner="u1", length=len(DATA), max_bytes=None, digests=("sha256",))
+    append(service, upload.upload_id, DATA[:1000], 0)
+    monkeypatch.setattr("chunky_redis.core.session.incremental_available", incremental_available)
+    done = append(service, upload.upload_id, DATA[1000:], 1000)
+    assert done.hash_state == b"" and done.hexdigest("sha256") is None
+    service.complete(owner="u1", upload_id=upload.upload_id, checksum=None)
+    assert store.get(upload.upload_id).checksum == hashlib.md5(DATA).hexdigest()

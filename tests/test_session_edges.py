@@ -440,3 +440,31 @@ def test_the_lock_is_renewed_once_exactly_a_third_of_its_timeout_has_passed(serv
         session.write(b"x")
     session.finish()
     assert renewals == [1010.0]  # checked at 1000.0, then again from 1010.0
+
+
+def test_an_upload_created_without_a_byte_is_observed_as_a_created_empty_chunk(service):
+    observer = RecordingObserver()
+    observed = observed_by(service, observer)
+    began = time.monotonic()
+    upload = observed.create(owner="", length=10, max_bytes=None)
+    took = time.monotonic() - began
+    [(upload_id, received, seconds, created)] = observer.chunks
+    assert (upload_id, received, created) == (upload.upload_id, 0, True)
+    assert 0 <= seconds <= took
+
+
+def test_an_empty_body_for_an_existing_upload_is_no_chunk(service):
+    """A multipart body (no Content-Length) that carried no byte: "no chunk", not a body
+    shorter than its range; the offset stays."""
+    session = service.start_chunk(
+        owner="", upload_id=None, byte_range=ByteRange(0, 3, 8), length=4, max_bytes=None
+    )
+    session.write(b"abcd")
+    upload_id = session.finish().upload_id
+    session = service.start_chunk(
+        owner="", upload_id=upload_id, byte_range=ByteRange(4, 7, 8), length=None, max_bytes=None
+    )
+    with pytest.raises(exc.MissingChunk):
+        session.finish()
+    session.abort()
+    assert service.store.get(upload_id).offset == 4  # type: ignore[union-attr]

@@ -46,14 +46,16 @@ class ChunkSession:
         self.token: str | None = token
         self.byte_range = byte_range
         self.is_new = is_new
-        self.allow_empty = False  # an empty body is "no chunk", unless it is an empty file
+        # An empty body is "no chunk", unless it is an empty file. (A mutant's None survives:
+        # the flag is only tested for truth; no pragma, as its True is killed.)
+        self.allow_empty = False
         self.quota: Quota | None = None  # a new upload counted against its owner's quota
         if upload.hash_state or (upload.offset == 0 and incremental_available(upload.algorithm)):
             self.hasher: ResumableHash | None = ResumableHash(
                 upload.algorithm, upload.hash_state or None
             )
         else:
-            self.hasher = None
+            self.hasher = None  # pragma: no mutate ("" too: the hasher is only tested for truth)
         self.digest_hashers = _extra_hashers(upload)
         self.chunk_digest = chunk_digest
         self.chunk_hasher = hashlib.new(chunk_digest.algorithm) if chunk_digest else None
@@ -134,6 +136,8 @@ class ChunkSession:
 
     def _close_writer(self, sync: bool) -> int:
         if self._open:
+            # (A mutant's None survives: the flag is only tested for truth; no pragma, as its
+            # True is killed.)
             self._open = False
             self.writer.close(sync=sync)
         return self.writer.written

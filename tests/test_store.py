@@ -348,9 +348,7 @@ def replicas_acknowledge(store, monkeypatch, acked: int) -> list[tuple]:
     return waits
 
 
-def test_with_wait_replicas_a_write_acknowledged_by_enough_replicas_is_recorded(
-    store, monkeypatch
-):
+def test_with_wait_replicas_a_write_acknowledged_by_enough_replicas_is_recorded(store, monkeypatch):
     waits = replicas_acknowledge(store, monkeypatch, acked=2)
     upload = make(store)
     assert store.get(upload.upload_id) == upload

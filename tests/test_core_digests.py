@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 
 import pytest
 
@@ -13,7 +14,7 @@ from chunky_redis.core.checksums import ALGORITHMS, ChunkDigest, incremental_ava
 from chunky_redis.core.context import Policy
 from chunky_redis.core.filesystem import FileSystemChunkStorage
 from chunky_redis.core.http import ByteRange
-from chunky_redis.core.store import PROCESSING
+from chunky_redis.core.store import PROCESSING, Upload
 from chunky_redis.core.uploads import UploadService
 
 pytestmark = pytest.mark.django_db
@@ -488,3 +489,29 @@ def test_a_state_missing_past_byte_0_is_not_started_again_mid_file(
     assert done.hash_state == b"" and done.hexdigest("sha256") is None
     service.complete(owner="u1", upload_id=upload.upload_id, checksum=None)
     assert store.get(upload.upload_id).checksum == hashlib.md5(DATA).hexdigest()
+
+
+def test_a_record_naming_its_own_algorithm_among_its_extra_digests_keeps_the_others(
+    chunky, service, store
+):
+    """The record's own algorithm has its state in hash_state: listed among the extra digests
+    too (a record not written by create(), which leaves it out), it is passed over, and the
+    extras after it still go on."""
+    now = store.now()
+    upload = Upload(
+        upload_id=uuid.uuid4().hex,
+        owner="u1",
+        size=len(DATA),
+        created=now,
+        expires=now + 60_000,
+        algorithm="md5",
+        digest_states={"md5": b"", "sha256": b""},
+    )
+    store.create(upload)
+    path = chunk_file(chunky, upload.upload_id)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    open(path, "wb").close()  # its file, as create() makes it
+    append(service, upload.upload_id, DATA, 0)
+    record = store.get(upload.upload_id)
+    assert record.hexdigest("md5") == hashlib.md5(DATA).hexdigest()
+    assert record.hexdigest("sha256") == hashlib.sha256(DATA).hexdigest()

@@ -454,27 +454,6 @@ def test_completing_again_without_a_checksum_queues_a_lost_hand_off_again(
     assert [u.upload_id for u in completed] == [upload.upload_id] * 2
 
 
-def test_a_first_chunk_without_a_streaming_state_records_none_and_completes_by_reading(
-    chunky, service, store, completed, monkeypatch
-):
-    """No streaming state (libcrypto missing) from the first chunk on: the record keeps no
-    state, and the completion digests the stored bytes."""
-    monkeypatch.setattr("chunky_redis.core.session.incremental_available", lambda a: False)
-    session = service.start_chunk(
-        owner="u1",
-        upload_id=None,
-        byte_range=ByteRange(0, 999, len(DATA)),
-        length=1000,
-        max_bytes=None,
-    )
-    session.write(DATA[:1000])
-    first = session.finish()
-    assert first.hash_state == b"" == store.get(first.upload_id).hash_state
-    append(service, first.upload_id, DATA[1000:], 1000)
-    service.complete(owner="u1", upload_id=first.upload_id, checksum=None)
-    assert store.get(first.upload_id).checksum == hashlib.md5(DATA).hexdigest()
-
-
 def test_a_state_missing_past_byte_0_is_not_started_again_mid_file(
     chunky, service, store, completed, monkeypatch
 ):

@@ -316,13 +316,6 @@ def test_a_creation_whose_marker_lapsed_is_not_indexed_for_expiry(store):
     assert store.expiries.score(upload.upload_id) is None
 
 
-def test_a_record_s_durability_fields_are_written_at_creation(store):
-    """The fields after digest_states in the record (deferred durability's) are stored too."""
-    upload = make(store, durable=4, durable_state=b"st", boot="b1")
-    again = store.get(upload.upload_id)
-    assert (again.durable, again.durable_state, again.boot) == (4, b"st", "b1")
-
-
 def replicas_acknowledge(store, monkeypatch, acked: int) -> list[tuple]:
     """Answer the WAIT after each recorded write with ``acked`` (fakeredis has no WAIT, and
     the test's Redis no replicas); returns the (replicas, timeout) each WAIT asked for."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
+from typing import Any
 
 import fakeredis
 import pytest
@@ -179,3 +180,40 @@ def test_without_a_lock_request_budget_a_lock_request_is_never_late():
     assert store.lock_request_timeout_ms is None
     assert store.acquire(upload.upload_id, "7", "mine")[0] == "ok"
     assert store.redis.get(store.lock_key(upload.upload_id)) == b"mine"
+
+
+# -- which pool stands for a client, and how long a lock request may take ------------------
+
+
+class NodesManager:
+    connection_kwargs = {"socket_timeout": 2}
+
+
+class ClusterClient:
+    """Like a cluster client: a nodes manager holds the connection options, no pool."""
+
+    def __init__(self, nodes_manager: NodesManager) -> None:
+        self.nodes_manager = nodes_manager
+
+
+def test_a_cluster_client_learns_its_offset_on_its_nodes_manager():
+    nodes_manager = NodesManager()
+    cluster: Any = ClusterClient(nodes_manager)
+    assert learn(cluster, 0, 0, 7000) is True
+    assert offset(cluster) == 7000
+    assert offset(ClusterClient(nodes_manager)) == 7000  # type: ignore[arg-type]  # same cluster
+    assert offset(ClusterClient(NodesManager())) == 0  # type: ignore[arg-type]
+    assert redis_clock.lock_budget(cluster, 5000) == 2000  # its connection options count
+
+
+def test_a_lock_request_s_budget_is_never_longer_than_the_socket_timeout():
+    assert redis_clock.lock_budget(fakeredis.FakeRedis(socket_timeout=2), 5000) == 2000
+    assert redis_clock.lock_budget(fakeredis.FakeRedis(socket_timeout=2), 1500) == 1500
+    assert redis_clock.lock_budget(fakeredis.FakeRedis(socket_timeout=2.5), None) == 2500
+    assert redis_clock.lock_budget(fakeredis.FakeRedis(socket_timeout=None), 5000) == 5000
+    assert redis_clock.lock_budget(fakeredis.FakeRedis(socket_timeout=None), None) is None
+
+
+def test_a_client_without_a_pool_has_the_configured_lock_budget():
+    assert redis_clock.lock_budget(object(), 5000) == 5000  # type: ignore[arg-type]
+    assert redis_clock.lock_budget(object(), None) is None  # type: ignore[arg-type]

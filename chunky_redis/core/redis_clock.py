@@ -50,6 +50,7 @@ def lock_budget(redis: AnyRedis, configured_ms: int | None) -> int | None:
     Never longer than the client's socket timeout: past it the caller has given
     up on the answer and would never release a lock taken for it.
     """
+    # (A default of None in place of {} is an equivalent mutant: `or {}` takes either.)
     kwargs = getattr(_pool(redis), "connection_kwargs", {}) or {}
     socket_timeout = kwargs.get("socket_timeout")
     budgets = [b for b in (configured_ms, socket_timeout and int(socket_timeout * 1000)) if b]

@@ -217,3 +217,8 @@ def test_a_lock_request_s_budget_is_never_longer_than_the_socket_timeout():
 def test_a_client_without_a_pool_has_the_configured_lock_budget():
     assert redis_clock.lock_budget(object(), 5000) == 5000  # type: ignore[arg-type]
     assert redis_clock.lock_budget(object(), None) is None  # type: ignore[arg-type]
+
+
+def test_a_store_s_lock_request_budget_is_bounded_by_its_client_s_socket_timeout():
+    store = UploadStore(fakeredis.FakeRedis(socket_timeout=2), lock_request_timeout_ms=5000)
+    assert store.lock_request_timeout_ms == 2000

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from chunky_redis.core.store import COMPLETE, EXPIRED, PROCESSING, Upload
+from chunky_redis.core.store import COMPLETE, EXPIRED, PROCESSING, Upload, UploadStore
 
 
 def make(store, **fields) -> Upload:
@@ -316,7 +316,7 @@ def test_a_creation_whose_marker_lapsed_is_not_indexed_for_expiry(store):
     assert store.expiries.score(upload.upload_id) is None
 
 
-def replicas_acknowledge(store, monkeypatch, acked: int) -> list[tuple]:
+def replicas_acknowledge(store, monkeypatch, acked: int, configure: bool = True) -> list[tuple]:
     """Answer the WAIT after each recorded write with ``acked`` (fakeredis has no WAIT, and
     the test's Redis no replicas); returns the (replicas, timeout) each WAIT asked for."""
     waits: list[tuple] = []
@@ -336,8 +336,9 @@ def replicas_acknowledge(store, monkeypatch, acked: int) -> list[tuple]:
         return pipe
 
     monkeypatch.setattr(store.redis, "pipeline", answering_pipeline)
-    monkeypatch.setattr(store, "wait_replicas", 2)
-    monkeypatch.setattr(store, "wait_timeout_ms", 250)
+    if configure:
+        monkeypatch.setattr(store, "wait_replicas", 2)
+        monkeypatch.setattr(store, "wait_timeout_ms", 250)
     return waits
 
 
@@ -373,3 +374,42 @@ def test_with_wait_replicas_too_few_acknowledgements_are_a_503_the_primary_keeps
     # a refused write has nothing to lose: its answer comes back whatever the replicas say
     answer = store.commit(upload, "tok", new_offset=30, hash_state=b"s", expires=upload.expires)
     assert answer == "lost"
+
+
+def test_a_store_built_to_wait_for_replicas_waits_for_them_that_long(store, monkeypatch):
+    waiting = UploadStore(store.redis, prefix=store.prefix, wait_replicas=3, wait_timeout_ms=400)
+    waits = replicas_acknowledge(waiting, monkeypatch, acked=3, configure=False)
+    upload = make(waiting)
+    assert waiting.get(upload.upload_id) == upload
+    assert waits == [(3, 400)]
+
+
+def test_a_store_built_without_options_has_an_unconfigured_site_s_keys_and_times():
+    """Outside Django too, a store's defaults are the settings' (chunky_redis/conf.py)."""
+    import fakeredis
+
+    from chunky_redis.conf import conf, milliseconds
+
+    bare = UploadStore(fakeredis.FakeRedis(socket_timeout=None))  # no socket timeout to bound
+    assert bare.record_key("u") == f"{conf.KEY_PREFIX}:{{u}}:upload" == "chunky:{u}:upload"
+    assert (bare.lock_timeout_ms, bare.lock_request_timeout_ms) == (
+        milliseconds(conf.LOCK_TIMEOUT),
+        milliseconds(conf.LOCK_REQUEST_TIMEOUT),
+    )
+    assert (bare.expired_retention_ms, bare.completed_retention_ms) == (
+        milliseconds(conf.EXPIRED_RETENTION),
+        milliseconds(conf.COMPLETED_RETENTION),
+    )
+    assert (bare.wait_replicas, bare.wait_timeout_ms) == (
+        conf.WAIT_REPLICAS,
+        milliseconds(conf.WAIT_TIMEOUT),
+    )
+
+
+def test_a_new_upload_s_marker_is_set_only_where_none_is(store):
+    """claim_new() never takes over a marker or lock that another token holds."""
+    upload_id = uuid.uuid4().hex
+    assert store.claim_new(upload_id, "first") is True
+    assert store.claim_new(upload_id, "second") is False
+    assert store.redis.get(store.lock_key(upload_id)) == b"first"
+    assert 0 < store.redis.pttl(store.lock_key(upload_id)) <= store.lock_timeout_ms

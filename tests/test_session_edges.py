@@ -468,3 +468,86 @@ def test_an_empty_body_for_an_existing_upload_is_no_chunk(service):
         session.finish()
     session.abort()
     assert service.store.get(upload_id).offset == 4  # type: ignore[union-attr]
+
+
+# -- a new upload's first chunk (UploadService._open_new, _start_new) ------------------------
+
+
+def first_chunk(service: UploadService, data: bytes, **kwargs):
+    return service.start_chunk(
+        owner=kwargs.pop("owner", ""),
+        upload_id=None,
+        byte_range=kwargs.pop("byte_range", ByteRange(0, len(data) - 1, 2 * len(data))),
+        length=len(data),
+        max_bytes=None,
+        **kwargs,
+    )
+
+
+def test_a_new_upload_s_first_chunk_past_byte_0_is_refused_with_both_offsets(service):
+    with pytest.raises(exc.OffsetMismatch) as refused:
+        first_chunk(service, b"abc", byte_range=ByteRange(5, 7, 10))
+    assert (refused.value.expected, refused.value.provided) == (0, 5)
+    assert refused.value.detail == "A new upload must start at byte 0."
+
+
+def test_a_new_upload_whose_marker_cannot_be_set_is_a_503(service, monkeypatch):
+    monkeypatch.setattr(service.store, "claim_new", lambda upload_id, token: False)
+    with pytest.raises(exc.StoreUnavailable) as refused:
+        first_chunk(service, b"abc")
+    assert refused.value.detail == "Could not mark the new upload; try again."
+
+
+def test_a_new_upload_whose_session_cannot_start_leaves_no_marker(service, monkeypatch):
+    from chunky_redis.core import uploads
+
+    claimed: list[str] = []
+    claim_new = service.store.claim_new
+
+    def claiming(upload_id: str, token: str) -> bool:
+        claimed.append(upload_id)
+        return claim_new(upload_id, token)
+
+    def failing(*args, **kwargs):
+        assert service.store.is_locked(claimed[0])  # the marker was set
+        raise OSError("no room for the file")
+
+    monkeypatch.setattr(service.store, "claim_new", claiming)
+    monkeypatch.setattr(uploads, "ChunkSession", failing)
+    with pytest.raises(OSError):
+        first_chunk(service, b"abc")
+    assert len(claimed) == 1 and not service.store.is_locked(claimed[0])
+
+
+def test_a_new_upload_has_the_policy_s_algorithm_and_fresh_states_for_its_other_digests(
+    service, monkeypatch
+):
+    monkeypatch.setattr(service.policy, "algorithm", "sha1")
+    session = first_chunk(service, b"abc", digests=("sha1", "sha256"))
+    assert session.upload.algorithm == "sha1"
+    assert session.upload.digest_states == {"sha256": b""}  # the main one has its own state
+    session.write(b"abc")
+    upload = session.finish()
+    assert upload.hexdigest("sha256") == hashlib.sha256(b"abc").hexdigest()
+    assert service.store.get(upload.upload_id).algorithm == "sha1"
+
+
+def test_a_new_upload_s_first_chunk_is_checked_against_its_digest(service):
+    wrong = ChunkDigest("sha256", hashlib.sha256(b"abd").digest())
+    session = first_chunk(service, b"abc", chunk_digest=wrong)
+    session.write(b"abc")
+    with pytest.raises(core_errors.ChunkChecksumMismatch):
+        session.finish()
+
+
+def test_a_new_upload_counts_against_its_owner_s_quota_only_when_it_has_limits(service):
+    from chunky_redis.core.quotas import Quota
+
+    def counted(quota: Quota) -> bool:
+        session = first_chunk(service, b"abc", owner="q", quota=quota)
+        in_flight = session.upload.upload_id in service.quotas.in_flight("q")
+        session.abort()
+        return in_flight
+
+    assert counted(Quota(max_uploads=5)) is True
+    assert counted(Quota()) is False  # unlimited: not even counted

@@ -199,6 +199,8 @@ class UploadService(Lifecycle, Appends, Concatenation):
         if byte_range is not None and byte_range.start != 0:
             raise exc.OffsetMismatch(0, byte_range.start, "A new upload must start at byte 0.")
         now = self.store.now()
+        # (Mutants of 16 that keep a token_hex, None or 17, are equivalent: any unguessable
+        # length will do.)
         upload_id, token = uuid.uuid4().hex, secrets.token_hex(16)
         if not self.store.claim_new(upload_id, token):  # a fresh uuid4: never taken
             raise exc.StoreUnavailable("Could not mark the new upload; try again.")

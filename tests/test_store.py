@@ -376,8 +376,11 @@ def test_with_wait_replicas_too_few_acknowledgements_are_a_503_the_primary_keeps
     assert answer == "lost"
 
 
-def test_a_store_built_to_wait_for_replicas_waits_for_them_that_long(store, monkeypatch):
-    waiting = UploadStore(store.redis, prefix=store.prefix, wait_replicas=3, wait_timeout_ms=400)
+def test_a_store_built_to_wait_for_replicas_waits_for_them_that_long(monkeypatch):
+    import fakeredis
+
+    # (on fakeredis: the answering pipeline is a single-node client's)
+    waiting = UploadStore(fakeredis.FakeRedis(), wait_replicas=3, wait_timeout_ms=400)
     waits = replicas_acknowledge(waiting, monkeypatch, acked=3, configure=False)
     upload = make(waiting)
     assert waiting.get(upload.upload_id) == upload

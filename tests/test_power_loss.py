@@ -68,17 +68,39 @@ class PowerLossDisk:
         with open(os.path.join(self.directory, upload_id + SUFFIX), "rb") as f:
             return f.read()
 
+    @classmethod
+    def under(cls, chunky, monkeypatch: pytest.MonkeyPatch) -> PowerLossDisk:
+        """The simulated disk of a test's upload directory."""
+        directory = chunky.CHUNKY_REDIS_UPLOAD_DIR
+        os.makedirs(directory, exist_ok=True)
+        return cls(directory, monkeypatch)
+
 
 @pytest.fixture
 def disk(chunky, monkeypatch) -> PowerLossDisk:
-    directory = chunky.CHUNKY_REDIS_UPLOAD_DIR
-    os.makedirs(directory, exist_ok=True)
-    return PowerLossDisk(directory, monkeypatch)
+    return PowerLossDisk.under(chunky, monkeypatch)
 
 
-def service(chunky, sync_every: int, boot: str, completed: list[Upload]) -> UploadService:
-    """The service as one boot of the host runs it (chunk files synced as ``sync_every`` says)."""
-    return UploadService(
+class Background(list[Callable[[], None]]):
+    """A process's window syncs (started once their chunk is answered), run when the test
+    says; a power loss drops those not run yet, as it kills the process."""
+
+    def run(self, rng: random.Random | None = None) -> None:
+        """Run them all, or with ``rng`` a random number of the oldest."""
+        for _ in range(rng.randint(0, len(self)) if rng else len(self)):
+            self.pop(0)()
+
+
+def service(
+    chunky,
+    sync_every: int,
+    boot: str,
+    completed: list[Upload],
+    background: Background | None = None,
+) -> UploadService:
+    """The service as one boot of the host runs it (chunk files synced as ``sync_every`` says).
+    A window's sync runs at once after its chunk, or in ``background`` when given."""
+    svc = UploadService(
         store=runtime.get_store(),
         storage=FileSystemChunkStorage(
             chunky.CHUNKY_REDIS_UPLOAD_DIR, fsync=True, sync_chunks=not sync_every
@@ -86,6 +108,12 @@ def service(chunky, sync_every: int, boot: str, completed: list[Upload]) -> Uplo
         policy=Policy(sync_every=sync_every, boot=boot),
         on_complete=completed.append,
     )
+    svc.context.run_behind = background.append if background is not None else _at_once
+    return svc
+
+
+def _at_once(job: Callable[[], None]) -> None:
+    job()
 
 
 def send(
@@ -120,16 +148,19 @@ def upload_through_power_losses(
     chunk = 96 * KiB
     completed: list[Upload] = []
     boot = 0
-    svc = service(chunky, sync_every, f"boot-{boot}", completed)
+    background = Background()  # window syncs run late, at random points, or never
+    svc = service(chunky, sync_every, f"boot-{boot}", completed, background)
     upload_id = send(svc, None, data[:chunk], 0, len(data)).upload_id
     offset = chunk  # what the client was last told
     losses = 0
     while offset < len(data):
+        background.run(rng)
         if rng.random() < 0.15:
             disk.power_loss(rng.choice(["zeros", "cut", "none"]))
+            background.clear()  # the process died with the host
             losses += 1
             boot += 1
-            svc = service(chunky, sync_every, f"boot-{boot}", completed)
+            svc = service(chunky, sync_every, f"boot-{boot}", completed, background)
             if rng.random() < 0.5:  # the client asks where to go on ...
                 told = svc.status(owner=OWNER, upload_id=upload_id).offset
                 check(disk, upload_id, data, told)

@@ -7,9 +7,11 @@ that neither module needs the other's class.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +43,23 @@ class Policy:
 
 
 @dataclass
+class SyncBehind:
+    """A window's sync, run after the chunk that filled the window was answered: the file is
+    synced, then the record's synced point moves to ``offset`` (checksum state ``state``)."""
+
+    upload_id: str
+    offset: int
+    state: bytes
+    ticket: str
+
+
+def in_background(job: Callable[[], None]) -> None:
+    """Run ``job`` beside the requests: a thread (a greenlet under gevent's monkey-patching,
+    whose file syscalls then go to the native pool: filesystem.py)."""
+    threading.Thread(target=job, name="chunky-sync-behind", daemon=True).start()
+
+
+@dataclass
 class UploadContext:
     """``on_complete`` receives each upload once it is verified and marked processing;
     the Django layer injects the Celery hand-off, a plain Python host its own.
@@ -52,6 +71,11 @@ class UploadContext:
     on_complete: Callable[[Upload], None]
     quotas: QuotaTracker | None = None
     observer: UploadObserver = NO_OBSERVER
+    # How a window's sync runs after its chunk was answered (tests run it when they choose).
+    run_behind: Callable[[Callable[[], None]], None] = in_background
+    # The uploads whose window sync runs in this process now: one at a time for each.
+    _syncing: set[str] = field(default_factory=set, repr=False, compare=False)
+    _syncing_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def lock(self, owner: str, upload_id: str) -> tuple[str, Upload]:
         """Take the upload's lock (owner and expiry checked in the same step)."""
@@ -82,6 +106,7 @@ class UploadContext:
                 upload.durable,
             )
         fields["boot"] = ""
+        fields["sync_ticket"] = ""  # a sync still running elsewhere must not mark older bytes
         result = self.store.settle(upload.upload_id, token, upload.offset, fields)
         if result == "lost":
             raise exc.LockLost()
@@ -91,18 +116,56 @@ class UploadContext:
             upload.offset, upload.hash_state = upload.durable, upload.durable_state
             upload.digest_states = {a: b"" for a in upload.digest_states}
         upload.durable, upload.durable_state, upload.boot = upload.offset, upload.hash_state, ""
+        upload.sync_ticket = ""
 
-    def durable_fields(self, upload: Upload, new_offset: int, hash_state: bytes) -> dict[str, Any]:
-        """Deferred durability: sync the chunk storage when the window is full or the upload
-        ends, and say so in the record; else mark the bytes past ``durable`` as this boot's."""
+    def durable_fields(
+        self, upload: Upload, new_offset: int, hash_state: bytes
+    ) -> tuple[dict[str, Any], SyncBehind | None]:
+        """Deferred durability: the record's fields for a chunk that ends at ``new_offset``.
+
+        The chunk that reaches the upload's end syncs the file before it is recorded (nothing
+        is completed unsynced). Otherwise the bytes past ``durable`` are marked as this boot's,
+        and the chunk that fills the window names a sync to run once it is recorded (returned;
+        ``sync_behind()`` starts it), unless this process already runs one for the upload.
+        """
         every = self.policy.sync_every
         if not every:
-            return {}
-        ends = upload.length_known and new_offset >= upload.size
-        if ends or new_offset - upload.durable >= every:
+            return {}, None
+        if upload.length_known and new_offset >= upload.size:
             self.storage.sync(upload.upload_id)
-            return {"durable": new_offset, "durable_state": hash_state, "boot": ""}
-        return {"boot": self.policy.boot}
+            return {"durable": new_offset, "durable_state": hash_state, "boot": ""}, None
+        fields: dict[str, Any] = {"boot": self.policy.boot}
+        if new_offset - upload.durable < every or upload.upload_id in self._syncing:
+            return fields, None
+        ticket = secrets.token_hex(8)  # pragma: no mutate (any length tells syncs apart)
+        fields["sync_ticket"] = ticket
+        return fields, SyncBehind(upload.upload_id, new_offset, hash_state, ticket)
+
+    def sync_behind(self, job: SyncBehind | None) -> None:
+        """Start a window's sync once its chunk is recorded (never before: a chunk that was
+        not recorded must not have its checksum state named as the synced one)."""
+        if job is None:
+            return
+        with self._syncing_lock:
+            if job.upload_id in self._syncing:
+                return  # another request of this process started one first; it will do
+            self._syncing.add(job.upload_id)
+        try:
+            self.run_behind(functools.partial(self._run_sync, job))
+        except Exception as e:  # no thread to be had: the next window's chunk tries again
+            self._syncing.discard(job.upload_id)
+            logger.warning("chunky_redis: cannot start the sync of %s: %s", job.upload_id, e)
+
+    def _run_sync(self, job: SyncBehind) -> None:
+        try:
+            self.storage.sync(job.upload_id)
+            self.store.mark_synced(job.upload_id, job.ticket, job.offset, job.state)
+        except exc.ChunkFileMissing:
+            pass  # the upload is gone (completed, terminated, swept): nothing to keep
+        except Exception as e:  # the bytes stay marked unsynced: recovery rechecks them
+            logger.warning("chunky_redis: the background sync of %s failed: %s", job.upload_id, e)
+        finally:
+            self._syncing.discard(job.upload_id)
 
     def admit(self, upload: Upload, quota: Quota | None) -> None:
         """Count a new upload against its owner's quota, or refuse it."""

@@ -50,6 +50,21 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 return 'ok'
 """
 
+# Deferred durability's background sync (durability.py): once the file is synced up to
+# ARGV[2], move the synced point there, with ARGV[3] the checksum state at it. Only the
+# sync the record still names (ARGV[1], its ticket) may: a recovery that took the upload
+# back clears the ticket, so bytes resent since are never marked by a sync of older ones.
+# No lock: the synced point only moves forward, and the lock's holder never reads it.
+SYNCED = """
+local rec = redis.call('HMGET', KEYS[1], 'sync_ticket', 'durable', 'offset')
+if rec[1] ~= ARGV[1] then return 'stale' end
+local synced = tonumber(ARGV[2])
+if tonumber(rec[2] or '0') >= synced or tonumber(rec[3] or '0') < synced then return 'stale' end
+redis.call('HSET', KEYS[1], 'durable', ARGV[2], 'durable_state', ARGV[3], 'sync_ticket', '')
+if tonumber(rec[3]) == synced then redis.call('HSET', KEYS[1], 'boot', '') end
+return 'ok'
+"""
+
 MARK_PROCESSING = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'lost' end
 redis.call('DEL', KEYS[2])

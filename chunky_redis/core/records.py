@@ -59,6 +59,8 @@ class Upload:
     durable: int = 0
     durable_state: bytes = b""
     boot: str = ""
+    # The background sync that may move ``durable`` next ("" for none): see SYNCED in lua.py.
+    sync_ticket: str = ""
 
     _INT_FIELDS = ("size", "offset", "created", "expires", "completed", "queued", "durable")
     _BYTES_FIELDS = ("hash_state", "durable_state")

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import errors as exc
 from .checksums import ChunkDigest, ResumableHash, incremental_available
-from .context import UploadContext
+from .context import SyncBehind, UploadContext
 from .http import ByteRange
 from .quotas import Quota
 from .store import PROCESSING, Upload
@@ -62,6 +62,7 @@ class ChunkSession:
         limit = byte_range.length if byte_range else max_bytes
         self._lock_checked = time.monotonic()
         self.began = self._lock_checked  # for the observer; start_chunk() sets an earlier one
+        self._behind: SyncBehind | None = None  # a window's sync, started once recorded
         self.writer = context.storage.writer(
             upload.upload_id,
             create=is_new,  # appending never creates: a missing file is an error, not a hole
@@ -162,6 +163,7 @@ class ChunkSession:
             upload = self._fill_new(received, filename, extra)
             self.context.admit(upload, self.quota)  # again: a multipart body's size is known now
             self._create(upload)
+            self.context.sync_behind(self._behind)
             self.context.observe_chunk(upload, received, self.began, created=True)
             return upload
         upload = self.upload
@@ -175,7 +177,7 @@ class ChunkSession:
             else upload.expires
         )
         assert self.token is not None
-        durable = self.context.durable_fields(upload, new_offset, hash_state)
+        durable, behind = self.context.durable_fields(upload, new_offset, hash_state)
         result = self.context.store.commit(
             upload,
             self.token,
@@ -202,6 +204,7 @@ class ChunkSession:
         upload.digest_states.update(digest_states)
         for name, value in durable.items():
             setattr(upload, name, value)
+        self.context.sync_behind(behind)
         self.context.observe_chunk(upload, received, self.began, created=False)
         return upload
 
@@ -251,7 +254,8 @@ class ChunkSession:
         upload.filename, upload.extra = filename, extra or {}
         upload.hash_state = self.hasher.serialize() if self.hasher else b""
         upload.digest_states.update(self._digest_states())
-        for name, value in self.context.durable_fields(upload, received, upload.hash_state).items():
+        durable, self._behind = self.context.durable_fields(upload, received, upload.hash_state)
+        for name, value in durable.items():
             setattr(upload, name, value)
         return upload
 

@@ -75,6 +75,7 @@ class UploadStore(SweepIndexes):
         self._acquire = redis.register_script(lua.ACQUIRE)
         self._commit = redis.register_script(lua.COMMIT)
         self._settle = redis.register_script(lua.SETTLE)
+        self._synced = redis.register_script(lua.SYNCED)
         self._mark_processing = redis.register_script(lua.MARK_PROCESSING)
         self._create = redis.register_script(lua.CREATE)
         self._release = redis.register_script(lua.RELEASE)
@@ -246,6 +247,14 @@ class UploadStore(SweepIndexes):
             args += [field_name, value]
         with _wrap_errors():
             result: str = self._recorded(self._settle, keys, args).decode()
+        return result
+
+    def mark_synced(self, upload_id: str, ticket: str, offset: int, state: bytes) -> str:
+        """Move the synced point to ``offset`` (state ``state``) for the background sync the
+        record names (``ticket``): "ok", or "stale" when the record moved on without it."""
+        keys = [self.record_key(upload_id)]
+        with _wrap_errors():
+            result: str = self._synced(keys=keys, args=[ticket, offset, state]).decode()
         return result
 
     def set_length(self, upload_id: str, token: str, length: int) -> str:

@@ -12,11 +12,15 @@ import threading
 import time
 
 import pytest
+import redis
 
 from chunky_redis.core import errors as exc
+from chunky_redis.core.checksums import ResumableHash
 from chunky_redis.core.context import in_background
 from chunky_redis.core.filesystem import SUFFIX
-from chunky_redis.core.store import Upload
+from chunky_redis.core.store import Upload, UploadStore
+from tests.support.api import LiveApi
+from tests.support.processes import REAL_REDIS_URL, SiteProcess, WorkerProcess, live_env, wait_for
 from tests.test_power_loss import Background, PowerLossDisk, send, service
 
 KiB = 1 << 10
@@ -206,3 +210,48 @@ def test_a_late_sync_never_moves_the_synced_point_back(chunky, disk):
     background.run()
     stored = svc.store.get(up.upload_id)
     assert (stored.durable, stored.durable_state) == (len(data), up.hash_state)
+
+
+@pytest.mark.live
+def test_the_deployed_gevent_worker_syncs_windows_in_the_background(tmp_path):
+    """The bundled site as deployed (gunicorn's gevent worker, deferred durability on): the
+    windows' syncs run beside the requests and mark the record, and the upload completes
+    with the client's bytes."""
+    env = live_env(tmp_path, CHUNKY_FSYNC="1", CHUNKY_SYNC_EVERY=str(1 << 20))
+    store = UploadStore(redis.Redis.from_url(REAL_REDIS_URL), prefix=env["CHUNKY_TEST_KEY_PREFIX"])
+    chunk = 256 * KiB
+    data = random.Random(24).randbytes(6 * (1 << 20) + 1)
+    with SiteProcess(env, workers=1, threads=2) as site, WorkerProcess(env):
+        api = LiveApi(site.url)
+        reply = api.put("/upload/", data[:chunk], content_range=f"bytes 0-{chunk - 1}/{len(data)}")
+        upload_id = reply.data["upload_id"]
+        marks = set()
+        for start in range(chunk, len(data) - 1, chunk):  # all but the last byte
+            end = min(start + chunk, len(data) - 1)
+            reply = api.put(
+                f"/upload/{upload_id}/",
+                data[start:end],
+                content_range=f"bytes {start}-{end - 1}/{len(data)}",
+            )
+            assert reply.status == 200, reply.body
+            marks.add(store.get(upload_id).durable)  # type: ignore[union-attr]
+        wait_for(
+            lambda: store.get(upload_id).durable >= 5 << 20,  # type: ignore[union-attr]
+            message="the last window's background sync",
+        )
+        assert len(marks - {0}) >= 3  # windows were marked while the upload went on
+        stored = store.get(upload_id)
+        assert stored is not None
+        hasher = ResumableHash("md5", None)
+        hasher.update(data[: stored.durable])
+        assert stored.durable_state == hasher.serialize()  # the state at the synced point
+        assert "background sync" not in site.log_text()  # no sync failed, none was refused
+        end = len(data) - 1
+        reply = api.put(
+            f"/upload/{upload_id}/", data[end:], content_range=f"bytes {end}-{end}/{len(data)}"
+        )
+        assert reply.status == 200, reply.body
+        assert (
+            api.post_json(f"/upload/{upload_id}/", {"md5": hashlib.md5(data).hexdigest()}).status
+            == 200
+        )

@@ -164,13 +164,14 @@ class Settings:
     @property
     def SYNC_EVERY(self) -> int:
         """Deferred durability: 0 (the default) syncs (``fdatasync``) every chunk before recording
-        it; above 0, the chunk file is synced once this many bytes of it are unsynced, and before
-        the upload completes.
+        it; above 0, the chunk file is synced once this many bytes of it are unsynced (in the
+        background, after the chunk that filled the window is answered), and before the upload
+        completes (before the last chunk is answered).
 
         Each record then keeps the last synced offset and the boot id of the host holding the
         bytes past it. After a host crash (a new boot id) a status read reports the synced
-        offset, and the next request re-reads the unsynced bytes (at most this many plus one
-        chunk), keeps them if they match the recorded checksum state and otherwise takes the
+        offset, and the next request re-reads the unsynced bytes (this many, plus the chunks
+        received while a background sync ran), keeps them if they match the recorded checksum state and otherwise takes the
         upload back to the synced offset, from which the client resends: an acknowledged chunk
         can be asked for again, but no upload completes with bytes the client did not send.
         Another host serving the upload re-reads them too, so keep an upload on one host (or

@@ -4,16 +4,18 @@ No Django here.
 With ``sync_every`` (bytes, ``CHUNKY_REDIS_SYNC_EVERY``) above 0, a chunk is recorded
 without its own ``fdatasync``. The record keeps, beside ``offset`` and ``hash_state``,
 the last synced point (``durable``, ``durable_state``) and the boot id of the host
-whose page cache holds the bytes past it (``boot``). The chunk that brings the
-unsynced bytes to ``sync_every`` or more, and the chunk that reaches the upload's
-length, sync the file first and move the synced point to their offset: an upload is
-never completed, nor handed to post-processing, with a byte that is not on disk.
+whose page cache holds the bytes past it (``boot``). The chunk that reaches the
+upload's length syncs the file first and moves the synced point to its offset: an
+upload is never completed, nor handed to post-processing, with a byte that is not on
+disk. The chunk that brings the unsynced bytes to ``sync_every`` or more is answered
+first; a background sync (context.py, ``SyncBehind``) then syncs the file and moves the
+synced point to its offset, if the record still names that sync (``sync_ticket``).
 
 The recovery rule: a process on a host with another boot id (the writer's host
 rebooted, or another host serves the upload) cannot know that those bytes survived.
 A status read then reports ``durable``; a request that takes the lock syncs the file,
-re-reads the bytes from ``durable`` to ``offset`` (at most ``sync_every`` plus one
-chunk) and feeds them to the checksum state at ``durable``: if the state it reaches is
+re-reads the bytes from ``durable`` to ``offset`` (``sync_every``, plus the chunks
+received while a background sync ran) and feeds them to the checksum state at ``durable``: if the state it reaches is
 the recorded one, the bytes are the client's and now synced; otherwise the record goes
 back to ``durable`` (the extra digests' states are dropped, as a lost state is) and the
 client resends from there, as after any offset mismatch.

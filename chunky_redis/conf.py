@@ -171,9 +171,10 @@ class Settings:
         Each record then keeps the last synced offset and the boot id of the host holding the
         bytes past it. After a host crash (a new boot id) a status read reports the synced
         offset, and the next request re-reads the unsynced bytes (this many, plus the chunks
-        received while a background sync ran), keeps them if they match the recorded checksum state and otherwise takes the
-        upload back to the synced offset, from which the client resends: an acknowledged chunk
-        can be asked for again, but no upload completes with bytes the client did not send.
+        received while a background sync ran), keeps them if they match the recorded checksum
+        state and otherwise takes the upload back to the synced offset, from which the client
+        resends: an acknowledged chunk can be asked for again, but no upload completes with
+        bytes the client did not send.
         Another host serving the upload re-reads them too, so keep an upload on one host (or
         use 0) when several serve one volume. Needs an incremental checksum (see
         ``chunky_redis.W001``); without it unsynced bytes are never kept after a crash. No effect

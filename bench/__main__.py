@@ -1,6 +1,6 @@
 """``python -m bench`` (``make bench``): every server, every workload, one run, one table.
 
-python -m bench                 the full run (committed results come from it; ~10-15 minutes)
+python -m bench                 the full run (committed results come from it; about 40 minutes with 3 rounds here)
 python -m bench --quick         small sizes, one round: a smoke run of a minute or two
 python -m bench --servers null-work,chunky-gthread --workloads w1,w2
 python -m bench scaling         1, 2 and 4 web processes and Celery workers (bench/scaling.py)

@@ -15,10 +15,11 @@ The recovery rule: a process on a host with another boot id (the writer's host
 rebooted, or another host serves the upload) cannot know that those bytes survived.
 A status read then reports ``durable``; a request that takes the lock syncs the file,
 re-reads the bytes from ``durable`` to ``offset`` (``sync_every``, plus the chunks
-received while a background sync ran) and feeds them to the checksum state at ``durable``: if the state it reaches is
-the recorded one, the bytes are the client's and now synced; otherwise the record goes
-back to ``durable`` (the extra digests' states are dropped, as a lost state is) and the
-client resends from there, as after any offset mismatch.
+received while a background sync ran) and feeds them to the checksum state at
+``durable``: if the state it reaches is the recorded one, the bytes are the client's and
+now synced; otherwise the record goes back to ``durable`` (the extra digests' states
+are dropped, as a lost state is) and the client resends from there, as after any offset
+mismatch.
 """
 
 from __future__ import annotations

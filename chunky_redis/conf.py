@@ -1,4 +1,4 @@
-"""Every ``CHUNKY_REDIS_*`` setting, read at access time so that override_settings works.
+"""Every ``CHUNKY_REDIS_*`` setting, read when first used and again after any setting changes.
 
 docs/reference/settings.md is generated from these properties: their annotation, their
 value when the setting is unset, and their docstring (tests/test_docs.py fails when one has none).
@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 _PREFIX = "CHUNKY_REDIS_"
 
@@ -37,10 +38,23 @@ def milliseconds(value: timedelta) -> int:
 
 
 class Settings:
+    def __init__(self) -> None:
+        # Values already read: a chunk request reads several settings, and an unset one costs
+        # Django an exception each time. Emptied whenever a setting changes (``setting_changed``,
+        # which override_settings and pytest-django's ``settings`` send).
+        self._values: dict[str, Any] = {}
+        setting_changed.connect(self._forget)
+
+    def _forget(self, **_: object) -> None:
+        self._values.clear()
+
     def _get(self, name: str, default: _T) -> _T:
         # Typed as the property's annotation (mypy infers _T from the return type): a value of
         # another type is the user's mistake, which checks.py reports where it can.
-        value: _T = getattr(settings, _PREFIX + name, default)
+        try:
+            value: _T = self._values[name]
+        except KeyError:
+            value = self._values[name] = getattr(settings, _PREFIX + name, default)
         return value
 
     # -- Redis ---------------------------------------------------------------

@@ -67,8 +67,9 @@ def test_defaults(settings, name, default):
     ],
 )
 def test_overrides_are_read_at_access_time(settings, name, value, expected):
+    before = getattr(conf, name)  # read, and kept, before the change
     setattr(settings, "CHUNKY_REDIS_" + name, value)
-    assert getattr(conf, name) == expected
+    assert getattr(conf, name) == expected != before
 
 
 def test_upload_dir_falls_back_to_media_root(settings):

@@ -1,11 +1,17 @@
+import string
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chunky_redis.core.http import (
+    _PLAIN_FILENAME_RE,
     ByteRange,
     clean_filename,
     filename_from_content_disposition,
     is_upload_id,
     parse_content_range,
+    parsed_filename,
 )
 from chunky_redis.exceptions import BadContentRange
 
@@ -73,6 +79,50 @@ def test_invalid_ranges(value):
 )
 def test_filename_from_content_disposition(header, name):
     assert filename_from_content_disposition(header) == name
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        'attachment; filename="report 2026 (final).pdf"',
+        'attachment;filename="a.txt"',
+        'inline; filename="x[1]+y,z!#$&\'@^~{}-_.bin"',
+        'form-data; filename=""',
+    ],
+)
+def test_the_plain_form_is_read_without_the_full_parser(header):
+    assert _PLAIN_FILENAME_RE.fullmatch(header)
+    assert filename_from_content_disposition(header) == parsed_filename(header)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        'attachment; filename="a\\"b.txt"',  # a quoted-pair
+        'attachment; filename="caf%C3%A9.txt"',
+        'attachment; filename="=?utf-8?q?x?=.txt"',
+        "attachment; filename=\"a.txt\"; filename*=UTF-8''b.txt",
+        'attachment; filename="a;b.txt"',
+        'attachment; filename="a.txt" ',
+        'attachment;  filename="a.txt"',
+        "attachment; filename=a.txt",
+        'attachment; filename="café.txt"',
+    ],
+)
+def test_other_forms_go_to_the_full_parser(header):
+    assert not _PLAIN_FILENAME_RE.fullmatch(header)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    kind=st.sampled_from(["attachment", "inline", "form-data", "Attachment"]),
+    space=st.sampled_from(["", " ", "  "]),
+    name=st.text(alphabet=string.printable + "é€\x00", max_size=40),
+    tail=st.sampled_from(["", " ", "; size=3", "; filename*=UTF-8''b%20c.txt"]),
+)
+def test_the_pattern_and_the_full_parser_agree(kind, space, name, tail):
+    header = f'{kind};{space}filename="{name}"{tail}'
+    assert filename_from_content_disposition(header) == parsed_filename(header)
 
 
 def test_clean_filename_drops_control_characters_and_caps_length():

@@ -48,6 +48,20 @@ def test_create_and_read_round_trip(store):
         store.create(upload)
 
 
+def test_acquire_returns_the_whole_record_whatever_its_bytes(store):
+    """ACQUIRE's record comes back packed (lengths, then the fields end to end): values that
+    hold the separators, digits, NULs or nothing at all come back as they were stored."""
+    upload = make(
+        store,
+        filename="1,2:3",
+        durable_state=bytes(range(256)) + b",,10,",
+        digest_states={"sha256": b"", "sha1": b"7,\x00,"},
+    )
+    code, got = store.acquire(upload.upload_id, "7", "t1")
+    assert code == "ok"
+    assert got == store.get(upload.upload_id) == upload
+
+
 def test_acquire_checks_owner_expiry_and_lock(store):
     upload = make(store)
     assert store.acquire(upload.upload_id, "8", "t1")[0] == "missing"

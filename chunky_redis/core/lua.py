@@ -5,6 +5,8 @@
 # lock request that runs later than that (it waited behind a frozen Redis, and
 # its sender has given up) must not take the lock. The reply carries Redis's
 # time, from which callers learn the offset between their clock and Redis's.
+# The record comes back packed, as its fields' lengths and their concatenation
+# (store.unpack_fields): two bulk strings parse much faster than HGETALL's 40-odd.
 ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -21,7 +23,9 @@ end
 if ARGV[5] == '1' then
   if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'locked', now} end
 end
-return {'ok', now, fields}
+local lengths = {}
+for i = 1, #fields do lengths[i] = #fields[i] end
+return {'ok', now, table.concat(lengths, ','), table.concat(fields)}
 """
 
 # Offset and checksum state advance together, only while we still hold the lock,

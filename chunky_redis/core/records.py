@@ -95,18 +95,15 @@ class Upload:
             raw = dict(zip(raw[::2], raw[1::2], strict=True))  # pragma: no mutate
         values: dict[str, Any] = {}
         for key, value in raw.items():
+            known = _FIELD_READERS.get(key)
+            if known is not None:
+                name, read = known
+                values[name] = read(value)
+                continue
             name = key.decode()
-            if name in cls._BYTES_FIELDS:
-                values[name] = value
-            elif name.startswith(DIGEST_FIELD_PREFIX):
+            if name.startswith(DIGEST_FIELD_PREFIX):
                 states = values.setdefault("digest_states", {})
                 states[name[len(DIGEST_FIELD_PREFIX) :]] = value
-            elif name in cls._INT_FIELDS:
-                values[name] = int(value or 0)
-            elif name == "extra":
-                values[name] = json.loads(value) if value else {}
-            elif name in cls.__dataclass_fields__:
-                values[name] = value.decode()
         return cls(upload_id=upload_id, **values)
 
     def to_redis(self) -> dict[str, Any]:
@@ -120,6 +117,26 @@ class Upload:
             value = getattr(self, name)
             out[name] = json.dumps(value) if name == "extra" else value
         return out
+
+
+def _field_reader(name: str) -> Callable[[bytes], Any]:
+    if name in Upload._BYTES_FIELDS:
+        return bytes
+    if name in Upload._INT_FIELDS:
+        return lambda value: int(value or 0)
+    if name == "extra":
+        return lambda value: json.loads(value) if value else {}
+    return bytes.decode
+
+
+# A stored field's name -> (the Upload attribute, how its value is read), for from_redis:
+# the record is read on every chunk. Fields not named here are ignored, except the extra
+# digests' states ("hash_state:<algorithm>").
+_FIELD_READERS: dict[bytes, tuple[str, Callable[[bytes], Any]]] = {
+    name.encode(): (name, _field_reader(name))
+    for name in Upload.__dataclass_fields__
+    if name not in ("upload_id", "digest_states")
+}
 
 
 def digest_fields(states: dict[str, bytes]) -> dict[str, bytes]:

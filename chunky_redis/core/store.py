@@ -46,6 +46,20 @@ __all__ = [
 ]
 
 
+def unpack_fields(lengths: bytes, packed: bytes) -> list[bytes]:
+    """ACQUIRE's packed record back into HGETALL's flat list of names and values.
+
+    ``lengths`` lists each item's length, comma-separated; ``packed`` is the items
+    end to end. Values may hold any byte (checksum states), so they are cut by length.
+    """
+    items: list[bytes] = []
+    start = 0
+    for length in map(int, lengths.split(b",")):
+        items.append(packed[start : start + length])
+        start += length
+    return items
+
+
 class UploadStore(SweepIndexes):
     """Reads and changes upload records. All times are milliseconds since the epoch."""
 
@@ -149,7 +163,7 @@ class UploadStore(SweepIndexes):
             result = self._acquire(keys=keys, args=args)
         code = result[0].decode()
         clock_was_off = redis_clock.learn(self.redis, sent, self.now(), int(result[1]))
-        return code, (result[2] if code == "ok" else None), clock_was_off
+        return code, (unpack_fields(result[2], result[3]) if code == "ok" else None), clock_was_off
 
     # -- writes --------------------------------------------------------------
     def claim_new(self, upload_id: str, token: str) -> bool:

@@ -11,17 +11,19 @@ handler403 = "chunky_site.views.permission_denied"
 handler404 = "chunky_site.views.page_not_found"
 handler500 = "chunky_site.views.server_error"
 
+# The upload endpoints come first: Django tries the patterns in order on every request, and
+# chunk requests are nearly all of them. No two of these patterns match the same path.
 urlpatterns = [
+    path("", include("chunky_redis.urls")),  # the chunky dialect: upload/...
+    path("files/", include("chunky_redis.urls_tus")),  # tus 1.0
+    path("resumable/", include("chunky_redis.urls_rufh")),  # the IETF resumable-upload draft
+    path("chunked/", include("chunky_redis.chunked_upload_urls")),
     path("", demo.index, name="demo"),
     path("demo/chunked-upload/", demo.chunked_upload_page, name="demo-chunked-upload"),
     path("demo/uppy/", demo.uppy_page, name="demo-uppy"),
     path("healthz", views.health, name="health"),
-    path("chunked/", include("chunky_redis.chunked_upload_urls")),
-    path("files/", include("chunky_redis.urls_tus")),  # tus 1.0
     # /metrics: 404 unless CHUNKY_METRICS=1 (then behind CHUNKY_METRICS_TOKEN, if set).
     path("", include("chunky_redis.urls_metrics")),
-    path("resumable/", include("chunky_redis.urls_rufh")),  # the IETF resumable-upload draft
-    path("", include("chunky_redis.urls")),
 ]
 
 # The finished files, so that an upload's final_url works without a front server (which,

@@ -92,6 +92,17 @@ def test_settings_read_the_required_environment():
     assert {"HOST", "PORT", "WEB_CONCURRENCY"} <= GUNICORN_ENV
 
 
+def test_a_worker_keeps_what_it_loaded_out_of_the_collector() -> None:
+    import gc
+
+    gc.unfreeze()
+    try:
+        gunicorn_config()["post_worker_init"](None)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
 def _page_faults_reading_a_body(size: int) -> int:
     """Minor page faults of this process while gunicorn's body reader takes ``size`` bytes off a
     socket in 1 MiB blocks, as a chunk request's are read (a thread feeds the other end)."""

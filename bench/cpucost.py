@@ -7,7 +7,9 @@ CPU time is the server's process CPU (user + system of gunicorn and its workers,
 servers run side by side and take turns (interleaved rounds); each cell is the median of the
 rounds, with the spread (min-max) beside it. ``--baseline REF`` adds the gevent server once more
 running the code of git revision REF (exported to bench/.work/baseline-REF; several REFs,
-comma-separated), to measure a change before/after in one run.
+comma-separated), to measure a change before/after in one run. ``--variant
+NAME:KEY=VALUE;...`` adds it once more with those environment variables (a server option, a
+setting of the site).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from .client import upload
@@ -73,8 +76,15 @@ def servers(
     *,
     gthread: bool = True,
     no_hiredis: bool = False,
+    variants: Sequence[str] = (),
 ) -> list[Server]:
     out = [setup.chunky("gevent", sync_every=sync_every)]
+    for variant in variants:  # "NAME:KEY=VALUE;KEY=VALUE"
+        name, _, assignments = variant.partition(":")
+        other = setup.chunky("gevent", sync_every=sync_every)
+        other.name, other.label = f"chunky-gevent-{name}", f"gevent, {assignments}"
+        other.env.update(a.split("=", 1) for a in assignments.split(";") if a)
+        out.append(other)
     if gthread:
         out.append(setup.chunky("gthread", sync_every=sync_every))
     if no_hiredis:
@@ -133,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run gevent without hiredis; the --baseline servers then run without it too",
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME:KEY=VALUE;KEY=VALUE: also run gevent with these environment variables "
+        "(repeatable), e.g. python-parser:GUNICORN_CMD_ARGS=--http-parser=python",
+    )
     parser.add_argument("--out", default=str(BENCH / ".work" / "cpucost.json"))
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the servers
@@ -152,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         args.sync_every,
         gthread=not args.no_gthread,
         no_hiredis=args.no_hiredis,
+        variants=args.variant,
     )
     chunks = [int(c) for c in args.chunks.split(",")]
     cells: dict[str, dict[int, list[dict]]] = {s.name: {c: [] for c in chunks} for s in chosen}

@@ -568,6 +568,8 @@ def test_body_size_edges(target, size):
     final = target.wait_done(upload_id)
     assert (final["status"], final["size"]) == ("complete", size)
     assert final_bytes(target, final) == data
+    # The live worker sends the signal after the status reads complete: wait for it, then once.
+    wait_for(lambda: target.completed_signals(upload_id), message="upload_completed")
     assert len(target.completed_signals(upload_id)) == 1
 
 

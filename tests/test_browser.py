@@ -240,6 +240,20 @@ def test_several_files_conflict_expired_and_too_large(live, page, tmp_path):
     screenshot(page, "browser-several-files.png")
 
 
+def completed_signals(env, upload_id):
+    return [
+        s
+        for s in read_signals(env)
+        if s.get("upload_id") == upload_id and s["signal"] == "upload_completed"
+    ]
+
+
+def assert_completed_once(env, upload_id):
+    """The worker marks an upload complete before it sends the signal: wait, then count."""
+    wait_for(lambda: completed_signals(env, upload_id), message="upload_completed")
+    assert len(completed_signals(env, upload_id)) == 1
+
+
 # -- a page written for django-chunked-upload, against the chunked/ dialect ------------------
 
 CHUNKED_UPLOAD_URL = re.compile(r"/chunked/upload/$")
@@ -321,8 +335,7 @@ def test_a_django_chunked_upload_page_resumes_after_a_lost_answer_and_a_reload(
     status, final_md5 = stored_md5(env, site, upload_id)
     assert final_md5 == md5
     assert (status["size"], status["filename"]) == (size, name)
-    signals = [s for s in read_signals(env) if s.get("upload_id") == upload_id]
-    assert [s["signal"] for s in signals].count("upload_completed") == 1
+    assert_completed_once(env, upload_id)
     assert page.evaluate("localStorage.getItem('chunked-upload-demo.v1')") == "{}"
     screenshot(page, "browser-chunked-upload-page.png")
 
@@ -392,6 +405,5 @@ def test_the_uppy_page_resumes_over_tus_after_a_lost_answer(live, page, tmp_path
     status, final_md5 = stored_md5(env, site, upload_id)
     assert final_md5 == md5
     assert (status["size"], status["filename"]) == (size, name)
-    signals = [s for s in read_signals(env) if s.get("upload_id") == upload_id]
-    assert [s["signal"] for s in signals].count("upload_completed") == 1
+    assert_completed_once(env, upload_id)
     screenshot(page, "browser-uppy-page.png")

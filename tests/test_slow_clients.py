@@ -84,8 +84,8 @@ class SlowClient:
         self.sock.sendall(self.body[self.sent : self.sent + 1])
         self.sent += 1
 
-    def finish(self) -> bytes:
-        """Send the rest at once; returns the head of the answer."""
+    def finish(self, close: bool = True) -> bytes:
+        """Send the rest at once; returns the answer."""
         self.sock.sendall(self.body[self.sent :])
         self.sent = BODY
         answer = b""
@@ -94,7 +94,8 @@ class SlowClient:
             if not data:
                 break
             answer += data
-        self.sock.close()
+        if close:
+            self.sock.close()
         return answer
 
     def hang_up(self) -> None:
@@ -220,6 +221,61 @@ def test_a_restart_does_not_wait_for_idle_keep_alive_connections(env):
             assert session.get(site.url + "/healthz", timeout=PATIENCE).status_code == 200
         started = time.monotonic()
         os.killpg(site.proc.pid, signal.SIGTERM)
+        site.proc.wait(timeout=PATIENCE)
+        assert time.monotonic() - started < 30
+        assert "[ERROR]" not in site.log_text()  # closed quietly
+    finally:
+        site.kill(signal.SIGKILL)
+        site.stop()
+
+
+def test_a_restart_closes_the_connection_of_a_request_in_progress(env):
+    """A chunk still arriving at SIGTERM is served, answered with ``Connection: close`` and its
+    connection closed, so it does not hold the restart for graceful_timeout as an idle one."""
+    site = SiteProcess(env).start()
+    try:
+        with requests.Session() as session:
+            client = SlowClient(site, session, 0)
+            for _ in range(10):
+                client.trickle()
+            time.sleep(1)  # the worker has the request's head and is reading its body
+            started = time.monotonic()
+            os.killpg(site.proc.pid, signal.SIGTERM)
+            time.sleep(1)  # the worker has begun to shut down
+            answer = client.finish(close=False)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), answer
+        assert b"connection: close" in head.lower(), head
+        assert json.loads(body)["offset"] == HEAD + BODY
+        client.sock.settimeout(PATIENCE)
+        assert client.sock.recv(1) == b""  # the server closed the connection
+        client.sock.close()
+        site.proc.wait(timeout=PATIENCE)
+        assert time.monotonic() - started < 30
+    finally:
+        site.kill(signal.SIGKILL)
+        site.stop()
+
+
+def children(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return {int(child) for child in f.read().split()}
+
+
+def test_a_restart_while_a_worker_boots_does_not_wait_for_it(env):
+    """A SIGTERM that reached a worker before its own handlers were in place went to the master's
+    handler, inherited through fork, and was lost: the master waited graceful_timeout (60 s) for
+    that worker and then killed it."""
+    site = SiteProcess(env, workers=1).start()
+    try:
+        before = children(site.proc.pid)
+        os.kill(site.proc.pid, signal.SIGTTIN)  # one worker more: the master forks it now
+        deadline = time.monotonic() + PATIENCE
+        while not children(site.proc.pid) - before:
+            assert time.monotonic() < deadline, "the master forked no new worker"
+            time.sleep(0.001)
+        started = time.monotonic()
+        os.killpg(site.proc.pid, signal.SIGTERM)  # the new worker is still booting
         site.proc.wait(timeout=PATIENCE)
         assert time.monotonic() - started < 30
     finally:

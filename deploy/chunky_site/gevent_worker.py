@@ -5,7 +5,12 @@ no connection is open, and a keep-alive connection waiting for its next request 
 So a client (or nginx's upstream pool) that keeps a connection open delays every restart by the
 whole 60 s, and an orchestrator with a shorter grace period kills the worker with the chunks still
 in flight. Here connections between requests are shut down at once, as the threaded worker does;
-requests in progress still finish (their response says ``Connection: close``).
+requests in progress still finish, and their answer says ``Connection: close`` (gunicorn decides
+keep-alive when a request starts, so without this a request in progress at SIGTERM went back to
+being an idle connection that held the restart for the whole 60 s).
+
+A stop signal that arrives while the worker boots is held until the worker's handlers are in place,
+instead of being lost (then the master waited the whole 60 s for that worker).
 
 And one repair after the monkey-patching: modules the master imported before it (urllib3 and
 botocore, through the Django settings) hold the unpatched ``ssl.SSLContext``, and every TLS
@@ -15,6 +20,7 @@ context they build would recurse (RecursionError) once web workers talk to S3
 
 from __future__ import annotations
 
+import signal
 import socket
 import ssl
 import sys
@@ -39,38 +45,58 @@ def repoint_ssl_context() -> list[str]:
     return repointed
 
 
+# The signals that stop a worker. Until the worker installs its own handlers, one that arrives goes
+# to the master's handler, inherited through fork, which queues it in the worker's copy of the
+# master's queue, where nothing reads it: the master then waits graceful_timeout for a worker that
+# never heard its SIGTERM, and kills it.
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
+
+
 class GeventWorker(_GeventWorker):
+    def init_process(self):
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # held until init_signals()
+        super().init_process()
+
+    def init_signals(self):
+        super().init_signals()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one held meanwhile arrives now
+
     def patch(self):
         super().patch()
         repoint_ssl_context()
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._connections: dict[object, bool] = {}  # open connection -> inside a request
+        # open connection -> the request it is serving, or None between requests
+        self._connections: dict[object, object | None] = {}
 
     def handle(self, listener, client, addr):
-        self._connections[client] = False
+        self._connections[client] = None
         try:
             super().handle(listener, client, addr)
         finally:
             self._connections.pop(client, None)
 
     def handle_request(self, listener_name, req, sock, addr):
-        self._connections[sock] = True
+        self._connections[sock] = req
         try:
             return super().handle_request(listener_name, req, sock, addr)
         finally:
             if sock in self._connections:
-                self._connections[sock] = False
+                self._connections[sock] = None
 
     def handle_exit(self, sig, frame):
         super().handle_exit(sig, frame)
-        gevent.spawn(self._close_idle)  # not inside the signal handler
+        gevent.spawn(self._close_connections)  # not inside the signal handler
 
-    def _close_idle(self) -> None:
-        for conn, busy in list(self._connections.items()):
-            if not busy:
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)  # its greenlet reads EOF and ends
-                except OSError:
-                    pass
+    def _close_connections(self) -> None:
+        for conn, req in list(self._connections.items()):
+            if req is not None:
+                req.must_close = True  # its answer says Connection: close
+                continue
+            # The kernel socket's shutdown, so that its greenlet reads EOF and ends quietly; gevent's
+            # own shutdown() wakes it with EBADF instead, which gunicorn logs as an error.
+            try:
+                getattr(conn, "_sock", conn).shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

@@ -17,10 +17,12 @@ bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 # (hashing large blocks, fdatasync) run on gevent's native thread pool (chunky_redis/storage.py).
 # GUNICORN_WORKER_CLASS=gthread brings back the threaded worker (then turn nginx buffering on).
 # "gevent" is gunicorn's gevent worker that also closes idle keep-alive connections at shutdown
-# (deploy/chunky_site/gevent_worker.py), so a restart does not wait graceful_timeout for them.
+# (deploy/chunky_gevent_worker.py), so a restart does not wait graceful_timeout for them. It is a
+# module of its own, outside chunky_site, so that the master, which imports it, loads neither
+# Django nor Celery nor redis-py: the workers then monkey-patch before any of them is imported.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
 if worker_class == "gevent":
-    worker_class = "chunky_site.gevent_worker.GeventWorker"
+    worker_class = "chunky_gevent_worker.GeventWorker"
 # The embedded fakeredis (no REDIS_URL) lives inside one process, so it gets exactly one.
 _default_workers = multiprocessing.cpu_count() if os.environ.get("REDIS_URL") else 1
 workers = int(os.environ.get("WEB_CONCURRENCY", str(_default_workers)))

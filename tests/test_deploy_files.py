@@ -19,6 +19,7 @@ import runpy
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from pathlib import Path, PurePosixPath
 
@@ -101,6 +102,26 @@ def test_a_worker_keeps_what_it_loaded_out_of_the_collector() -> None:
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+@pytest.mark.live
+def test_gunicorns_master_loads_no_application_module_to_find_the_worker_class():
+    """The master imports the worker class's module; each worker monkey-patches only after it
+    forks. A module the master imported first keeps unpatched sockets and ssl in the workers (gevent
+    warned of it at every start while the class lived in chunky_site, whose package loads Celery)."""
+    worker_class = gunicorn_config()["worker_class"]
+    module = worker_class.rpartition(".")[0]
+    check = (
+        f"import sys, {module}; "
+        "print(sorted(m for m in ('django', 'celery', 'kombu', 'redis', 'botocore', 'urllib3', "
+        "'chunky_redis', 'chunky_site', 'tasks') if m in sys.modules))"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(DEPLOY), str(REPO)]))
+    out = subprocess.run(
+        [sys.executable, "-c", check], env=env, cwd=REPO, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def _page_faults_reading_a_body(size: int) -> int:

@@ -1,4 +1,4 @@
-"""gunicorn's gevent worker, changed in one way: idle keep-alive connections go at shutdown.
+"""gunicorn's gevent worker, changed for restarts: nothing holds a shutdown for graceful_timeout.
 
 On SIGTERM gunicorn's gevent worker stops accepting and waits, up to ``graceful_timeout``, until
 no connection is open, and a keep-alive connection waiting for its next request counts as open.
@@ -12,10 +12,13 @@ being an idle connection that held the restart for the whole 60 s).
 A stop signal that arrives while the worker boots is held until the worker's handlers are in place,
 instead of being lost (then the master waited the whole 60 s for that worker).
 
-And one repair after the monkey-patching: modules the master imported before it (urllib3 and
-botocore, through the Django settings) hold the unpatched ``ssl.SSLContext``, and every TLS
-context they build would recurse (RecursionError) once web workers talk to S3
-(``CHUNKY_REDIS_CHUNK_STORAGE = "s3"``); they are pointed at the patched class.
+This module lives outside ``chunky_site`` so that gunicorn's master, which imports it to find the
+worker class, loads no more than gevent and gunicorn: each worker monkey-patches before Django,
+Celery, redis-py or botocore are imported. (Inside the package, the master imported all of them
+through ``chunky_site/__init__``, and gevent warned at every start.) Should something import them
+in the master all the same (``preload_app``, a host's own configuration), the worker still points
+modules that hold the unpatched ``ssl.SSLContext`` at the patched class after patching: every TLS
+context they built would recurse (RecursionError) once web workers talk to S3.
 """
 
 from __future__ import annotations

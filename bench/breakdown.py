@@ -74,7 +74,9 @@ def table(rows: dict[int, list[dict]], label: str) -> str:
         f"{len(next(iter(rows.values())))} rounds of the mean per request). Hash and write run on "
         "a helper thread for blocks of 256 KiB and more, overlapping the next read, and the job "
         "of a chunk's last such block also syncs: the request waits only for what is left of them "
-        "(helper wait); otherwise it waits for the sync at the end (sync wait). Framework: the rest of the request's "
+        "(helper wait); otherwise it waits for the sync at the end (sync wait). Deferred "
+        "durability's window syncs run in the background, after the answer: they count under "
+        "sync, not as a wait. Framework: the rest of the request's "
         "own time (Django, middleware, the view, JSON). Client: the whole request as the client "
         "saw it (gunicorn's parsing and loopback included).",
         "",

@@ -10,7 +10,9 @@ chunk requests of that stretch. Each part is wall time where it runs:
 - write: ``ChunkWriter._store`` less the hash inside it (pwrite, sync_file_range for large blocks);
 - sync: ``os.fdatasync``, wherever it runs (in the job of a chunk's last large block, or at
   ``close()``);
-- sync wait: the request waiting for the ``fdatasync`` at ``close()`` (``_off_hub``);
+- sync wait: the request waiting for the ``fdatasync`` at ``close()`` (``_off_hub``, on the
+  request's own thread only: deferred durability's window syncs run in the background, after the
+  answer, and count under sync alone);
 - redis: redis-py's ``execute_command`` and ``Pipeline.execute`` (round trips and scripts);
 - inline: write and hash of blocks under 256 KiB, which run on the request's own thread;
 - helper wait: the request waiting for a block still being written and hashed (and, for a
@@ -46,7 +48,11 @@ def _add(part: str, seconds: float) -> None:
         _totals[part] += seconds
 
 
-def _timed(part: str, func: Callable[..., Any], *, outermost: bool = False) -> Callable[..., Any]:
+def _timed(
+    part: str, func: Callable[..., Any], *, outermost: bool = False, in_request: bool = False
+) -> Callable[..., Any]:
+    """Time ``func`` under ``part``; with ``in_request``, only on a request's own thread."""
+
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         depth = getattr(_local, part, 0)
         if outermost and depth:
@@ -58,7 +64,8 @@ def _timed(part: str, func: Callable[..., Any], *, outermost: bool = False) -> C
         finally:
             elapsed = time.perf_counter() - started
             setattr(_local, part, depth)
-            _add(part, elapsed)
+            if not in_request or getattr(_local, "in_request", False):
+                _add(part, elapsed)
             if part == "hash":
                 _local.hash_inside = getattr(_local, "hash_inside", 0.0) + elapsed
 
@@ -88,7 +95,7 @@ filesystem.ChunkWriter._wait_pending = _timed(  # type: ignore[method-assign]
     "helper_wait", filesystem.ChunkWriter._wait_pending
 )
 os.fdatasync = _timed("sync", os.fdatasync)
-filesystem._off_hub = _timed("sync_wait", filesystem._off_hub)
+filesystem._off_hub = _timed("sync_wait", filesystem._off_hub, in_request=True)
 WSGIRequest.read = _timed("read", WSGIRequest.read)  # type: ignore[method-assign]
 redis.Redis.execute_command = _timed(  # type: ignore[method-assign]
     "redis", redis.Redis.execute_command, outermost=True

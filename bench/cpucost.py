@@ -9,7 +9,7 @@ rounds, with the spread (min-max) beside it. ``--baseline REF`` adds the gevent 
 running the code of git revision REF (exported to bench/.work/baseline-REF; several REFs,
 comma-separated), to measure a change before/after in one run. ``--variant
 NAME:KEY=VALUE;...`` adds it once more with those environment variables (a server option, a
-setting of the site).
+setting of the site); ``--tus`` adds @tus/server, the reference of ``make bench``.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ def servers(
     gthread: bool = True,
     no_hiredis: bool = False,
     variants: Sequence[str] = (),
+    tus: bool = False,
 ) -> list[Server]:
     out = [setup.chunky("gevent", sync_every=sync_every)]
     for variant in variants:  # "NAME:KEY=VALUE;KEY=VALUE"
@@ -94,6 +95,8 @@ def servers(
             [str(hide_hiredis()), plain.env.get("PYTHONPATH", "")]
         ).rstrip(os.pathsep)
         out.append(plain)
+    if tus:  # the comparison of make bench, by CPU: @tus/server computes no checksum, never syncs
+        out.append(setup.tus())
     for baseline in baselines:
         root = export_revision(baseline)
         old = setup.chunky("gevent", sync_every=sync_every)
@@ -150,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         help="NAME:KEY=VALUE;KEY=VALUE: also run gevent with these environment variables "
         "(repeatable), e.g. python-parser:GUNICORN_CMD_ARGS=--http-parser=python",
     )
+    parser.add_argument(
+        "--tus", action="store_true", help="also run @tus/server 2.4.5 (make bench's reference)"
+    )
     parser.add_argument("--out", default=str(BENCH / ".work" / "cpucost.json"))
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the servers
@@ -170,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         gthread=not args.no_gthread,
         no_hiredis=args.no_hiredis,
         variants=args.variant,
+        tus=args.tus,
     )
     chunks = [int(c) for c in args.chunks.split(",")]
     cells: dict[str, dict[int, list[dict]]] = {s.name: {c: [] for c in chunks} for s in chosen}

@@ -7,5 +7,6 @@ from chunky_site.settings import *  # noqa: F401,F403
 ALLOWED_HOSTS = ["*"]
 CHUNKY_REDIS_KEY_PREFIX = os.environ["CHUNKY_BENCH_KEY_PREFIX"]
 CELERY_TASK_DEFAULT_QUEUE = os.environ["CHUNKY_BENCH_QUEUE"]
-if os.environ.get("CHUNKY_BENCH_BLOCK_SIZE"):  # bench.cpucost --variant NAME:CHUNKY_BENCH_BLOCK_SIZE=N
+# bench.cpucost --variant NAME:CHUNKY_BENCH_BLOCK_SIZE=N
+if os.environ.get("CHUNKY_BENCH_BLOCK_SIZE"):
     CHUNKY_REDIS_BLOCK_SIZE = int(os.environ["CHUNKY_BENCH_BLOCK_SIZE"])

@@ -23,8 +23,8 @@ from tests.support.processes import (
     REPO,
     SiteProcess,
     WorkerProcess,
+    completed_signals,
     live_env,
-    read_signals,
     wait_for,
 )
 
@@ -238,14 +238,6 @@ def test_several_files_conflict_expired_and_too_large(live, page, tmp_path):
     assert len(answered["photos.zip"]) == 1
     assert page.locator("#overall-text").inner_text() == "2 complete · 2 failed"
     screenshot(page, "browser-several-files.png")
-
-
-def completed_signals(env, upload_id):
-    return [
-        s
-        for s in read_signals(env)
-        if s.get("upload_id") == upload_id and s["signal"] == "upload_completed"
-    ]
 
 
 def assert_completed_once(env, upload_id):

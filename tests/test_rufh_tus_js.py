@@ -23,8 +23,8 @@ from tests.support.processes import (
     REPO,
     SiteProcess,
     WorkerProcess,
+    completed_signals,
     live_env,
-    read_signals,
     wait_for,
 )
 
@@ -62,11 +62,7 @@ def completed(site, upload_url: str) -> dict:
     _, env = site
     upload_id = upload_url.rstrip("/").rsplit("/", 1)[1]
     signals = wait_for(
-        lambda: [
-            s
-            for s in read_signals(env)
-            if s["signal"] == "upload_completed" and s["upload_id"] == upload_id
-        ],
+        lambda: completed_signals(env, upload_id),
         timeout=60,
         message=f"upload_completed for {upload_id}",
     )

@@ -257,6 +257,15 @@ def read_signals(env: dict, *, with_time: bool = False) -> list[dict]:
     return lines
 
 
+def completed_signals(env: dict, upload_id: str) -> list[dict]:
+    """The ``upload_completed`` signals the live processes sent for ``upload_id``."""
+    return [
+        s
+        for s in read_signals(env)
+        if s["signal"] == "upload_completed" and s.get("upload_id") == upload_id
+    ]
+
+
 def wait_for(predicate, timeout: float = 30, interval: float = 0.05, message: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -40,6 +40,8 @@ import redis
 from redis.client import Pipeline
 from redis.cluster import ClusterPipeline, RedisCluster
 
+from chunky_redis.core.direct_scripts import DirectScript
+
 # what the application sends (the rest of commandstats are scripts' inner calls)
 TOP_LEVEL = {"evalsha", "eval", "set", "zadd", "zrem", "hgetall", "get", "del", "exists", "pttl"}
 RESULTS = Path(__file__).resolve().parent / "results" / "redis_cost.json"
@@ -101,7 +103,15 @@ def counting() -> Iterator[Calls]:
 
         return execute
 
+    def direct_script(original):
+        def direct(self, pool, keys, args):
+            count(["EVALSHA"])  # the direct attempt; a fallback through Script counts its own
+            return original(self, pool, keys, args)
+
+        return direct
+
     saved = [
+        (DirectScript, "direct", DirectScript.direct, direct_script(DirectScript.direct)),
         (redis.Redis, "execute_command", *wrap_single(redis.Redis, Pipeline)),
         (RedisCluster, "execute_command", *wrap_single(RedisCluster, ClusterPipeline)),
         (Pipeline, "execute", Pipeline.execute, plain_pipeline(Pipeline.execute)),

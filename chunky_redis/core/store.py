@@ -15,6 +15,7 @@ from typing import Any, cast
 from redis.typing import EncodableT
 
 from . import lua, redis_clock
+from .direct_scripts import DirectScript
 from .errors import StoreUnavailable
 from .indexes import SweepIndexes
 from .records import (
@@ -86,8 +87,9 @@ class UploadStore(SweepIndexes):
         self.lock_request_timeout_ms = redis_clock.lock_budget(redis, lock_request_timeout_ms)
         self.clock = clock
         # A script's reply is typed Any: the annotated locals below say what each one returns.
-        self._acquire = redis.register_script(lua.ACQUIRE)
-        self._commit = redis.register_script(lua.COMMIT)
+        # The two scripts of every chunk skip redis-py's command layers (direct_scripts.py).
+        self._acquire = DirectScript(redis, lua.ACQUIRE)
+        self._commit = DirectScript(redis, lua.COMMIT)
         self._settle = redis.register_script(lua.SETTLE)
         self._synced = redis.register_script(lua.SYNCED)
         self._mark_processing = redis.register_script(lua.MARK_PROCESSING)
@@ -357,6 +359,8 @@ class UploadStore(SweepIndexes):
         """
         if not self.wait_replicas:
             return script(keys=keys, args=args)
+        if isinstance(script, DirectScript):
+            script = script.script  # pipelined with WAIT, down one connection
         result, acked = call_and_wait(
             self.redis, script, keys, args, self.wait_replicas, self.wait_timeout_ms
         )

@@ -1,6 +1,6 @@
-"""The chunk writer on its own: large blocks go to the file and the hash on a helper thread, one at
-a time, in order; an error there reaches the request, and the file stays open until the helper is
-done with it."""
+"""The chunk writer on its own: large blocks with more of the chunk to come go to the file and the
+hash on a helper thread, one at a time, in order; an error there reaches the request, and the file
+stays open until the helper is done with it."""
 
 from __future__ import annotations
 
@@ -131,8 +131,7 @@ def test_a_block_over_the_limit_is_refused_before_any_byte_of_it(tmp_path):
 
 @pytest.mark.parametrize("limit", [None, 2 * OVERLAP_MIN_BLOCK])
 def test_one_sync_after_the_last_write(tmp_path, monkeypatch, limit, pool):
-    """The fdatasync must cover every byte, once: at close(), or (a chunk of announced length)
-    in the job of the block that completes it, after that block's write."""
+    """The fdatasync must cover every byte, once: at close(), after the last block's write."""
     storage, writer = _writer(tmp_path, lambda data: None, limit=limit)
     real_pwrite, real_sync = os.pwrite, os.fdatasync
     size_at_sync: list[int] = []
@@ -151,3 +150,36 @@ def test_one_sync_after_the_last_write(tmp_path, monkeypatch, limit, pool):
     writer.write(b"g" * OVERLAP_MIN_BLOCK)
     writer.close()
     assert size_at_sync == [2 * OVERLAP_MIN_BLOCK]
+
+
+@pytest.mark.parametrize(
+    ("limit", "blocks", "handed_off"),
+    [
+        (OVERLAP_MIN_BLOCK, 1, 0),  # a one-block chunk (256 KiB, 1 MiB): no hand-off at all
+        (2 * OVERLAP_MIN_BLOCK, 2, 1),  # the block that completes the chunk stays inline
+        (None, 2, 2),  # no announced length: any block may have more after it
+    ],
+)
+def test_only_a_large_block_with_more_to_come_goes_to_the_helper(
+    tmp_path, monkeypatch, limit, blocks, handed_off
+):
+    """A hand-off pays only while the request receives the next block meanwhile; for the last
+    one it would only add its wake-ups (docs/performance.md)."""
+    handed: list[int] = []
+    real_submit = filesystem._submit
+
+    def submit(func, data, *args):
+        handed.append(len(data))
+        return real_submit(func, data, *args)
+
+    monkeypatch.setattr(filesystem, "_submit", submit)
+    md5 = hashlib.md5()
+    storage, writer = _writer(tmp_path, md5.update, limit=limit)
+    data = [os.urandom(OVERLAP_MIN_BLOCK) for _ in range(blocks)]
+    for block in data:
+        writer.write(block)
+    writer.close()
+    assert handed == [OVERLAP_MIN_BLOCK] * handed_off
+    assert md5.hexdigest() == hashlib.md5(b"".join(data)).hexdigest()
+    with open(storage.path("u1"), "rb") as f:
+        assert f.read() == b"".join(data)

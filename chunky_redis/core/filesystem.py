@@ -291,16 +291,19 @@ class ChunkWriter:
     ``heartbeat`` runs before each write, so that a writer that has lost its
     lock stops before it can touch the file again.
 
-    A large block is written, and then fed to ``on_block``, on a helper thread
-    (one hand-off per block: under gevent each costs a hub round trip, and
-    separate jobs for the write and the hash measured more CPU per GiB), one
-    block at a time and in order, while the caller receives the next block; the
-    next ``write()`` and ``close()`` wait for it, so the file and the hash are
-    complete when ``close()`` returns (a block handed to ``write()`` must
-    therefore not be changed afterwards). Small blocks are written and hashed
-    inline, where a hand-off would cost more than it saves. With ``fsync``, the
-    writeback of each large block starts as soon as it is written
-    (sync_file_range), so the fdatasync at ``close()`` only waits for the tail.
+    A large block that more of the chunk follows is written, and then fed to
+    ``on_block``, on a helper thread (one hand-off per block: under gevent each
+    costs a hub round trip, and separate jobs for the write and the hash
+    measured more CPU per GiB), one block at a time and in order, while the
+    caller receives the next block; the next ``write()`` and ``close()`` wait
+    for it, so the file and the hash are complete when ``close()`` returns (a
+    block handed to ``write()`` must therefore not be changed afterwards).
+    Small blocks, and the block that fills the chunk's announced length, are
+    written and hashed inline: there is no next block to receive meanwhile, so
+    a hand-off would only add its wake-ups to the request (a 256 KiB or 1 MiB
+    chunk is one block). With ``fsync``, the writeback of each block handed off
+    starts as soon as it is written (sync_file_range), so the fdatasync at
+    ``close()`` only waits for the tail.
     """
 
     def __init__(
@@ -323,7 +326,6 @@ class ChunkWriter:
         self.overflow = overflow
         self.fsync = fsync
         self._pending: Future[None | _Failed] | None = None
-        self._synced = False  # the last block's job already ran the fdatasync
 
     @property
     def written(self) -> int:
@@ -338,33 +340,29 @@ class ChunkWriter:
             self.heartbeat()
         self._wait_pending()  # blocks go to the file, and to the hash, in order
         position, self.position = self.position, self.position + len(data)
-        if len(data) >= OVERLAP_MIN_BLOCK:
+        if len(data) >= OVERLAP_MIN_BLOCK and self.written != self.limit:
             # One hand-off per block: written, its writeback started and hashed on the pool
-            # while this thread receives the next block. The block that fills the chunk's
-            # announced length is its last: its job syncs too, which saves close() a hand-off.
-            last = self.fsync and self.written == self.limit
-            self._pending = _submit(self._store, data, position, sync=last)
+            # while this thread receives the next block.
+            self._pending = _submit(self._store, data, position, self.fsync)
         else:
-            self._store(data, position)
+            # A small block, or the one that fills the chunk's announced length: no next block
+            # to receive meanwhile, so a hand-off would only add its wake-ups to the request.
+            self._store(data, position, False)
 
-    def _store(self, data: bytes, position: int, *, sync: bool = False) -> None:
+    def _store(self, data: bytes, position: int, start_writeback: bool) -> None:
+        """Write ``data`` at ``position``, then feed it to ``on_block``; with ``start_writeback``,
+        the block's writeback starts first (it goes on meanwhile)."""
         view = memoryview(data)
         try:
             while view:
                 n = os.pwrite(self.fd, view, position)
                 view = view[n:]
                 position += n
-            if self.fsync and _sync_file_range is not None and len(data) >= OVERLAP_MIN_BLOCK:
+            if start_writeback and _sync_file_range is not None:
                 _sync_file_range(self.fd, position - len(data), len(data))
         except OSError as e:
             raise StorageError(f"Cannot write the chunk: {e.strerror}.") from e
-        self.on_block(data)  # meanwhile the block's writeback goes on
-        if sync:
-            try:
-                os.fdatasync(self.fd)
-            except OSError as e:
-                raise StorageError(f"Cannot flush the chunk: {e.strerror}.") from e
-            self._synced = True
+        self.on_block(data)
 
     def _wait_pending(self) -> None:
         """Wait for the last large block's job; its error is raised here. (Not through
@@ -382,7 +380,7 @@ class ChunkWriter:
     def close(self, *, sync: bool = True) -> None:
         try:
             self._wait_pending()
-            if sync and self.fsync and self.written and not self._synced:
+            if sync and self.fsync and self.written:
                 _off_hub(os.fdatasync, self.fd)
         except OSError as e:
             raise StorageError(f"Cannot flush the chunk: {e.strerror}.") from e

@@ -13,7 +13,8 @@ import redis as redis_lib
 from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from chunky_redis.core.direct_scripts import DirectScript
+from chunky_redis.core import direct_scripts
+from chunky_redis.core.direct_scripts import DirectScript, IdleConnections, connections_for
 
 ECHO = "return {KEYS[1], ARGV[1], ARGV[2]}"
 FAILS = "return redis.error_reply('ERR chunky: refused on purpose')"
@@ -41,13 +42,31 @@ def direct_calls(monkeypatch) -> list[int]:
     return calls
 
 
-def in_use(client) -> int:
-    return len(client.connection_pool._in_use_connections)
+def direct(client, source: str) -> DirectScript:
+    """A script as the store makes them (one shelf of idle connections per client)."""
+    return DirectScript(client, source, connections_for(client))
+
+
+def unaccounted(script: DirectScript, client) -> int:
+    """Connections out of the pool that are not waiting on the pool's shelf (leaked)."""
+    idle = len(script.connections._idle) if script.connections else 0
+    return len(client.connection_pool._in_use_connections) - idle
+
+
+def test_one_shelf_per_pool_however_many_stores(client, backend):
+    """A store built per Celery task must not keep connections of its own: they would never go
+    back to the pool."""
+    if backend == "cluster":
+        assert connections_for(client) is None
+        return
+    assert connections_for(client) is connections_for(client)
+    other = redis_lib.Redis(connection_pool=redis_lib.ConnectionPool())
+    assert connections_for(other) is not connections_for(client)
 
 
 def test_the_answer_is_the_scripts_whatever_the_client(client, monkeypatch):
     calls = direct_calls(monkeypatch)
-    script = DirectScript(client, ECHO)
+    script = direct(client, ECHO)
     k = key()
     assert script(keys=[k], args=["a", 7]) == [k.encode(), b"a", b"7"]
     assert script(keys=[k], args=["a", 7]) == script.script(keys=[k], args=["a", 7])
@@ -55,47 +74,53 @@ def test_the_answer_is_the_scripts_whatever_the_client(client, monkeypatch):
         assert calls == []  # slots and redirections are Script's (and the cluster client's) job
     else:
         assert calls == [1, 1]
-        assert in_use(client) == 0  # every connection went back to the pool
+        assert unaccounted(script, client) == 0  # every connection is back, or waiting
 
 
 def test_a_flushed_script_cache_is_reloaded(client, backend):
     if backend == "redis":
         pytest.skip("SCRIPT FLUSH on the shared server would fail other users' scripts")
-    script = DirectScript(client, ECHO)
+    script = direct(client, ECHO)
     k = key()
     script(keys=[k], args=["a", "b"])
     client.script_flush()
     assert script(keys=[k], args=["x", "y"]) == [k.encode(), b"x", b"y"]
     if not isinstance(client, RedisCluster):
-        assert in_use(client) == 0
+        assert unaccounted(script, client) == 0
 
 
 def test_a_script_unknown_to_the_server_is_loaded(client):
     """NOSCRIPT (another server behind the same address, SCRIPT FLUSH): Script loads it."""
     source = ECHO + f" -- {uuid.uuid4().hex}"  # a script no server has seen
-    script = DirectScript(client, source)
+    script = direct(client, source)
     k = key()
     assert script(keys=[k], args=["a", "b"]) == [k.encode(), b"a", b"b"]
     assert client.script_exists(script.script.sha) in ([True], True)
 
 
 def test_a_script_error_is_raised_and_the_next_call_goes_through(client):
-    script = DirectScript(client, FAILS)
+    script = direct(client, FAILS)
     with pytest.raises(ResponseError, match="refused on purpose"):
         script(keys=[key()], args=[])
     if not isinstance(client, RedisCluster):
-        assert in_use(client) == 0
-    assert DirectScript(client, ECHO)(keys=[key()], args=["still", "fine"])[1:] == [
+        assert unaccounted(script, client) == 0
+    assert direct(client, ECHO)(keys=[key()], args=["still", "fine"])[1:] == [
         b"still",
         b"fine",
     ]
 
 
-def break_reads(monkeypatch, client, error: Exception, times: int) -> list[tuple[object, object]]:
+def connection_class(script: DirectScript) -> type:
+    """The class of the connections the script uses (after its first call)."""
+    assert script.connections is not None
+    return type(script.connections._idle[0])
+
+
+def break_reads(monkeypatch, script, error: Exception, times: int) -> list[tuple[object, object]]:
     """The next ``times`` replies fail with ``error``; returns (connection, its socket) of each."""
-    connection_class = type(client.connection_pool._available_connections[0])
+    connection_class_ = connection_class(script)
     broken: list[tuple[object, object]] = []
-    real_read = connection_class.read_response
+    real_read = connection_class_.read_response
 
     def read_response(self, *args, **kwargs):
         if len(broken) < times:
@@ -103,7 +128,7 @@ def break_reads(monkeypatch, client, error: Exception, times: int) -> list[tuple
             raise error
         return real_read(self, *args, **kwargs)
 
-    monkeypatch.setattr(connection_class, "read_response", read_response)
+    monkeypatch.setattr(connection_class_, "read_response", read_response)
     return broken
 
 
@@ -112,15 +137,15 @@ def test_a_connection_that_breaks_is_dropped_and_the_call_retried(client, backen
     embedded fakeredis has no retry policy)."""
     if backend != "redis":
         pytest.skip("the bundled client of a real server, with its retry policy")
-    script = DirectScript(client, ECHO)
+    script = direct(client, ECHO)
     k = key()
     script(keys=[k], args=["a", "b"])
-    broken = break_reads(monkeypatch, client, redis_lib.ConnectionError("closed by server"), 1)
+    broken = break_reads(monkeypatch, script, redis_lib.ConnectionError("closed by server"), 1)
     assert script(keys=[k], args=["c", "d"]) == [k.encode(), b"c", b"d"]
     monkeypatch.undo()
     connection, socket_when_broken = broken[0]
     assert connection._sock is not socket_when_broken  # dropped: never read again as it was
-    assert in_use(client) == 0
+    assert unaccounted(script, client) == 0
 
 
 def test_a_reply_that_never_comes_is_not_sent_again(client, backend, monkeypatch):
@@ -128,30 +153,30 @@ def test_a_reply_that_never_comes_is_not_sent_again(client, backend, monkeypatch
     would run once per attempt when it resumes."""
     if backend == "cluster":
         pytest.skip("the direct path is not used on a cluster")
-    script = DirectScript(client, ECHO)
+    script = direct(client, ECHO)
     k = key()
     script(keys=[k], args=["a", "b"])
-    broken = break_reads(monkeypatch, client, redis_lib.TimeoutError("Timeout reading"), 5)
+    broken = break_reads(monkeypatch, script, redis_lib.TimeoutError("Timeout reading"), 5)
     with pytest.raises(redis_lib.TimeoutError):
         script(keys=[k], args=["c", "d"])
     monkeypatch.undo()
     assert len(broken) == 1
     connection, socket_when_broken = broken[0]
     assert connection._sock is None  # its late reply must not answer someone else's command
-    assert in_use(client) == 0
+    assert unaccounted(script, client) == 0
 
 
-def test_an_interrupted_call_never_returns_its_connection_to_the_pool_half_read(
+def test_an_interrupted_call_never_leaves_its_connection_half_read_for_another(
     client, backend, monkeypatch
 ):
     """A greenlet killed (or a signal) between the command and its reply: the reply would be
     read by the next user of the connection, as the answer to its own command."""
     if backend == "cluster":
         pytest.skip("the direct path is not used on a cluster")
-    script = DirectScript(client, ECHO)
+    script = direct(client, ECHO)
     k = key()
     script(keys=[k], args=["a", "b"])
-    connection_class = type(client.connection_pool._available_connections[0])
+    connections = connection_class(script)
 
     class Interrupted(BaseException):
         pass
@@ -160,19 +185,19 @@ def test_an_interrupted_call_never_returns_its_connection_to_the_pool_half_read(
         raise Interrupted()
 
     disconnected: list[int] = []
-    real_disconnect = connection_class.disconnect
+    real_disconnect = connections.disconnect
 
     def disconnect(self, *args, **kwargs):
         disconnected.append(1)
         return real_disconnect(self, *args, **kwargs)
 
-    monkeypatch.setattr(connection_class, "read_response", interrupted)
-    monkeypatch.setattr(connection_class, "disconnect", disconnect)
+    monkeypatch.setattr(connections, "read_response", interrupted)
+    monkeypatch.setattr(connections, "disconnect", disconnect)
     with pytest.raises(Interrupted):
         script(keys=[k], args=["c", "d"])
     monkeypatch.undo()
     assert disconnected
-    assert in_use(client) == 0
+    assert unaccounted(script, client) == 0
     assert script(keys=[k], args=["e", "f"]) == [k.encode(), b"e", b"f"]
 
 
@@ -185,7 +210,85 @@ def test_a_client_pinned_to_one_connection_goes_through_script(backend, monkeypa
     try:
         calls = direct_calls(monkeypatch)
         k = key()
-        assert DirectScript(pinned, ECHO)(keys=[k], args=["a", "b"]) == [k.encode(), b"a", b"b"]
+        assert direct(pinned, ECHO)(keys=[k], args=["a", "b"]) == [k.encode(), b"a", b"b"]
         assert calls == []
     finally:
         pinned.close()
+
+
+# -- the shelf of idle connections ----------------------------------------------------------------
+
+
+def test_the_next_call_takes_the_connection_the_last_one_left(client, backend, monkeypatch):
+    if backend == "cluster":
+        pytest.skip("the direct path is not used on a cluster")
+    script = direct(client, ECHO)
+    pool = client.connection_pool
+    taken: list[object] = []
+    real_get = type(pool).get_connection
+
+    def get_connection(self, *args, **kwargs):
+        conn = real_get(self, *args, **kwargs)
+        taken.append(conn)
+        return conn
+
+    monkeypatch.setattr(type(pool), "get_connection", get_connection)
+    while script.connections._idle:  # what earlier tests left goes back: start from the pool
+        pool.release(script.connections._idle.pop())
+    for n in range(5):
+        assert script(keys=[key()], args=[n, "x"])[1:] == [str(n).encode(), b"x"]
+    assert len(taken) == 1  # from the pool once; then from the shelf
+    assert script.connections._idle == taken
+    assert unaccounted(script, client) == 0
+
+
+def test_a_forked_child_never_takes_its_parents_connections(client, backend, monkeypatch):
+    """Two processes on one socket would read each other's replies."""
+    if backend == "cluster":
+        pytest.skip("the direct path is not used on a cluster")
+    script = direct(client, ECHO)
+    script(keys=[key()], args=["a", "b"])
+    parents = list(script.connections._idle)
+    real_getpid = direct_scripts.os.getpid
+    monkeypatch.setattr(direct_scripts.os, "getpid", lambda: real_getpid() + 1)
+    conn = script.connections.take()
+    assert conn not in parents
+    script.connections.give_back(conn)
+    assert script.connections._idle == [conn]
+    for parent in parents:  # (a real child's pool starts afresh; this one is shared)
+        client.connection_pool.release(parent)
+
+
+def test_at_most_keep_connections_wait_on_the_shelf_the_rest_go_back_to_the_pool(client, backend):
+    if backend == "cluster":
+        pytest.skip("the direct path is not used on a cluster")
+    shelf = IdleConnections(client.connection_pool, keep=3)
+    out = [shelf.take() for _ in range(5)]  # five calls at once
+    assert len(set(map(id, out))) == 5
+    for conn in out:
+        shelf.give_back(conn)
+    assert shelf._idle == out[:3]
+    assert all(conn in client.connection_pool._available_connections for conn in out[3:])
+    for conn in shelf._idle:
+        client.connection_pool.release(conn)
+
+
+def test_a_connection_the_server_closed_while_it_waited_is_replaced(client, backend):
+    """Redis restarted, or closed an idle client: the bundled retry policy reconnects."""
+    if backend != "redis":
+        pytest.skip("needs a real server to close the connection")
+    script = direct(client, ECHO)
+    k = key()
+    script(keys=[k], args=["a", "b"])
+    waiting = script.connections._idle[0]
+    own_id = None
+    for entry in client.client_list():  # find the waiting connection among the server's clients
+        if (
+            int(entry["port"] if "port" in entry else entry["addr"].rsplit(":", 1)[1])
+            == (waiting._sock.getsockname()[1])
+        ):
+            own_id = entry["id"]
+    assert own_id is not None
+    client.client_kill_filter(_id=own_id)
+    assert script(keys=[k], args=["c", "d"]) == [k.encode(), b"c", b"d"]
+    assert unaccounted(script, client) == 0

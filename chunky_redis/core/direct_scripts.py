@@ -1,11 +1,12 @@
-"""The two scripts every chunk runs (ACQUIRE, COMMIT), sent straight down a pooled connection.
+"""The two scripts every chunk runs (ACQUIRE, COMMIT), sent straight down a connection.
 
 redis-py's ``Script`` goes through ``evalsha``, ``execute_command``, a retry wrapper, argument
 checks and observability hooks before the command reaches the socket: about 40 µs of a core per
 call in a gunicorn gevent worker, some 8% of a 64 KiB chunk request (docs/performance.md). Here
-the call takes a connection from the client's own pool, writes EVALSHA and reads the
-reply, as redis-py itself does underneath, with the connection's own retry policy (the bundled
-clients retry a broken connection, never a timeout: runtime.py). The rest goes through ``Script``:
+the call takes a connection the last call left (``IdleConnections``; the first time, one of the
+client's pool), writes EVALSHA and reads the reply, as redis-py itself does underneath, with the
+connection's own retry policy (the bundled clients retry a broken connection, never a timeout:
+runtime.py). The rest goes through ``Script``:
 
 - a Redis Cluster client (its slot routing and redirections), or a client pinned to one connection;
 - a script the server does not know (NOSCRIPT: a new server, or SCRIPT FLUSH), which it loads.
@@ -13,6 +14,9 @@ clients retry a broken connection, never a timeout: runtime.py). The rest goes t
 
 from __future__ import annotations
 
+import os
+import threading
+import weakref
 from typing import Any
 
 import redis as redis_lib
@@ -20,36 +24,93 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 
+class IdleConnections:
+    """Connections of one pool kept, between chunk scripts, for the next script to take.
+
+    redis-py's pool checks every connection it hands out for unread data (a poll of the socket)
+    and takes and releases its lock on both sides: about 9% of a 64 KiB chunk request's
+    instructions under gevent (docs/performance.md). A connection comes back here only once its
+    reply was read in full; one that failed in any way is dropped (and returned to the pool
+    disconnected), so a late reply can never answer another command. A connection the server
+    closed while it sat here fails on its next command, which the client's retry policy repeats
+    on a new connection (the bundled clients retry connection errors: runtime.py). At most
+    ``keep`` wait here; the rest go back to the pool. A forked child never takes its parent's.
+    """
+
+    def __init__(self, pool: Any, keep: int = 8):
+        self.pool = pool
+        self.keep = keep
+        self._idle: list[Any] = []
+        self._pid = os.getpid()
+
+    def take(self) -> Any:
+        if self._pid != os.getpid():  # a forked child: those sockets are its parent's
+            self._idle, self._pid = [], os.getpid()
+        try:
+            return self._idle.pop()  # atomic: safe between threads, and greenlets never yield here
+        except IndexError:
+            return self.pool.get_connection()
+
+    def give_back(self, conn: Any) -> None:
+        if len(self._idle) < self.keep and self._pid == os.getpid():
+            self._idle.append(conn)
+        else:
+            self.pool.release(conn)
+
+    def drop(self, conn: Any) -> None:
+        conn.disconnect()
+        self.pool.release(conn)
+
+
 class DirectScript:
     """Call like a registered ``Script``: ``script(keys=[...], args=[...])``."""
 
-    def __init__(self, client: Any, source: str):
+    def __init__(self, client: Any, source: str, connections: IdleConnections | None = None):
+        """``connections``: the shelf this script shares with the others of ``client``'s pool
+        (``connections_for(client)``); None for a Cluster client or one pinned to a connection."""
         self.script: Script = client.register_script(source)
-        plain = isinstance(client, redis_lib.Redis) and client.connection is None
-        self.pool = client.connection_pool if plain else None
+        self.connections = connections
 
     def __call__(self, *, keys: list[Any], args: list[Any]) -> Any:
-        if self.pool is None:
+        if self.connections is None:
             return self.script(keys=keys, args=args)
-        return self.direct(self.pool, keys, args)
+        return self.direct(self.connections, keys, args)
 
-    def direct(self, pool: Any, keys: list[Any], args: list[Any]) -> Any:
-        """EVALSHA down one pooled connection, retried as the client's own commands are."""
-        conn = pool.get_connection()
+    def direct(self, connections: IdleConnections, keys: list[Any], args: list[Any]) -> Any:
+        """EVALSHA down one connection, retried as the client's own commands are."""
+        conn = connections.take()
         try:
-            return conn.retry.call_with_retry(
+            reply = conn.retry.call_with_retry(
                 lambda: self._evalsha(conn, keys, args),
                 lambda _error: conn.disconnect(),  # what redis-py does before its retries
             )
         except NoScriptError:
-            pass  # read in full: the connection is still good; Script loads the script below
+            connections.give_back(conn)  # read in full: the connection is still good
+            return self.script(keys=keys, args=args)  # which loads the script
         except BaseException:  # a script's error, a reply half read (a greenlet killed): dropped
-            conn.disconnect()
+            connections.drop(conn)
             raise
-        finally:
-            pool.release(conn)
-        return self.script(keys=keys, args=args)
+        connections.give_back(conn)
+        return reply
 
     def _evalsha(self, conn: Any, keys: list[Any], args: list[Any]) -> Any:
         conn.send_command("EVALSHA", self.script.sha, len(keys), *keys, *args)
         return conn.read_response()
+
+
+def connections_for(client: Any) -> IdleConnections | None:
+    """The shelf of ``client``'s pool, one per pool however many stores use it (a store built per
+    task must not keep connections of its own); None where the direct path does not apply: a
+    Redis Cluster client, whose commands go by slot, or a client pinned to one connection."""
+    if not (isinstance(client, redis_lib.Redis) and client.connection is None):
+        return None
+    pool = client.connection_pool
+    with _shelves_lock:
+        shelf = _shelves.get(pool)
+        if shelf is None:
+            shelf = _shelves[pool] = IdleConnections(pool)
+    return shelf
+
+
+_shelves: weakref.WeakKeyDictionary[Any, IdleConnections] = weakref.WeakKeyDictionary()
+_shelves_lock = threading.Lock()

@@ -15,7 +15,7 @@ from typing import Any, cast
 from redis.typing import EncodableT
 
 from . import lua, redis_clock
-from .direct_scripts import DirectScript
+from .direct_scripts import DirectScript, connections_for
 from .errors import StoreUnavailable
 from .indexes import SweepIndexes
 from .records import (
@@ -88,8 +88,9 @@ class UploadStore(SweepIndexes):
         self.clock = clock
         # A script's reply is typed Any: the annotated locals below say what each one returns.
         # The two scripts of every chunk skip redis-py's command layers (direct_scripts.py).
-        self._acquire = DirectScript(redis, lua.ACQUIRE)
-        self._commit = DirectScript(redis, lua.COMMIT)
+        connections = connections_for(redis)
+        self._acquire = DirectScript(redis, lua.ACQUIRE, connections)
+        self._commit = DirectScript(redis, lua.COMMIT, connections)
         self._settle = redis.register_script(lua.SETTLE)
         self._synced = redis.register_script(lua.SYNCED)
         self._mark_processing = redis.register_script(lua.MARK_PROCESSING)

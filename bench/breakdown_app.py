@@ -8,16 +8,17 @@ chunk requests of that stretch. Each part is wall time where it runs:
 - read: ``request.read()`` (the body from gunicorn, socket included);
 - hash: ``ResumableHash.update`` (the checksum state);
 - write: ``ChunkWriter._store`` less the hash inside it (pwrite, sync_file_range for large blocks);
-- sync: ``os.fdatasync``, wherever it runs (in the job of a chunk's last large block, or at
-  ``close()``);
+- sync: ``os.fdatasync``, wherever it runs (at ``close()``, or in a background window sync);
 - sync wait: the request waiting for the ``fdatasync`` at ``close()`` (``_off_hub``, on the
   request's own thread only: deferred durability's window syncs run in the background, after the
   answer, and count under sync alone);
-- redis: redis-py's ``execute_command`` and ``Pipeline.execute`` (round trips and scripts);
-- inline: write and hash of blocks under 256 KiB, which run on the request's own thread;
-- helper wait: the request waiting for a block still being written and hashed (and, for a
-  chunk's last block, synced) on the helper thread (blocks of 256 KiB and more; there hash and
-  write overlap the next read);
+- redis: redis-py's ``execute_command`` and ``Pipeline.execute``, and the chunk scripts sent
+  straight down a connection (``DirectScript.direct``): round trips and scripts;
+- inline: write and hash of the blocks that run on the request's own thread (under 256 KiB, and
+  the block that completes a chunk);
+- helper wait: the request waiting for a block still being written and hashed on the helper
+  thread (blocks of 256 KiB and more with more of the chunk after them; there hash and write
+  overlap the next read);
 - total: the WSGI call, from Django's handler to the end of the response body.
 """
 
@@ -35,6 +36,7 @@ from chunky_site.wsgi import application as site
 from django.core.handlers.wsgi import WSGIRequest
 
 from chunky_redis.core import checksums, filesystem
+from chunky_redis.core.direct_scripts import DirectScript
 
 PARTS = ("read", "hash", "write", "sync", "redis", "helper_wait", "sync_wait", "inline", "total")
 _totals = dict.fromkeys(PARTS, 0.0)
@@ -103,6 +105,7 @@ redis.Redis.execute_command = _timed(  # type: ignore[method-assign]
 redis.client.Pipeline.execute = _timed(  # type: ignore[method-assign]
     "redis", redis.client.Pipeline.execute, outermost=True
 )
+DirectScript.direct = _timed("redis", DirectScript.direct, outermost=True)  # type: ignore[method-assign]
 
 
 def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

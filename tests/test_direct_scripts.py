@@ -292,3 +292,10 @@ def test_a_connection_the_server_closed_while_it_waited_is_replaced(client, back
     client.client_kill_filter(_id=own_id)
     assert script(keys=[k], args=["c", "d"]) == [k.encode(), b"c", b"d"]
     assert unaccounted(script, client) == 0
+
+
+@pytest.mark.parametrize(("cap", "kept"), [(2**31, 8), (10, 5), (1, 0)])
+def test_a_capped_pool_keeps_half_of_its_connections_for_other_commands(cap, kept):
+    """A shelf that held every connection of a capped pool would leave other commands none (a
+    BlockingConnectionPool would wait for one forever)."""
+    assert IdleConnections(redis_lib.ConnectionPool(max_connections=cap)).keep == kept

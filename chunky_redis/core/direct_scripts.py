@@ -34,12 +34,15 @@ class IdleConnections:
     disconnected), so a late reply can never answer another command. A connection the server
     closed while it sat here fails on its next command, which the client's retry policy repeats
     on a new connection (the bundled clients retry connection errors: runtime.py). At most
-    ``keep`` wait here; the rest go back to the pool. A forked child never takes its parent's.
+    ``keep`` wait here, and never more than half a capped pool; the rest go back to the pool. A
+    forked child never takes its parent's.
     """
 
     def __init__(self, pool: Any, keep: int = 8):
         self.pool = pool
-        self.keep = keep
+        # A pool with a cap (a host's own client, a BlockingConnectionPool) keeps at least half of
+        # it for everyone else: a shelf holding all of them would starve, or block, other commands.
+        self.keep = min(keep, getattr(pool, "max_connections", keep) // 2)
         self._idle: list[Any] = []
         self._pid = os.getpid()
 

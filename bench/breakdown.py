@@ -72,9 +72,10 @@ def table(rows: dict[int, list[dict]], label: str) -> str:
     lines = [
         f"Server time per chunk request, ms ({label}, one worker, one client; median of "
         f"{len(next(iter(rows.values())))} rounds of the mean per request). Hash and write run on "
-        "a helper thread for blocks of 256 KiB and more, overlapping the next read, and the job "
-        "of a chunk's last such block also syncs: the request waits only for what is left of them "
-        "(helper wait); otherwise it waits for the sync at the end (sync wait). Deferred "
+        "a helper thread for blocks of 256 KiB and more with more of the chunk after them, "
+        "overlapping the next read: the request waits only for what is left of them (helper "
+        "wait); the block that completes a chunk, and smaller ones, run on the request's own "
+        "thread. With a sync per chunk, the request waits for it at the end (sync wait). Deferred "
         "durability's window syncs run in the background, after the answer: they count under "
         "sync, not as a wait. Framework: the rest of the request's "
         "own time (Django, middleware, the view, JSON). Client: the whole request as the client "

@@ -104,9 +104,9 @@ def counting() -> Iterator[Calls]:
         return execute
 
     def direct_script(original):
-        def direct(self, pool, keys, args):
+        def direct(self, keys, args):
             count(["EVALSHA"])  # the direct attempt; a fallback through Script counts its own
-            return original(self, pool, keys, args)
+            return original(self, keys, args)
 
         return direct
 

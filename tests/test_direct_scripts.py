@@ -34,9 +34,9 @@ def direct_calls(monkeypatch) -> list[int]:
     calls: list[int] = []
     original = DirectScript.direct
 
-    def counted(self, pool, keys, args):
+    def counted(self, keys, args):
         calls.append(1)
-        return original(self, pool, keys, args)
+        return original(self, keys, args)
 
     monkeypatch.setattr(DirectScript, "direct", counted)
     return calls

@@ -66,7 +66,8 @@ class IdleConnections:
 
 
 class DirectScript:
-    """Call like a registered ``Script``: ``script(keys=[...], args=[...])``."""
+    """Call like a registered ``Script``: ``script(keys=[...], args=[...])``, or with ``client=``
+    (a pipeline, another client), which ``Script`` itself runs on."""
 
     def __init__(self, client: Any, source: str, connections: IdleConnections | None = None):
         """``connections``: the shelf this script shares with the others of ``client``'s pool
@@ -74,13 +75,15 @@ class DirectScript:
         self.script: Script = client.register_script(source)
         self.connections = connections
 
-    def __call__(self, *, keys: list[Any], args: list[Any]) -> Any:
-        if self.connections is None:
-            return self.script(keys=keys, args=args)
-        return self.direct(self.connections, keys, args)
+    def __call__(self, *, keys: list[Any], args: list[Any], client: Any = None) -> Any:
+        if self.connections is None or client is not None:
+            return self.script(keys=keys, args=args, client=client)
+        return self.direct(keys, args)
 
-    def direct(self, connections: IdleConnections, keys: list[Any], args: list[Any]) -> Any:
+    def direct(self, keys: list[Any], args: list[Any]) -> Any:
         """EVALSHA down one connection, retried as the client's own commands are."""
+        connections = self.connections
+        assert connections is not None  # (only __call__ calls it, with a shelf)
         conn = connections.take()
         try:
             reply = conn.retry.call_with_retry(

@@ -360,8 +360,6 @@ class UploadStore(SweepIndexes):
         """
         if not self.wait_replicas:
             return script(keys=keys, args=args)
-        if isinstance(script, DirectScript):
-            script = script.script  # pipelined with WAIT, down one connection
         result, acked = call_and_wait(
             self.redis, script, keys, args, self.wait_replicas, self.wait_timeout_ms
         )

@@ -176,27 +176,16 @@ def test_an_interrupted_call_never_leaves_its_connection_half_read_for_another(
     script = direct(client, ECHO)
     k = key()
     script(keys=[k], args=["a", "b"])
-    connections = connection_class(script)
 
     class Interrupted(BaseException):
         pass
 
-    def interrupted(self, *args, **kwargs):
-        raise Interrupted()
-
-    disconnected: list[int] = []
-    real_disconnect = connections.disconnect
-
-    def disconnect(self, *args, **kwargs):
-        disconnected.append(1)
-        return real_disconnect(self, *args, **kwargs)
-
-    monkeypatch.setattr(connections, "read_response", interrupted)
-    monkeypatch.setattr(connections, "disconnect", disconnect)
+    broken = break_reads(monkeypatch, script, Interrupted(), 1)
     with pytest.raises(Interrupted):
         script(keys=[k], args=["c", "d"])
     monkeypatch.undo()
-    assert disconnected
+    connection, _ = broken[0]
+    assert connection._sock is None  # disconnected: its reply, still on the way, is never read
     assert unaccounted(script, client) == 0
     assert script(keys=[k], args=["e", "f"]) == [k.encode(), b"e", b"f"]
 

@@ -14,7 +14,12 @@ from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from chunky_redis.core import direct_scripts
-from chunky_redis.core.direct_scripts import DirectScript, IdleConnections, connections_for
+from chunky_redis.core.direct_scripts import (
+    DirectScript,
+    IdleConnections,
+    connections_for,
+    pack_evalsha,
+)
 
 ECHO = "return {KEYS[1], ARGV[1], ARGV[2]}"
 FAILS = "return redis.error_reply('ERR chunky: refused on purpose')"
@@ -51,6 +56,47 @@ def unaccounted(script: DirectScript, client) -> int:
     """Connections out of the pool that are not waiting on the pool's shelf (leaked)."""
     idle = len(script.connections._idle) if script.connections else 0
     return len(client.connection_pool._in_use_connections) - idle
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["", b"", 0],
+        ["tok", 30000, -1, 2**70, b"\r\n$3\r\n*", bytes(range(256))],
+        ["naïve ☃", "a\r\nb", 1795700578169],
+    ],
+)
+def test_the_packed_command_is_the_one_redis_py_writes(args):
+    """Byte for byte what redis-py's own (Python) packer sends for the same call."""
+    from redis.connection import PythonRespSerializer
+
+    keys = ["chunky:{u}:upload", "chunky:{u}:lock"]
+    expected = PythonRespSerializer(
+        6000, redis_lib.connection.Encoder("utf-8", "strict", False).encode
+    )
+    assert pack_evalsha("ab" * 20, keys, args) == b"".join(
+        expected.pack("EVALSHA", "ab" * 20, 2, *keys, *args)
+    )
+    assert (
+        pack_evalsha("ab", [], ["é"], "latin-1")
+        == b"*4\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n0\r\n$1\r\n\xe9\r\n"
+    )
+
+
+@pytest.mark.parametrize("odd", [1.5, True, None, memoryview(b"x")])
+def test_other_arguments_are_left_to_redis_py(odd, client):
+    """A float, a bool, None: redis-py encodes the first and refuses the others, as without us."""
+    assert pack_evalsha("ab", [], [odd]) is None
+    script = direct(client, ECHO)
+    k = key()
+    if odd == 1.5 or isinstance(odd, memoryview):
+        assert script(keys=[k], args=["a", odd]) == script.script(keys=[k], args=["a", odd])
+    else:
+        with pytest.raises(redis_lib.DataError):
+            script(keys=[k], args=["a", odd])
+        with pytest.raises(redis_lib.DataError):
+            script.script(keys=[k], args=["a", odd])
 
 
 def test_one_shelf_per_pool_however_many_stores(client, backend):

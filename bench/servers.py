@@ -322,6 +322,8 @@ class Setup:
                 "--lazy-apps",
                 "--buffer-size",
                 "32768",
+                "--listen",  # gunicorn's default backlog: its default of 100 dropped the slow crowd
+                "2048",
             ]
             label = "chunky_redis, pyuwsgi"
         elif variant == "granian":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
 import resource
 import socket
 import statistics
@@ -85,6 +86,8 @@ def _crowd(url: str, dialect: str, n: int, seconds: float, ready, stop, out) -> 
     deadline = time.monotonic() + seconds
     socks, failed = [], 0
     for head in _heads(url, dialect, n, deadline):
+        if stop.is_set() or time.monotonic() > deadline:
+            break  # the bench gave up waiting (a full listen queue: each connect times out)
         try:
             s = socket.create_connection(("127.0.0.1", urlsplit(url).port), timeout=5)
             s.sendall(head + b"x")
@@ -116,6 +119,20 @@ def _crowd(url: str, dialect: str, n: int, seconds: float, ready, stop, out) -> 
     out.put(
         {"opened": len(socks), "failed": failed, "sends": sends, "lost": lost, "waiting": waiting}
     )
+
+
+def _report(out, proc, what: str, timeout: float = TIMEOUT + 60) -> dict:
+    """A helper process's result; a RuntimeError that says so when none comes."""
+    try:
+        result: dict = out.get(timeout=timeout)
+    except queue.Empty:
+        proc.kill()
+        proc.join()
+        raise RuntimeError(
+            f"{what} reported nothing within {timeout:.0f} s of being told to stop"
+        ) from None
+    proc.join()
+    return result
 
 
 def status_target(server: Server) -> tuple[str, str, dict]:
@@ -169,8 +186,7 @@ def _timed_upload(
         record["upload_error"] = f"{type(e).__name__}: {e}"[:200]
     finally:
         stop.set()
-        probes = out.get(timeout=TIMEOUT + 30)
-        probe.join()
+        probes = _report(out, probe, "the status prober")
     ms = sorted(probes["ms"])
     if ms:
         record["status_p50_ms"] = statistics.median(ms)
@@ -201,8 +217,7 @@ def slow(server: Server, source: str, sizes: dict) -> dict:
         loaded = _timed_upload(server, source, size, chunk_timeout, target)
     finally:
         stop.set()
-        crowd_stats = out.get(timeout=60)
-        crowd.join()
+        crowd_stats = _report(out, crowd, "the crowd")
     record.update({f"unloaded_{k}": v for k, v in unloaded.items()})
     record.update(loaded)
     record.update(crowd_stats)

@@ -78,6 +78,9 @@ def test_the_packed_command_is_the_one_redis_py_writes(args):
     assert pack_evalsha("ab" * 20, keys, args) == b"".join(
         expected.pack("EVALSHA", "ab" * 20, 2, *keys, *args)
     )
+
+
+def test_strings_are_packed_in_the_connections_encoding():
     assert (
         pack_evalsha("ab", [], ["é"], "latin-1")
         == b"*4\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n0\r\n$1\r\n\xe9\r\n"
@@ -86,7 +89,8 @@ def test_the_packed_command_is_the_one_redis_py_writes(args):
 
 @pytest.mark.parametrize("odd", [1.5, True, None, memoryview(b"x")])
 def test_other_arguments_are_left_to_redis_py(odd, client):
-    """A float, a bool, None: redis-py encodes the first and refuses the others, as without us."""
+    """A float, a bool, None, a memoryview: redis-py encodes the float and the memoryview and
+    refuses the others, as without us."""
     assert pack_evalsha("ab", [], [odd]) is None
     script = direct(client, ECHO)
     k = key()

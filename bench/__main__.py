@@ -4,6 +4,7 @@ python -m bench                 the full run (committed results come from it; ab
 python -m bench --quick         small sizes, one round: a smoke run of a minute or two
 python -m bench --servers null-work,chunky-gthread --workloads w1,w2
 python -m bench scaling         1, 2 and 4 web processes and Celery workers (bench/scaling.py)
+python -m bench ab here @main   this tree against a git revision, the order rotating (bench/ab.py)
 """
 
 from __future__ import annotations
@@ -179,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         from .scaling import main as scaling
 
         return scaling(argv[1:])
+    if argv[:1] == ["ab"]:  # python -m bench ab: one version against another, order rotating
+        from .ab import main as ab
+
+        return ab(argv[1:])
     if argv[:1] == ["breakdown"]:  # python -m bench breakdown: a chunk request's parts (issue 11)
         from .breakdown import main as breakdown
 

@@ -13,7 +13,7 @@ Each round uploads ``--size-mib`` in ``--chunk-kib`` chunks to every server in t
 ``--parallel N``, N uploads at once, as ``make bench``'s 8 uploads at once), each upload after the
 servers' files were removed and ``os.sync()`` ran. The order rotates by one place each round, so
 over a multiple of the number of servers every server has run in every place equally often: with a
-fixed order, the same code measured twice (``here here:AA=1``) differed by 12% for 8 uploads at
+fixed order, the same code measured twice (``here here:AA=1``) differed by 10% for 8 uploads at
 once, by its place alone (docs/performance.md). Each server gets one warm-up upload first. The
 figure for each server is the median of its per-round ratio to the first server, with the lowest
 and highest round; run the same code twice (an A/A) to see what this machine's noise is before

@@ -16,7 +16,7 @@ for name in names:
         port = free_port()
         env = dict(os.environ, PYTHONPATH=f"/tmp/probe:{REPO/'deploy'}", PORT=str(port), HOST="127.0.0.1", WEB_CONCURRENCY="2",
                    FLOOR_MODE=name.split("-")[1] if "-" in name else "read")
-        servers.append(Server(name, name, "null", [str(BIN/"gunicorn"), "-c", "deploy/gunicorn.conf.py", "floorapp:app"], env, chunky_protocol, [], port=port))
+        servers.append(Server(name, name, "null", [str(BIN/"gunicorn"), "-c", "deploy/gunicorn.conf.py", (os.environ.get("FLOORAPP","floorapp") + ":app")], env, chunky_protocol, [], port=port))
     elif name.startswith("null-"):
         servers.append(setup.null(name[5:]))
     elif name == "tus":
@@ -40,7 +40,7 @@ helpers = [setup.worker()] if any(s.kind == "chunky" for s in servers) else []
 src = work / "src.bin"
 if not src.exists() or src.stat().st_size != size:
     src.write_bytes(os.urandom(size))
-res = {s.name: [] for s in servers}; lat = {}
+res = {s.name: [] for s in servers}; lat = {}; cpu = {}
 try:
     for s in helpers + servers:
         s.start(work / "logs")
@@ -64,12 +64,17 @@ try:
                 class R: pass
                 result = R(); result.mb_s = size / secs / 1e6; result.chunk_ms = [m for r in results for m in r.chunk_ms]
             else:
+                from bench.cpucost import cpu_seconds
+                u0, s0 = cpu_seconds(s.proc.pid)
                 result = upload(s.protocol(), str(src), size, chunk)
+                u1, s1 = cpu_seconds(s.proc.pid)
+                cpu.setdefault(s.name, []).append((u1 - u0 + s1 - s0) * (1 << 30) / size)
             res[s.name].append(result.mb_s); cm=sorted(result.chunk_ms); lat.setdefault(s.name,[]).append((statistics.mean(cm), cm[len(cm)//2], cm[int(len(cm)*.9)], cm[int(len(cm)*.99)], cm[-1], sum(x for x in cm if x>3*cm[len(cm)//2])/sum(cm)))
             if s.kind != "null": s.wipe()
     if spy: spy.send_signal(signal.SIGINT); spy.wait()
     for k,v in lat.items():
         print(k, 'mean/p50/p90/p99/max ms, share of time in >3x-median requests:', [tuple(round(x,2) for x in r) for r in v])
+    for k, v in cpu.items(): print(k, 'CPU-s/GiB', [round(x, 2) for x in v], 'median', round(statistics.median(v), 2))
     base = names[-1]
     for s in servers:
         ratios = [a / b for a, b in zip(res[s.name], res[base])]

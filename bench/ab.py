@@ -32,8 +32,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .__main__ import make_source
 from .client import upload
-from .cpucost import export_revision
+from .cpucost import at_revision
 from .servers import BENCH, Server, Setup, clean_redis
 from .workloads import parallel_uploads, wait_worker_ready
 
@@ -85,10 +86,7 @@ def build(setup: Setup, spec: str) -> Server:
     server = setup.chunky("gevent")
     server.name = server.label = spec
     if base.startswith("@"):
-        root = export_revision(base[1:])
-        server.env["PYTHONPATH"] = os.pathsep.join([str(root / "deploy"), str(root)])
-        server.args[2] = str(root / "deploy" / "gunicorn.conf.py")
-        server.cwd = root
+        at_revision(server, base[1:])
     server.env.update(a.split("=", 1) for a in assignments.split(";") if a)
     return server
 
@@ -122,11 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run(["rm", "-rf", str(work)], check=True)
     work.mkdir(parents=True)
     size, chunk = args.size_mib << 20, args.chunk_kib << 10
-    source = BENCH / ".work" / f"ab-source-{args.size_mib}M.bin"
-    if not source.exists() or source.stat().st_size != size:
-        with open(source, "wb") as f:
-            for _ in range(args.size_mib):
-                f.write(os.urandom(1 << 20))
+    source = make_source(BENCH / ".work" / f"ab-source-{args.size_mib}M.bin", size)
     setup = Setup(work)
     servers = {spec: build(setup, spec) for spec in args.servers}
     helpers = [setup.worker()] if any(s.kind == "chunky" for s in servers.values()) else []

@@ -98,16 +98,20 @@ def servers(
     if tus:  # the comparison of make bench, by CPU: @tus/server computes no checksum, never syncs
         out.append(setup.tus())
     for baseline in baselines:
-        root = export_revision(baseline)
         old = setup.chunky("gevent", sync_every=sync_every)
         old.name, old.label = f"chunky-gevent@{baseline}", f"gevent at {baseline}"
-        old.env["PYTHONPATH"] = os.pathsep.join(
-            [*([str(hide_hiredis())] if no_hiredis else []), str(root / "deploy"), str(root)]
-        )
-        old.args[2] = str(root / "deploy" / "gunicorn.conf.py")
-        old.cwd = root
+        at_revision(old, baseline, first=[str(hide_hiredis())] if no_hiredis else [])
         out.append(old)
     return out
+
+
+def at_revision(server: Server, ref: str, *, first: Sequence[str] = ()) -> None:
+    """Make a bundled-site server run git revision ``ref``'s code and gunicorn configuration;
+    ``first``: directories put before that code on its PYTHONPATH."""
+    root = export_revision(ref)
+    server.env["PYTHONPATH"] = os.pathsep.join([*first, str(root / "deploy"), str(root)])
+    server.args[2] = str(root / "deploy" / "gunicorn.conf.py")
+    server.cwd = root
 
 
 def measure(server: Server, source: str, size: int, chunk: int) -> dict:

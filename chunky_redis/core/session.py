@@ -17,6 +17,7 @@ from .checksums import ChunkDigest, ResumableHash, incremental_available
 from .context import SyncBehind, UploadContext
 from .http import ByteRange
 from .quotas import Quota
+from .storage import Block
 from .store import PROCESSING, Upload
 
 
@@ -74,9 +75,9 @@ class ChunkSession:
         )
         self._open = True
 
-    def _on_block(self) -> Callable[[bytes], None]:
+    def _on_block(self) -> Callable[[Block], None]:
         """What sees every block: the whole-file digests and the chunk's own."""
-        updates: list[Callable[[bytes], None]] = [
+        updates: list[Callable[[Block], None]] = [
             h.update for h in (self.hasher, *self.digest_hashers.values()) if h
         ]
         if self.chunk_hasher is not None:
@@ -86,7 +87,7 @@ class ChunkSession:
         if len(updates) == 1:
             return updates[0]
 
-        def update_all(block: bytes) -> None:
+        def update_all(block: Block) -> None:
             for update in updates:
                 update(block)
 
@@ -109,7 +110,7 @@ class ChunkSession:
     def upload_id(self) -> str:
         return self.upload.upload_id
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Block) -> None:
         self.writer.write(data)
 
     def _overflow(self) -> exc.ChunkyError:
@@ -276,7 +277,7 @@ class ChunkSession:
             self.context.store.release(self.upload_id, token)
 
 
-def _ignore(_: bytes) -> None:
+def _ignore(_: Block) -> None:
     pass
 
 

@@ -24,6 +24,7 @@ from django.http.multipartparser import MultiPartParser, MultiPartParserError
 from ..core.errors import ChunkyError, MissingChunk
 from ..core.http import CONTENT_DISPOSITION, clean_filename, filename_from_content_disposition
 from ..core.session import ChunkSession
+from .socket_body import block_reader
 
 MULTIPART = "multipart/form-data"
 JSON = "application/json"
@@ -66,7 +67,7 @@ def stream(
         return body
     if body.kind == "raw":
         remaining = body.length or 0
-        read = request.read
+        read = block_reader(request)
         while remaining > 0:
             try:
                 data = read(min(block_size, remaining))
@@ -247,9 +248,10 @@ def stream_prefix(request: HttpRequest, session: ChunkSession, length: int, bloc
     ``start_append(keep_partial=True)`` the session records the bytes that arrived.
     """
     remaining = length
+    read = block_reader(request)
     while remaining > 0:
         try:
-            data = request.read(min(block_size, remaining))
+            data = read(min(block_size, remaining))
         except (OSError, UnreadablePostError):
             break
         if not data:

@@ -98,7 +98,7 @@ def wires():
         wire.close()
 
 
-def read_all(read, block: int) -> list[bytes | bytearray]:
+def read_all(read, block: int) -> list[bytes]:
     blocks = []
     while data := read(block):
         blocks.append(data)
@@ -118,7 +118,6 @@ def test_the_body_comes_whole_and_the_next_request_stays_where_it_begins(wires, 
     blocks = read_all(read, 1024)
     assert b"".join(blocks) == body
     assert [len(b) for b in blocks] == [1024, 1024, 1024, 1024, 904]
-    assert all(type(b) is bytearray for b in blocks)  # recv_into's buffers, not copies
     assert wire.reader.length == 0
     assert wire.what_gunicorn_reads_next() == b"|" + NEXT
 
@@ -148,7 +147,6 @@ def test_a_body_cut_short_returns_what_came_then_nothing(wires):
     read = block_reader(wire.request())
     blocks = read_all(read, 4096)
     assert b"".join(blocks) == body[:3000]
-    assert [type(b) for b in blocks] == [bytes]  # the short block, trimmed
 
 
 def test_a_socket_error_marks_the_body_failed_so_the_connection_is_not_reused(wires):
@@ -159,7 +157,7 @@ def test_a_socket_error_marks_the_body_failed_so_the_connection_is_not_reused(wi
     def reset(*args):
         raise ConnectionResetError("reset by peer")
 
-    direct.recv_into = reset
+    direct.recv = reset
     assert not wire.body.failed
     with pytest.raises(ConnectionResetError):
         read(4096)

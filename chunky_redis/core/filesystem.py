@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from .checksums import file_hexdigest
 from .errors import ChunkFileMissing, ChunkyError, StorageError
-from .storage import Block, ChunkStorage, FinalTarget
+from .storage import ChunkStorage, FinalTarget
 
 SUFFIX = ".part"
 
@@ -141,7 +141,7 @@ class FileSystemChunkStorage(ChunkStorage):
         create: bool,
         start: int,
         limit: int | None,
-        on_block: Callable[[Block], None],
+        on_block: Callable[[bytes], None],
         heartbeat: Callable[[], None] | None = None,
         overflow: Callable[[], ChunkyError],
     ) -> ChunkWriter:
@@ -312,7 +312,7 @@ class ChunkWriter:
         *,
         start: int,
         limit: int | None,
-        on_block: Callable[[Block], None],
+        on_block: Callable[[bytes], None],
         heartbeat: Callable[[], None] | None,
         overflow: Callable[[], ChunkyError],
         fsync: bool,
@@ -331,7 +331,7 @@ class ChunkWriter:
     def written(self) -> int:
         return self.position - self.start
 
-    def write(self, data: Block) -> None:
+    def write(self, data: bytes) -> None:
         if not data:
             return
         if self.limit is not None and self.written + len(data) > self.limit:
@@ -349,7 +349,7 @@ class ChunkWriter:
             # to receive meanwhile, so a hand-off would only add its wake-ups to the request.
             self._store(data, position, False)
 
-    def _store(self, data: Block, position: int, start_writeback: bool) -> None:
+    def _store(self, data: bytes, position: int, start_writeback: bool) -> None:
         """Write ``data`` at ``position``, then feed it to ``on_block``; with ``start_writeback``,
         the block's writeback starts first (it goes on meanwhile)."""
         view = memoryview(data)

@@ -45,7 +45,7 @@ from .errors import ChunkFileMissing, ChunkyError, StorageError, TooLarge
 from .s3bucket import BucketObjects, Readable, error_code, raise_storage_error, s3_errors
 from .s3parts import MultipartUpload
 from .s3writer import S3ChunkWriter
-from .storage import Block, ChunkStorage, FinalTarget
+from .storage import ChunkStorage, FinalTarget
 
 logger = logging.getLogger("chunky_redis")
 
@@ -130,7 +130,7 @@ class S3ChunkStorage(BucketObjects, ChunkStorage):
         create: bool,
         start: int,
         limit: int | None,
-        on_block: Callable[[Block], None],
+        on_block: Callable[[bytes], None],
         heartbeat: Callable[[], None] | None = None,
         overflow: Callable[[], ChunkyError],
     ) -> S3ChunkWriter:

@@ -11,7 +11,6 @@ from typing import Protocol
 from . import s3parts
 from .errors import ChunkyError, TooLarge
 from .s3parts import MultipartUpload
-from .storage import Block
 
 
 class PartStore(Protocol):
@@ -45,7 +44,7 @@ class S3ChunkWriter:
         *,
         start: int,
         limit: int | None,
-        on_block: Callable[[Block], None],
+        on_block: Callable[[bytes], None],
         heartbeat: Callable[[], None] | None,
         overflow: Callable[[], ChunkyError],
     ):
@@ -65,7 +64,7 @@ class S3ChunkWriter:
     def written(self) -> int:
         return self.position - self.start
 
-    def write(self, data: Block) -> None:
+    def write(self, data: bytes) -> None:
         if not data:
             return
         if self.limit is not None and self.written + len(data) > self.limit:

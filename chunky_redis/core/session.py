@@ -17,7 +17,6 @@ from .checksums import ChunkDigest, ResumableHash, incremental_available
 from .context import SyncBehind, UploadContext
 from .http import ByteRange
 from .quotas import Quota
-from .storage import Block
 from .store import PROCESSING, Upload
 
 
@@ -75,9 +74,9 @@ class ChunkSession:
         )
         self._open = True
 
-    def _on_block(self) -> Callable[[Block], None]:
+    def _on_block(self) -> Callable[[bytes], None]:
         """What sees every block: the whole-file digests and the chunk's own."""
-        updates: list[Callable[[Block], None]] = [
+        updates: list[Callable[[bytes], None]] = [
             h.update for h in (self.hasher, *self.digest_hashers.values()) if h
         ]
         if self.chunk_hasher is not None:
@@ -87,7 +86,7 @@ class ChunkSession:
         if len(updates) == 1:
             return updates[0]
 
-        def update_all(block: Block) -> None:
+        def update_all(block: bytes) -> None:
             for update in updates:
                 update(block)
 
@@ -110,7 +109,7 @@ class ChunkSession:
     def upload_id(self) -> str:
         return self.upload.upload_id
 
-    def write(self, data: Block) -> None:
+    def write(self, data: bytes) -> None:
         self.writer.write(data)
 
     def _overflow(self) -> exc.ChunkyError:
@@ -277,7 +276,7 @@ class ChunkSession:
             self.context.store.release(self.upload_id, token)
 
 
-def _ignore(_: Block) -> None:
+def _ignore(_: bytes) -> None:
     pass
 
 

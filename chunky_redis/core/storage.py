@@ -12,10 +12,6 @@ from typing import BinaryIO, Protocol
 
 from .errors import ChunkyError
 
-# A block of a chunk as the request read it. Whoever hands one over never changes it afterwards
-# (a writer may keep it, or hash it on another thread).
-Block = bytes | bytearray
-
 
 class ChunkWriterProtocol(Protocol):
     """One chunk being written at consecutive offsets from its start."""
@@ -23,7 +19,7 @@ class ChunkWriterProtocol(Protocol):
     @property
     def written(self) -> int: ...
 
-    def write(self, data: Block) -> None: ...
+    def write(self, data: bytes) -> None: ...
 
     def close(self, *, sync: bool = True) -> None: ...
 
@@ -57,7 +53,7 @@ class ChunkStorage(ABC):
         create: bool,
         start: int,
         limit: int | None,
-        on_block: Callable[[Block], None],
+        on_block: Callable[[bytes], None],
         heartbeat: Callable[[], None] | None = None,
         overflow: Callable[[], ChunkyError],
     ) -> ChunkWriterProtocol:

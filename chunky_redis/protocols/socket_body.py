@@ -3,9 +3,11 @@
 gunicorn's ``wsgi.input`` passes a body through the buffers of three readers (the socket's, the
 length reader's and the body's), and each byte is copied three or four times on its way. On a
 2-core machine those copies cost as much as a third of the md5 that the chunk needs anyway. Under
-gunicorn, for a body of known length that nothing has started to read, ``block_reader()`` reads
-each block with ``recv_into`` into the buffer that is then written and hashed: the kernel's copy
-is the only one.
+gunicorn, for a body of known length that nothing has started to read, ``block_reader()`` receives
+each block from the socket itself: a block that arrives in one ``recv`` is the very object that is
+written and hashed, and one that arrives in pieces is joined once. Reading 256 MiB in 1 MiB
+blocks takes some 0.4 of the CPU that ``wsgi.input`` takes. As with gunicorn's reader, a block's
+memory is what has arrived of it: a client that trickles its body holds no empty block.
 
 It keeps gunicorn's own state true at every step, so that nothing is lost or misplaced when a
 request stops reading half-way (an error, a lost lock):
@@ -30,14 +32,11 @@ from typing import Any
 
 from django.http import HttpRequest
 
-BlockReader = Callable[[int], "bytes | bytearray"]
+BlockReader = Callable[[int], bytes]
 
 
 def block_reader(request: HttpRequest) -> BlockReader:
-    """A function returning up to ``size`` more bytes of the body (b"" at its end).
-
-    A block that is not cut short is a new ``bytearray`` that nothing changes afterwards.
-    """
+    """A function returning up to ``size`` more bytes of the body (b"" at its end)."""
     direct = _gunicorn_body(request)
     return direct.read if direct is not None else request.read
 
@@ -57,7 +56,7 @@ def _gunicorn_body(request: HttpRequest) -> _GunicornBody | None:
     unreader = reader.unreader
     sock = getattr(unreader, "sock", None)
     if not (
-        hasattr(sock, "recv_into")
+        hasattr(sock, "recv")
         and hasattr(unreader, "take_buffered")
         and hasattr(unreader, "unread")
         and wsgi_input.buf.tell() == 0  # the body's own buffer holds nothing read ahead
@@ -71,39 +70,37 @@ class _GunicornBody:
         self.body = body
         self.reader = reader
         self.unreader = unreader
-        self.recv_into = sock.recv_into
+        self.recv = sock.recv
 
-    def read(self, size: int) -> bytes | bytearray:
+    def read(self, size: int) -> bytes:
         reader = self.reader
         size = min(size, reader.length)
         if size <= 0:
             return b""
-        block = bytearray(size)
-        view = memoryview(block)
-        got = self._take_buffered(view)
+        pieces: list[bytes] = []
+        held = self._take_buffered(size)
+        if held:
+            pieces.append(held)
+        got = len(held)
         try:
             while got < size:
-                n = self.recv_into(view[got:])
-                if not n:
+                piece = self.recv(size - got)
+                if not piece:
                     break  # the client went away: a short body
-                got += n
-                reader.length -= n
+                reader.length -= len(piece)
+                pieces.append(piece)
+                got += len(piece)
         except BaseException:
             # Where the next request starts is unknown now: gunicorn must not reuse the connection.
             self.body.failed = True
             raise
-        finally:
-            view.release()
-        return block if got == size else bytes(block[:got])
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    def _take_buffered(self, view: memoryview) -> int:
-        """Copy into ``view`` what gunicorn already received of the body; put back the rest."""
-        held = self.unreader.take_buffered()
-        if not held:
-            return 0
-        take = min(len(held), len(view))
-        view[:take] = held[:take]
-        if take < len(held):
-            self.unreader.unread(held[take:])
-        self.reader.length -= take
-        return take
+    def _take_buffered(self, size: int) -> bytes:
+        """Up to ``size`` bytes of what gunicorn already received of the body; the rest goes back."""
+        held: bytes = self.unreader.take_buffered()
+        if len(held) > size:
+            self.unreader.unread(held[size:])
+            held = held[:size]
+        self.reader.length -= len(held)
+        return held

@@ -5,7 +5,8 @@ benchmark's own WSGI module, so the service as deployed pays nothing for them. O
 worker, one client at a time: the totals between two reads of ``/__breakdown__`` belong to the
 chunk requests of that stretch. Each part is wall time where it runs:
 
-- read: ``request.read()`` (the body from gunicorn, socket included);
+- read: the body from gunicorn, socket included: ``socket_body``'s reader under gunicorn, and
+  ``request.read()`` where that does not apply;
 - hash: ``ResumableHash.update`` (the checksum state);
 - write: ``ChunkWriter._store`` less the hash inside it (pwrite, sync_file_range for large blocks);
 - sync: ``os.fdatasync``, wherever it runs (at ``close()``, or in a background window sync);
@@ -37,6 +38,7 @@ from django.core.handlers.wsgi import WSGIRequest
 
 from chunky_redis.core import checksums, filesystem
 from chunky_redis.core.direct_scripts import DirectScript
+from chunky_redis.protocols import socket_body
 
 PARTS = ("read", "hash", "write", "sync", "redis", "helper_wait", "sync_wait", "inline", "total")
 _totals = dict.fromkeys(PARTS, 0.0)
@@ -99,6 +101,7 @@ filesystem.ChunkWriter._wait_pending = _timed(  # type: ignore[method-assign]
 os.fdatasync = _timed("sync", os.fdatasync)
 filesystem._off_hub = _timed("sync_wait", filesystem._off_hub, in_request=True)
 WSGIRequest.read = _timed("read", WSGIRequest.read)  # type: ignore[method-assign]
+socket_body._GunicornBody.read = _timed("read", socket_body._GunicornBody.read)  # type: ignore[method-assign]
 redis.Redis.execute_command = _timed(  # type: ignore[method-assign]
     "redis", redis.Redis.execute_command, outermost=True
 )

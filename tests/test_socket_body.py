@@ -15,9 +15,11 @@ import json
 import os
 import socket
 import threading
+import time
 
 import pytest
 import redis
+import requests
 from django.core.handlers.wsgi import WSGIRequest
 from gunicorn.http.body import Body, EOFReader, LengthReader
 from gunicorn.http.unreader import IterUnreader, SocketUnreader
@@ -275,3 +277,58 @@ def answers(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
         found.append((int(lines[0].split()[1]), buf[:length]))
         buf = buf[length:]
     return found
+
+
+@pytest.mark.live
+def test_trickling_bodies_hold_only_what_has_arrived(tmp_path):
+    """A client that trickles a large body costs the worker the bytes it sent, not a block: 100
+    connections each declaring 8 MiB and sending about 1 KB add well under 256 KiB each to the
+    worker's resident memory (with a block allocated up front it would be 1 MiB each)."""
+    site = SiteProcess(live_env(tmp_path), workers=1).start()
+    conns: list[socket.socket] = []
+    try:
+        total = 16 + (8 << 20)
+        ids = []
+        for _ in range(100):
+            response = requests.put(
+                site.url + "/upload/",
+                data=b"x" * 16,
+                headers={"Content-Range": f"bytes 0-15/{total}"},
+                timeout=30,
+            )
+            assert response.status_code == 200, response.text
+            ids.append(response.json()["upload_id"])
+        before = resident_kib(site.proc.pid)
+        for upload_id in ids:
+            conn = socket.create_connection(("127.0.0.1", site.port), timeout=30)
+            conn.sendall(
+                (
+                    f"PUT /upload/{upload_id}/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    f"Content-Range: bytes 16-{total - 1}/{total}\r\n"
+                    f"Content-Type: application/octet-stream\r\nContent-Length: {total - 16}\r\n\r\n"
+                ).encode()
+                + os.urandom(1000)
+            )
+            conns.append(conn)
+        for _ in range(3):
+            time.sleep(1)
+            for conn in conns:
+                conn.sendall(b"y")
+        assert requests.get(site.url + "/healthz", timeout=30).status_code == 200
+        grown = resident_kib(site.proc.pid) - before
+        assert grown / len(conns) < 256, f"{grown / len(conns):.0f} KiB per trickling connection"
+    finally:
+        for conn in conns:
+            conn.close()
+        site.stop()
+
+
+def resident_kib(master: int) -> int:
+    """VmRSS of gunicorn's master and its workers, in KiB."""
+    with open(f"/proc/{master}/task/{master}/children") as f:
+        pids = [master, *(int(pid) for pid in f.read().split())]
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/status") as f:
+            total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return total

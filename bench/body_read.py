@@ -5,9 +5,11 @@
 A child process sends the body down a socket pair; this process reads it in blocks through
 gunicorn's own reader classes, either as Django does (``request.read``, which goes through
 ``wsgi.input``) or with ``chunky_redis.protocols.socket_body.block_reader``. The order alternates
-each round. The figure is the CPU (user + system) of the read calls per GiB, with each round's ratio of
-the direct reader to ``wsgi.input``; every body read is checked against the md5 of what was sent.
-No network, no disk, no hashing of our own: only the cost of getting the bytes to the application.
+each round. The figure is the CPU (user + system) of the read calls alone per GiB, with each
+round's ratio of the direct reader to ``wsgi.input``; every block read is compared with the bytes
+sent. Each comparison runs twice: with nothing else between the reads, and with each block
+md5-hashed between them, as the service does (the socket then fills up meanwhile). No network,
+no disk: only the cost of getting the bytes to the application.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import tasks  # noqa: F401  (the bundled Celery app, configured from tests.setti
 from chunky_redis import runtime
 from tests.support import markers
 from tests.support.markers import pytest_runtest_logfinish, pytest_runtest_setup  # noqa: F401
-from tests.support.processes import LIVE_PREFIXES, REAL_REDIS_URL
+from tests.support.processes import LIVE_PREFIXES, REAL_REDIS_URL, require_real_redis
 
 markers.install()  # a test that starts a process must be marked live (make test-fast)
 
@@ -58,8 +58,8 @@ def _real_redis_available() -> bool:
 
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> str:
-    if request.param == "redis" and not _real_redis_available():
-        pytest.fail(f"the real Redis at {REAL_REDIS_URL} does not answer (make test starts it)")
+    if request.param == "redis":
+        require_real_redis()
     return request.param
 
 

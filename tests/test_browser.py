@@ -15,16 +15,15 @@ import re
 from pathlib import Path
 
 import pytest
-import redis
 import requests
 
 from tests.support.processes import (
-    REAL_REDIS_URL,
     REPO,
     SiteProcess,
     WorkerProcess,
     completed_signals,
     live_env,
+    require_real_redis,
     wait_for,
 )
 
@@ -65,10 +64,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    try:
-        redis.Redis.from_url(REAL_REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        pytest.fail(f"the real Redis at {REAL_REDIS_URL} does not answer (make test starts it)")
+    require_real_redis()
     env = live_env(tmp_path_factory.mktemp("browser"), CHUNKY_MAX_BYTES=str(MAX_BYTES))
     with SiteProcess(env, workers=2) as site, WorkerProcess(env):
         yield site, env

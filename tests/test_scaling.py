@@ -23,16 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import redis
 import requests
 
 from tests.support.api import LiveApi
 from tests.support.processes import (
-    REAL_REDIS_URL,
     SiteProcess,
     WorkerProcess,
     live_env,
     read_signals,
+    require_real_redis,
     wait_for,
 )
 from tests.test_concurrency import race, send_in_two_halves
@@ -45,10 +44,7 @@ _PUT_LINE = re.compile(r'"PUT /upload/(?:([0-9a-f]{32})/)? HTTP/1\.1" 200 ')
 
 @pytest.fixture
 def env(tmp_path):
-    try:
-        redis.Redis.from_url(REAL_REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        pytest.fail(f"the real Redis at {REAL_REDIS_URL} does not answer (make test starts it)")
+    require_real_redis()
     # (tests/conftest.py deletes the keys of every live_env() at the end of the session)
     return live_env(tmp_path, GUNICORN_ACCESSLOG="-")
 

@@ -26,10 +26,15 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 import requests
 
-from tests.support.processes import REAL_REDIS_URL, SiteProcess, WorkerProcess, live_env, wait_for
+from tests.support.processes import (
+    SiteProcess,
+    WorkerProcess,
+    live_env,
+    require_real_redis,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
@@ -42,10 +47,7 @@ MiB = 1 << 20
 
 @pytest.fixture
 def env(tmp_path):
-    try:
-        redis.Redis.from_url(REAL_REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        pytest.fail(f"the real Redis at {REAL_REDIS_URL} does not answer (make test starts it)")
+    require_real_redis()
     return live_env(tmp_path)
 
 

@@ -18,14 +18,13 @@ import threading
 import time
 
 import pytest
-import redis
 import requests
 from django.core.handlers.wsgi import WSGIRequest
 from gunicorn.http.body import Body, EOFReader, LengthReader
 from gunicorn.http.unreader import IterUnreader, SocketUnreader
 
 from chunky_redis.protocols.socket_body import block_reader
-from tests.support.processes import REAL_REDIS_URL, SiteProcess, live_env
+from tests.support.processes import SiteProcess, live_env, require_real_redis
 
 NEXT = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -212,10 +211,7 @@ def test_other_bodies_are_read_through_request_read(wires):
 def test_pipelined_requests_on_one_connection_to_the_deployed_site(tmp_path):
     """A chunk, a refused chunk whose body is left unread, and a status read, sent in one go on
     one keep-alive connection: each answer is the right one, and the upload holds the chunk."""
-    try:
-        redis.Redis.from_url(REAL_REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        pytest.fail(f"the real Redis at {REAL_REDIS_URL} does not answer (make test starts it)")
+    require_real_redis()
     site = SiteProcess(live_env(tmp_path), workers=1).start()
     try:
         data = os.urandom(3 << 20)
@@ -284,6 +280,7 @@ def test_trickling_bodies_hold_only_what_has_arrived(tmp_path):
     """A client that trickles a large body costs the worker the bytes it sent, not a block: 100
     connections each declaring 8 MiB and sending about 1 KB add well under 256 KiB each to the
     worker's resident memory (with a block allocated up front it would be 1 MiB each)."""
+    require_real_redis()
     site = SiteProcess(live_env(tmp_path), workers=1).start()
     conns: list[socket.socket] = []
     try:

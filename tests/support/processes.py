@@ -17,6 +17,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+import redis
 import requests
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,6 +49,14 @@ def free_port() -> int:
                 _HANDED_OUT.add(port)
             return s.getsockname()[1]
     raise RuntimeError(f"no free port in CHUNKY_TEST_PORTS={os.environ['CHUNKY_TEST_PORTS']}")
+
+
+def require_real_redis() -> None:
+    """Fail the test (not skip it) when the real Redis does not answer."""
+    try:
+        redis.Redis.from_url(REAL_REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        pytest.fail(f"the real Redis at {REAL_REDIS_URL} does not answer (make test starts it)")
 
 
 def live_env(

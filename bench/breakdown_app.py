@@ -8,18 +8,17 @@ chunk requests of that stretch. Each part is wall time where it runs:
 - read: the body from gunicorn, socket included: ``socket_body``'s reader under gunicorn, and
   ``request.read()`` where that does not apply;
 - hash: ``ResumableHash.update`` (the checksum state);
-- write: ``ChunkWriter._store`` less the hash inside it (pwrite, sync_file_range for large blocks);
+- write: ``ChunkWriter._write_block`` (pwrite, sync_file_range for large blocks), wherever it runs;
 - sync: ``os.fdatasync``, wherever it runs (at ``close()``, or in a background window sync);
 - sync wait: the request waiting for the ``fdatasync`` at ``close()`` (``_off_hub``, on the
   request's own thread only: deferred durability's window syncs run in the background, after the
   answer, and count under sync alone);
 - redis: redis-py's ``execute_command`` and ``Pipeline.execute``, and the chunk scripts sent
   straight down a connection (``DirectScript.direct``): round trips and scripts;
-- inline: write and hash of the blocks that run on the request's own thread (under 256 KiB, and
-  the block that completes a chunk);
-- helper wait: the request waiting for a block still being written and hashed on the helper
-  thread (blocks of 256 KiB and more with more of the chunk after them; there hash and write
-  overlap the next read);
+- inline: writes and hashes that run on the request's own thread (blocks under 256 KiB, and
+  the block that completes a chunk: its hash, and its write unless that went to the pool);
+- helper wait: the request waiting for the pool's jobs of a block (its write and its hash, side
+  by side or one after the other: ``ChunkWriter``), which overlap the next read;
 - total: the WSGI call, from Django's handler to the end of the response body.
 """
 
@@ -53,9 +52,15 @@ def _add(part: str, seconds: float) -> None:
 
 
 def _timed(
-    part: str, func: Callable[..., Any], *, outermost: bool = False, in_request: bool = False
+    part: str,
+    func: Callable[..., Any],
+    *,
+    outermost: bool = False,
+    in_request: bool = False,
+    inline: bool = False,
 ) -> Callable[..., Any]:
-    """Time ``func`` under ``part``; with ``in_request``, only on a request's own thread."""
+    """Time ``func`` under ``part``; with ``in_request``, only on a request's own thread; with
+    ``inline``, also under inline when it runs on a request's own thread."""
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         depth = getattr(_local, part, 0)
@@ -68,33 +73,21 @@ def _timed(
         finally:
             elapsed = time.perf_counter() - started
             setattr(_local, part, depth)
-            if not in_request or getattr(_local, "in_request", False):
+            on_request = getattr(_local, "in_request", False)
+            if not in_request or on_request:
                 _add(part, elapsed)
-            if part == "hash":
-                _local.hash_inside = getattr(_local, "hash_inside", 0.0) + elapsed
-
-    return wrapper
-
-
-def _store(func: Callable[..., None]) -> Callable[..., None]:
-    """``ChunkWriter._store`` writes a block and then hashes it: write is the rest."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        _local.hash_inside = 0.0
-        started = time.perf_counter()
-        try:
-            func(*args, **kwargs)
-        finally:
-            elapsed = time.perf_counter() - started
-            _add("write", elapsed - _local.hash_inside)
-            if getattr(_local, "in_request", False):  # a small block: on the request's thread
+            if inline and on_request:
                 _add("inline", elapsed)
 
     return wrapper
 
 
-checksums.ResumableHash.update = _timed("hash", checksums.ResumableHash.update)  # type: ignore[method-assign]
-filesystem.ChunkWriter._store = _store(filesystem.ChunkWriter._store)  # type: ignore[method-assign]
+checksums.ResumableHash.update = _timed(  # type: ignore[method-assign]
+    "hash", checksums.ResumableHash.update, inline=True
+)
+filesystem.ChunkWriter._write_block = _timed(  # type: ignore[method-assign]
+    "write", filesystem.ChunkWriter._write_block, inline=True
+)
 filesystem.ChunkWriter._wait_pending = _timed(  # type: ignore[method-assign]
     "helper_wait", filesystem.ChunkWriter._wait_pending
 )

@@ -1,9 +1,10 @@
-"""The chunk writer on its own: large blocks with more of the chunk to come go to the file and the
-hash on a helper thread, one at a time, in order; an error there reaches the request, and the file
-stays open until the helper is done with it."""
+"""The chunk writer on its own: large blocks go to the file and the hash on the helper pool (as two
+jobs side by side when no other chunk has a block there), one block at a time and in order; an
+error there reaches the request, and the file stays open until every job is done with it."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import threading
@@ -120,6 +121,53 @@ def test_close_waits_for_the_block_still_being_written(tmp_path):
     assert os.path.getsize(storage.path("u1")) == OVERLAP_MIN_BLOCK
 
 
+def test_a_block_handed_off_is_written_and_hashed_side_by_side(tmp_path, monkeypatch, pool):
+    """Its write and its hash run at once: the md5 of one stream cannot be split, so the write
+    must not wait for it, nor it for the write. Here the block's write cannot end before its
+    hash has begun; done one after the other, it never would."""
+    hash_began = threading.Event()
+    real_pwrite = os.pwrite
+
+    def pwrite(fd, data, offset):
+        if offset == 0 and not hash_began.wait(5):
+            raise OSError(5, "the hash did not begin while the block was being written")
+        return real_pwrite(fd, data, offset)
+
+    def on_block(data: bytes) -> None:
+        hash_began.set()
+
+    monkeypatch.setattr(filesystem.os, "pwrite", pwrite)
+    storage, writer = _writer(tmp_path, on_block)
+    blocks = [b"h" * OVERLAP_MIN_BLOCK, b"i" * 10]
+    for block in blocks:
+        writer.write(block)
+    writer.close()
+    with open(storage.path("u1"), "rb") as f:
+        assert f.read() == b"".join(blocks)
+
+
+def test_a_failed_write_waits_for_the_hash_of_its_block(tmp_path, monkeypatch, pool):
+    """Both jobs are over before the error is raised and the file is closed: the write's
+    error comes first, while the hash of the same block is still running."""
+    hashed = threading.Event()
+
+    def slow_hash(data: bytes) -> None:
+        time.sleep(0.2)
+        hashed.set()
+
+    def full_disk(fd, data, offset):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(filesystem.os, "pwrite", full_disk)
+    storage, writer = _writer(tmp_path, slow_hash)
+    writer.write(b"j" * OVERLAP_MIN_BLOCK)
+    with pytest.raises(StorageError, match="No space left"):
+        writer.close()
+    assert hashed.is_set()
+    with pytest.raises(OSError):
+        os.fstat(writer.fd)  # closed, once the hash was over
+
+
 def test_a_block_over_the_limit_is_refused_before_any_byte_of_it(tmp_path):
     storage, writer = _writer(tmp_path, lambda data: None, limit=OVERLAP_MIN_BLOCK + 1)
     writer.write(b"d" * OVERLAP_MIN_BLOCK)
@@ -152,34 +200,73 @@ def test_one_sync_after_the_last_write(tmp_path, monkeypatch, limit, pool):
     assert size_at_sync == [2 * OVERLAP_MIN_BLOCK]
 
 
+W, H, S = "_write_block", "update", "_store"  # a block's write, its hash, or both in one job
+
+
 @pytest.mark.parametrize(
-    ("limit", "blocks", "handed_off"),
+    ("limit", "blocks", "alone", "busy"),
     [
-        (OVERLAP_MIN_BLOCK, 1, 0),  # a one-block chunk (256 KiB, 1 MiB): no hand-off at all
-        (2 * OVERLAP_MIN_BLOCK, 2, 1),  # the block that completes the chunk stays inline
-        (None, 2, 2),  # no announced length: any block may have more after it
+        # a one-block chunk (256 KiB, 1 MiB): nothing to overlap, no hand-off at all
+        (OVERLAP_MIN_BLOCK, 1, [], []),
+        # the block that completes the chunk stays on the request's thread
+        (2 * OVERLAP_MIN_BLOCK, 2, [W, H], [S]),
+        # no announced length: any block may have more after it
+        (None, 2, [W, H, W, H], [S, S]),
     ],
 )
-def test_only_a_large_block_with_more_to_come_goes_to_the_helper(
-    tmp_path, monkeypatch, limit, blocks, handed_off
-):
-    """A hand-off pays only while the request receives the next block meanwhile; for the last
-    one it would only add its wake-ups (docs/performance.md)."""
-    handed: list[int] = []
+@pytest.mark.parametrize("others", ["alone", "busy"])
+def test_what_goes_to_the_pool(tmp_path, monkeypatch, limit, blocks, alone, busy, others):
+    """A writer alone on the pool splits a block into a write and a hash side by side; with
+    another chunk's block there, one job does both. The last block stays on the request's
+    thread, where a hand-off would only add its wake-ups (docs/performance.md)."""
+    handed: list[str] = []
     real_submit = filesystem._submit
 
     def submit(func, data, *args):
-        handed.append(len(data))
+        assert len(data) == OVERLAP_MIN_BLOCK
+        handed.append(func.__name__)
         return real_submit(func, data, *args)
 
     monkeypatch.setattr(filesystem, "_submit", submit)
+    if others == "busy":  # another upload's writer, with a block on the pool until it goes on
+        other = FileSystemChunkStorage(str(tmp_path / "other"), fsync=False).writer(
+            "u2", create=True, start=0, limit=None, on_block=lambda data: None, overflow=None
+        )
+        other.write(b"o" * OVERLAP_MIN_BLOCK)
+        handed.clear()
     md5 = hashlib.md5()
     storage, writer = _writer(tmp_path, md5.update, limit=limit)
     data = [os.urandom(OVERLAP_MIN_BLOCK) for _ in range(blocks)]
     for block in data:
         writer.write(block)
     writer.close()
-    assert handed == [OVERLAP_MIN_BLOCK] * handed_off
+    if others == "busy":
+        other.close()
+    assert handed == (alone if others == "alone" else busy)
     assert md5.hexdigest() == hashlib.md5(b"".join(data)).hexdigest()
     with open(storage.path("u1"), "rb") as f:
         assert f.read() == b"".join(data)
+    assert not filesystem._on_pool  # every writer left the pool at close()
+
+
+def test_a_writer_dropped_without_closing_leaves_the_pool(tmp_path):
+    storage, writer = _writer(tmp_path, lambda data: None)
+    writer.write(b"p" * OVERLAP_MIN_BLOCK)
+    assert writer in filesystem._on_pool
+    for job in writer._pending:  # over, but never waited for by the writer
+        job.result()
+    fd = writer.fd
+    del writer
+    gc.collect()
+    os.close(fd)
+    assert not filesystem._on_pool
+
+
+def test_a_writer_leaves_the_pool_once_its_block_is_done(tmp_path, pool):
+    """Between blocks, while it receives the next one, a writer no longer counts as busy."""
+    storage, writer = _writer(tmp_path, lambda data: None)
+    writer.write(b"q" * OVERLAP_MIN_BLOCK)
+    assert writer in filesystem._on_pool
+    writer.write(b"r")  # waits for the block's jobs
+    assert writer not in filesystem._on_pool
+    writer.close()

@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -26,9 +27,9 @@ from .storage import ChunkStorage, FinalTarget
 
 SUFFIX = ".part"
 
-# Blocks at least this large are written and hashed on a helper thread while the
-# request thread receives the next one (the hash and the syscalls release the
-# GIL); smaller ones are handled inline, where a hand-off would cost more.
+# Blocks at least this large are written and hashed on helper threads while the request
+# thread receives the next one (the hash and the syscalls release the GIL); smaller ones
+# are handled inline, where a hand-off would cost more (ChunkWriter).
 OVERLAP_MIN_BLOCK = 256 * 1024
 _SYNC_FILE_RANGE_WRITE = 2
 T = TypeVar("T")
@@ -51,6 +52,9 @@ logger = logging.getLogger("chunky_redis")
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = 0
 _pool_lock = threading.Lock()
+# The chunk writers of this process with a block on the pool (weakly: a writer dropped without
+# close() leaves it). Only a writer alone there splits a block into two jobs.
+_on_pool: weakref.WeakSet[ChunkWriter] = weakref.WeakSet()
 
 
 def _gevent_patched() -> bool:
@@ -291,19 +295,27 @@ class ChunkWriter:
     ``heartbeat`` runs before each write, so that a writer that has lost its
     lock stops before it can touch the file again.
 
-    A large block that more of the chunk follows is written, and then fed to
-    ``on_block``, on a helper thread (one hand-off per block: under gevent each
-    costs a hub round trip, and separate jobs for the write and the hash
-    measured more CPU per GiB), one block at a time and in order, while the
-    caller receives the next block; the next ``write()`` and ``close()`` wait
-    for it, so the file and the hash are complete when ``close()`` returns (a
-    block handed to ``write()`` must therefore not be changed afterwards).
+    A block of ``OVERLAP_MIN_BLOCK`` or more with more of the chunk after it
+    goes to the helper pool, so that the caller receives the next block
+    meanwhile (the next ``write()`` and ``close()`` wait for its jobs: blocks
+    reach the hash in order, one block is in flight at a time, and the file and
+    the hash are complete when ``close()`` returns; a block handed to
+    ``write()`` must therefore not be changed afterwards). When no other chunk
+    of this process has a block on the pool, the block's write and its hash are
+    two jobs that run side by side: the md5 is one stream and cannot be split,
+    and written one after the other, each block's write was on the critical
+    path beside it (2 ms a MiB where the page cache is slow to grow;
+    docs/performance.md). When another one has, the cores are busy and a
+    second job would add switches, not speed: one job writes the block, then
+    hashes it. With ``fsync``, the writeback of a block handed off starts as
+    soon as it is written (sync_file_range), so the fdatasync at ``close()``
+    only waits for the tail.
+
     Small blocks, and the block that fills the chunk's announced length, are
-    written and hashed inline: there is no next block to receive meanwhile, so
-    a hand-off would only add its wake-ups to the request (a 256 KiB or 1 MiB
-    chunk is one block). With ``fsync``, the writeback of each block handed off
-    starts as soon as it is written (sync_file_range), so the fdatasync at
-    ``close()`` only waits for the tail.
+    written and hashed on this thread: there is no next block to receive
+    meanwhile, so a hand-off would only add its wake-ups to the request (a
+    256 KiB or 1 MiB chunk is one block; its write beside its hash measured
+    nothing either).
     """
 
     def __init__(
@@ -325,7 +337,7 @@ class ChunkWriter:
         self.heartbeat = heartbeat
         self.overflow = overflow
         self.fsync = fsync
-        self._pending: Future[None | _Failed] | None = None
+        self._pending: list[Future[None | _Failed]] = []  # the jobs of the block handed off
 
     @property
     def written(self) -> int:
@@ -340,18 +352,28 @@ class ChunkWriter:
             self.heartbeat()
         self._wait_pending()  # blocks go to the file, and to the hash, in order
         position, self.position = self.position, self.position + len(data)
-        if len(data) >= OVERLAP_MIN_BLOCK and self.written != self.limit:
-            # One hand-off per block: written, its writeback started and hashed on the pool
-            # while this thread receives the next block.
-            self._pending = _submit(self._store, data, position, self.fsync)
-        else:
+        if len(data) < OVERLAP_MIN_BLOCK or self.written == self.limit:
             # A small block, or the one that fills the chunk's announced length: no next block
             # to receive meanwhile, so a hand-off would only add its wake-ups to the request.
             self._store(data, position, False)
+        elif not _on_pool:  # alone on the pool: its write beside its hash
+            _on_pool.add(self)
+            self._pending = [
+                _submit(self._write_block, data, position, self.fsync),
+                _submit(self.on_block, data),
+            ]
+        else:  # the cores are busy: one job, the write then the hash
+            _on_pool.add(self)
+            self._pending = [_submit(self._store, data, position, self.fsync)]
 
     def _store(self, data: bytes, position: int, start_writeback: bool) -> None:
-        """Write ``data`` at ``position``, then feed it to ``on_block``; with ``start_writeback``,
-        the block's writeback starts first (it goes on meanwhile)."""
+        """Write a block at ``position``, then hash it."""
+        self._write_block(data, position, start_writeback)
+        self.on_block(data)
+
+    def _write_block(self, data: bytes, position: int, start_writeback: bool) -> None:
+        """Write ``data`` at ``position``; with ``start_writeback``, start the block's writeback
+        (it goes on meanwhile)."""
         view = memoryview(data)
         try:
             while view:
@@ -362,20 +384,22 @@ class ChunkWriter:
                 _sync_file_range(self.fd, position - len(data), len(data))
         except OSError as e:
             raise StorageError(f"Cannot write the chunk: {e.strerror}.") from e
-        self.on_block(data)
 
     def _wait_pending(self) -> None:
-        """Wait for the last large block's job; its error is raised here. (Not through
-        ``Future.exception()``: gevent's raises the job's error instead of returning it.)"""
-        pending = self._pending
-        if pending is None:
-            return
-        try:
-            _outcome(pending)
-        except Exception:
-            self._pending = None  # the job is over, with this error
-            raise
-        self._pending = None
+        """Wait for every job of the last block handed off; the first one's error is raised once
+        all are over. A job leaves the list only when it is over, so that ``close()`` never closes
+        the file under one still running (an interrupted wait leaves the rest listed). (Not
+        through ``Future.exception()``: gevent's raises the job's error instead of returning it.)"""
+        error: Exception | None = None
+        while self._pending:
+            try:
+                _outcome(self._pending[0])
+            except Exception as e:
+                error = error or e
+            del self._pending[0]
+        _on_pool.discard(self)
+        if error is not None:
+            raise error
 
     def close(self, *, sync: bool = True) -> None:
         try:
@@ -386,9 +410,11 @@ class ChunkWriter:
             raise StorageError(f"Cannot flush the chunk: {e.strerror}.") from e
         finally:
             try:
-                if self._pending is not None:  # interrupted: let the helper finish with the block
-                    _outcome(self._pending)
-            except Exception:  # the error that brought us here is the one to report
-                pass
+                for job in self._pending:  # interrupted: let the helpers finish with the block
+                    try:
+                        _outcome(job)
+                    except Exception:  # the error that brought us here is the one to report
+                        pass
             finally:
+                _on_pool.discard(self)
                 os.close(self.fd)  # always: a leaked descriptor keeps a deleted file's space

@@ -17,7 +17,7 @@ chunk requests of that stretch. Each part is wall time where it runs:
   straight down a connection (``DirectScript.direct``): round trips and scripts;
 - inline: writes and hashes that run on the request's own thread (blocks under 256 KiB, and
   the block that completes a chunk: its hash, and its write unless that went to the pool);
-- helper wait: the request waiting for the pool's jobs of a block (its write and its hash, side
+- helper wait: the request waiting for a block's jobs (its write and its hash, side
   by side or one after the other: ``ChunkWriter``), which overlap the next read;
 - total: the WSGI call, from Django's handler to the end of the response body.
 """

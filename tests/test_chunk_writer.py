@@ -24,10 +24,12 @@ def pool(request, monkeypatch):
     if request.param == "gevent":
         from gevent.threadpool import ThreadPoolExecutor
 
-        executor = ThreadPoolExecutor(max_workers=2)
+        executor, lane = ThreadPoolExecutor(max_workers=2), ThreadPoolExecutor(max_workers=1)
         monkeypatch.setattr(filesystem, "_hash_pool", lambda: executor)
+        monkeypatch.setattr(filesystem, "_hash_lane", lambda: lane)
         yield request.param
         executor.shutdown()
+        lane.shutdown()
     else:
         yield request.param
 
@@ -200,7 +202,21 @@ def test_one_sync_after_the_last_write(tmp_path, monkeypatch, limit, pool):
     assert size_at_sync == [2 * OVERLAP_MIN_BLOCK]
 
 
-W, H, S = "_write_block", "update", "_store"  # a block's write, its hash, or both in one job
+# a block's write on the pool, its hash in the lane, or both in one job on the pool
+W, H, S = "pool _write_block", "lane update", "pool _store"
+
+
+def _spy(monkeypatch, handed: list[str]) -> None:
+    """Record each job handed off, as "pool NAME" or "lane NAME"."""
+    for where, name in (("pool", "_submit"), ("lane", "_queue")):
+        real = getattr(filesystem, name)
+
+        def job(func, data, *args, real=real, where=where):
+            assert len(data) >= OVERLAP_MIN_BLOCK
+            handed.append(f"{where} {func.__name__}")
+            return real(func, data, *args)
+
+        monkeypatch.setattr(filesystem, name, job)
 
 
 @pytest.mark.parametrize(
@@ -216,18 +232,11 @@ W, H, S = "_write_block", "update", "_store"  # a block's write, its hash, or bo
 )
 @pytest.mark.parametrize("others", ["alone", "busy"])
 def test_what_goes_to_the_pool(tmp_path, monkeypatch, limit, blocks, alone, busy, others):
-    """A writer alone on the pool splits a block into a write and a hash side by side; with
-    another chunk's block there, one job does both. The last block stays on the request's
-    thread, where a hand-off would only add its wake-ups (docs/performance.md)."""
+    """A writer alone on the pool splits a block into a write on the pool and a hash in the
+    lane; with another chunk's block there, one job does both. The last block stays on the
+    request's thread, where a hand-off would only add its wake-ups (docs/performance.md)."""
     handed: list[str] = []
-    real_submit = filesystem._submit
-
-    def submit(func, data, *args):
-        assert len(data) == OVERLAP_MIN_BLOCK
-        handed.append(func.__name__)
-        return real_submit(func, data, *args)
-
-    monkeypatch.setattr(filesystem, "_submit", submit)
+    _spy(monkeypatch, handed)
     if others == "busy":  # another upload's writer, with a block on the pool until it goes on
         other = FileSystemChunkStorage(str(tmp_path / "other"), fsync=False).writer(
             "u2", create=True, start=0, limit=None, on_block=lambda data: None, overflow=None
@@ -253,8 +262,9 @@ def test_a_writer_dropped_without_closing_leaves_the_pool(tmp_path):
     storage, writer = _writer(tmp_path, lambda data: None)
     writer.write(b"p" * OVERLAP_MIN_BLOCK)
     assert writer in filesystem._on_pool
-    for job in writer._pending:  # over, but never waited for by the writer
-        job.result()
+    for jobs in writer._pending:  # over, but never waited for by the writer
+        for job in jobs:
+            job.result()
     fd = writer.fd
     del writer
     gc.collect()
@@ -270,3 +280,55 @@ def test_a_writer_leaves_the_pool_once_its_block_is_done(tmp_path, pool):
     writer.write(b"r")  # waits for the block's jobs
     assert writer not in filesystem._on_pool
     writer.close()
+
+
+def test_a_chunk_keeps_the_way_it_chose_at_its_first_block(tmp_path, monkeypatch):
+    """Alone at its first block, a chunk keeps the lane when another one comes: its earlier
+    blocks' hashes are queued there, and a hash on the pool could overtake them."""
+    handed: list[str] = []
+    _spy(monkeypatch, handed)
+    md5 = hashlib.md5()
+    storage, writer = _writer(tmp_path, md5.update)
+    blocks = [os.urandom(OVERLAP_MIN_BLOCK) for _ in range(3)]
+    writer.write(blocks[0])
+    other = FileSystemChunkStorage(str(tmp_path / "other"), fsync=False).writer(
+        "u2", create=True, start=0, limit=None, on_block=lambda data: None, overflow=None
+    )
+    other.write(b"o" * OVERLAP_MIN_BLOCK)
+    for block in blocks[1:]:
+        writer.write(block)
+    other.close()
+    writer.close()
+    assert handed == [W, H, S, W, H, W, H]
+    assert md5.hexdigest() == hashlib.md5(b"".join(blocks)).hexdigest()
+
+
+def test_the_next_block_is_queued_while_the_last_one_is_hashed(tmp_path, monkeypatch, pool):
+    """Alone, two blocks may be in flight: the second block's hash is queued before the first
+    one's has ended, so the lane goes on without waiting for the request to hand it over. The
+    third block waits until the first one is done: no more than two."""
+    queued = []
+    real_queue = filesystem._queue
+    first_may_end = threading.Event()
+    hashed: list[int] = []
+
+    def queue(func, data, *args):
+        queued.append(data[:1])
+        if len(queued) == 3:
+            assert hashed[:1] == [0]  # the first block is done before the third is handed off
+        if len(queued) == 2:
+            first_may_end.set()
+        return real_queue(func, data, *args)
+
+    def on_block(data: bytes) -> None:
+        if data[:1] == b"0" and not first_may_end.wait(5):
+            raise RuntimeError("the second block was not handed off while the first was hashed")
+        hashed.append(int(data[:1]))
+
+    monkeypatch.setattr(filesystem, "_queue", queue)
+    storage, writer = _writer(tmp_path, on_block)
+    for i in range(3):
+        writer.write(str(i).encode() * OVERLAP_MIN_BLOCK)
+    writer.close()
+    assert queued == [b"0", b"1", b"2"]
+    assert hashed == [0, 1, 2]

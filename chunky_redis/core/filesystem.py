@@ -9,6 +9,7 @@ are simply overwritten by the retry.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import ctypes.util
 import logging
@@ -49,11 +50,12 @@ def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
 
 _sync_file_range = _load_sync_file_range()
 logger = logging.getLogger("chunky_redis")
-_pool: ThreadPoolExecutor | None = None
-_pool_pid = 0
-_pool_lock = threading.Lock()
+_pools: dict[str, ThreadPoolExecutor] = {}
+_pools_pid = 0
+_pools_lock = threading.Lock()
 # The chunk writers of this process with a block on the pool (weakly: a writer dropped without
-# close() leaves it). Only a writer alone there splits a block into two jobs.
+# close() leaves it). Only a writer alone there when its chunk hands off its first block uses the
+# hash lane.
 _on_pool: weakref.WeakSet[ChunkWriter] = weakref.WeakSet()
 
 
@@ -63,26 +65,41 @@ def _gevent_patched() -> bool:
     return monkey is not None and monkey.is_module_patched("threading")
 
 
-def _hash_pool() -> ThreadPoolExecutor:
-    """One small pool per process (created after a server forks its workers).
+def _executor(name: str, workers: int) -> ThreadPoolExecutor:
+    """One executor of each name per process (created after a server forks its workers).
 
     Under gevent a patched ThreadPoolExecutor would run its jobs as greenlets
     on the hub, one at a time and blocking every other connection of the
     worker; gevent's own executor keeps native threads (and its futures wait
     cooperatively), so hashing and the file syscalls run beside the hub.
     """
-    global _pool, _pool_pid
-    if _pool is None or _pool_pid != os.getpid():
-        with _pool_lock:
-            if _pool is None or _pool_pid != os.getpid():
+    global _pools_pid
+    if _pools_pid != os.getpid() or name not in _pools:
+        with _pools_lock:
+            if _pools_pid != os.getpid():
+                _pools.clear()  # a forked child has none of its parent's threads
+                _pools_pid = os.getpid()
+            if name not in _pools:
                 if _gevent_patched():
                     from gevent.threadpool import ThreadPoolExecutor as NativePool
 
-                    _pool = NativePool(max_workers=4)
+                    _pools[name] = NativePool(max_workers=workers)
                 else:
-                    _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="chunky-hash")
-                _pool_pid = os.getpid()
-    return _pool
+                    _pools[name] = ThreadPoolExecutor(
+                        max_workers=workers, thread_name_prefix=f"chunky-{name}"
+                    )
+    return _pools[name]
+
+
+def _hash_pool() -> ThreadPoolExecutor:
+    """The helper pool: blocks' writes, and their hashes when the cores are busy."""
+    return _executor("hash", 4)
+
+
+def _hash_lane() -> ThreadPoolExecutor:
+    """One thread that hashes, in the order the blocks were queued, for a chunk alone on the
+    pool: its next block's hash waits in the lane, not for the request to hand it over."""
+    return _executor("lane", 1)
 
 
 class _Failed:
@@ -101,9 +118,14 @@ def _quietly(func: Callable[..., T], *args: Any, **kwargs: Any) -> T | _Failed:
         return _Failed(e)
 
 
-def _submit(func: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T | _Failed]:
+def _submit(func: Callable[..., T], *args: Any) -> Future[T | _Failed]:
     """Run ``func`` on the pool; ``_outcome()`` of the future gives its result or raises its error."""
-    return _hash_pool().submit(_quietly, func, *args, **kwargs)
+    return _hash_pool().submit(_quietly, func, *args)
+
+
+def _queue(func: Callable[..., T], *args: Any) -> Future[T | _Failed]:
+    """Run ``func`` on the hash lane, after every job queued there before it."""
+    return _hash_lane().submit(_quietly, func, *args)
 
 
 def _outcome(future: Future[T | _Failed]) -> T:
@@ -295,27 +317,32 @@ class ChunkWriter:
     ``heartbeat`` runs before each write, so that a writer that has lost its
     lock stops before it can touch the file again.
 
-    A block of ``OVERLAP_MIN_BLOCK`` or more with more of the chunk after it
-    goes to the helper pool, so that the caller receives the next block
-    meanwhile (the next ``write()`` and ``close()`` wait for its jobs: blocks
-    reach the hash in order, one block is in flight at a time, and the file and
-    the hash are complete when ``close()`` returns; a block handed to
-    ``write()`` must therefore not be changed afterwards). When no other chunk
-    of this process has a block on the pool, the block's write and its hash are
-    two jobs that run side by side: the md5 is one stream and cannot be split,
-    and written one after the other, each block's write was on the critical
-    path beside it (2 ms a MiB where the page cache is slow to grow;
-    docs/performance.md). When another one has, the cores are busy and a
-    second job would add switches, not speed: one job writes the block, then
-    hashes it. With ``fsync``, the writeback of a block handed off starts as
-    soon as it is written (sync_file_range), so the fdatasync at ``close()``
-    only waits for the tail.
+    A block of ``OVERLAP_MIN_BLOCK`` or more with more of the chunk after it is
+    handed off, so that the caller receives the next block meanwhile. The
+    file and the hash are complete when ``close()`` returns (a block handed to
+    ``write()`` must therefore not be changed afterwards). How it is handed off
+    is chosen at the chunk's first such block:
 
-    Small blocks, and the block that fills the chunk's announced length, are
-    written and hashed on this thread: there is no next block to receive
-    meanwhile, so a hand-off would only add its wake-ups to the request (a
-    256 KiB or 1 MiB chunk is one block; its write beside its hash measured
-    nothing either).
+    - **Alone** (no other chunk of this process has a block on the pool): the
+      block's write goes to the pool and its hash to the hash lane, one thread
+      that runs its jobs in the order they came. The md5 is one stream and
+      cannot be split; written one after the other, each block's write was on
+      its critical path (2 ms a MiB where the page cache is slow to grow), and
+      each block's hash waited for the request to see the last one end and
+      hand it over (docs/performance.md). So two blocks may be in flight: the
+      next block's hash waits in the lane, and ``write()`` waits for a block's
+      jobs only before handing off the block after next.
+    - **Busy** (another chunk has): the cores are busy, and a second job would
+      add switches, not speed. One job on the pool writes the block, then
+      hashes it, and the next block waits for it.
+
+    With ``fsync``, the writeback of a block handed off starts as soon as it is
+    written (sync_file_range), so the fdatasync at ``close()`` only waits for
+    the tail. Small blocks, and the block that fills the chunk's announced
+    length, are written and hashed on this thread once every block before them
+    is done: there is no next block to receive meanwhile, so a hand-off would
+    only add its wake-ups to the request (a 256 KiB or 1 MiB chunk is one
+    block; its write beside its hash measured nothing either).
     """
 
     def __init__(
@@ -337,7 +364,9 @@ class ChunkWriter:
         self.heartbeat = heartbeat
         self.overflow = overflow
         self.fsync = fsync
-        self._pending: list[Future[None | _Failed]] = []  # the jobs of the block handed off
+        self.alone: bool | None = None  # chosen at the first block handed off
+        # the jobs of each block handed off and not yet waited for, oldest first
+        self._pending: collections.deque[list[Future[None | _Failed]]] = collections.deque()
 
     @property
     def written(self) -> int:
@@ -350,21 +379,28 @@ class ChunkWriter:
             raise self.overflow()
         if self.heartbeat is not None:
             self.heartbeat()
-        self._wait_pending()  # blocks go to the file, and to the hash, in order
-        position, self.position = self.position, self.position + len(data)
-        if len(data) < OVERLAP_MIN_BLOCK or self.written == self.limit:
+        handed_off = len(data) >= OVERLAP_MIN_BLOCK and self.written + len(data) != self.limit
+        if not handed_off:
             # A small block, or the one that fills the chunk's announced length: no next block
             # to receive meanwhile, so a hand-off would only add its wake-ups to the request.
+            self._wait_pending()  # every block before it is in the file and the hash
+            position, self.position = self.position, self.position + len(data)
             self._store(data, position, False)
-        elif not _on_pool:  # alone on the pool: its write beside its hash
-            _on_pool.add(self)
-            self._pending = [
-                _submit(self._write_block, data, position, self.fsync),
-                _submit(self.on_block, data),
-            ]
-        else:  # the cores are busy: one job, the write then the hash
-            _on_pool.add(self)
-            self._pending = [_submit(self._store, data, position, self.fsync)]
+            return
+        if self.alone is None:
+            self.alone = not _on_pool
+        self._wait_pending(keep=1 if self.alone else 0)
+        position, self.position = self.position, self.position + len(data)
+        _on_pool.add(self)
+        if self.alone:
+            self._pending.append(
+                [
+                    _submit(self._write_block, data, position, self.fsync),
+                    _queue(self.on_block, data),
+                ]
+            )
+        else:
+            self._pending.append([_submit(self._store, data, position, self.fsync)])
 
     def _store(self, data: bytes, position: int, start_writeback: bool) -> None:
         """Write a block at ``position``, then hash it."""
@@ -385,21 +421,26 @@ class ChunkWriter:
         except OSError as e:
             raise StorageError(f"Cannot write the chunk: {e.strerror}.") from e
 
-    def _wait_pending(self) -> None:
-        """Wait for every job of the last block handed off; the first one's error is raised once
-        all are over. A job leaves the list only when it is over, so that ``close()`` never closes
-        the file under one still running (an interrupted wait leaves the rest listed). (Not
-        through ``Future.exception()``: gevent's raises the job's error instead of returning it.)"""
-        error: Exception | None = None
-        while self._pending:
-            try:
-                _outcome(self._pending[0])
-            except Exception as e:
-                error = error or e
-            del self._pending[0]
-        _on_pool.discard(self)
-        if error is not None:
-            raise error
+    def _wait_pending(self, keep: int = 0) -> None:
+        """Wait, oldest first, until at most ``keep`` blocks handed off are in flight. A block's
+        first error is raised once all its jobs are over; later blocks stay listed. A job leaves
+        the list only when it is over, so that ``close()`` never closes the file under one still
+        running (an interrupted wait leaves the rest listed). (Not through
+        ``Future.exception()``: gevent's raises the job's error instead of returning it.)"""
+        while len(self._pending) > keep:
+            jobs = self._pending[0]
+            error: Exception | None = None
+            while jobs:
+                try:
+                    _outcome(jobs[0])
+                except Exception as e:
+                    error = error or e
+                del jobs[0]
+            self._pending.popleft()
+            if not self._pending:
+                _on_pool.discard(self)
+            if error is not None:
+                raise error
 
     def close(self, *, sync: bool = True) -> None:
         try:
@@ -410,11 +451,12 @@ class ChunkWriter:
             raise StorageError(f"Cannot flush the chunk: {e.strerror}.") from e
         finally:
             try:
-                for job in self._pending:  # interrupted: let the helpers finish with the block
-                    try:
-                        _outcome(job)
-                    except Exception:  # the error that brought us here is the one to report
-                        pass
+                for jobs in self._pending:  # interrupted: let the helpers finish with the blocks
+                    for job in jobs:
+                        try:
+                            _outcome(job)
+                        except Exception:  # the error that brought us here is the one to report
+                            pass
             finally:
                 _on_pool.discard(self)
                 os.close(self.fd)  # always: a leaked descriptor keeps a deleted file's space

@@ -16,7 +16,7 @@ chunk requests of that stretch. Each part is wall time where it runs:
 - redis: redis-py's ``execute_command`` and ``Pipeline.execute``, and the chunk scripts sent
   straight down a connection (``DirectScript.direct``): round trips and scripts;
 - inline: writes and hashes that run on the request's own thread (blocks under 256 KiB, and
-  the block that completes a chunk: its hash, and its write unless that went to the pool);
+  the block that completes a chunk);
 - helper wait: the request waiting for a block's jobs (its write and its hash, side
   by side or one after the other: ``ChunkWriter``), which overlap the next read;
 - total: the WSGI call, from Django's handler to the end of the response body.

@@ -219,6 +219,15 @@ def _spy(monkeypatch, handed: list[str]) -> None:
         monkeypatch.setattr(filesystem, name, job)
 
 
+def _busy_writer(tmp_path):
+    """Another upload's writer, with a block on the pool until it goes on."""
+    other = FileSystemChunkStorage(str(tmp_path / "other"), fsync=False).writer(
+        "u2", create=True, start=0, limit=None, on_block=lambda data: None, overflow=None
+    )
+    other.write(b"o" * OVERLAP_MIN_BLOCK)
+    return other
+
+
 @pytest.mark.parametrize(
     ("limit", "blocks", "alone", "busy"),
     [
@@ -237,11 +246,8 @@ def test_what_goes_to_the_pool(tmp_path, monkeypatch, limit, blocks, alone, busy
     request's thread, where a hand-off would only add its wake-ups (docs/performance.md)."""
     handed: list[str] = []
     _spy(monkeypatch, handed)
-    if others == "busy":  # another upload's writer, with a block on the pool until it goes on
-        other = FileSystemChunkStorage(str(tmp_path / "other"), fsync=False).writer(
-            "u2", create=True, start=0, limit=None, on_block=lambda data: None, overflow=None
-        )
-        other.write(b"o" * OVERLAP_MIN_BLOCK)
+    if others == "busy":
+        other = _busy_writer(tmp_path)
         handed.clear()
     md5 = hashlib.md5()
     storage, writer = _writer(tmp_path, md5.update, limit=limit)
@@ -291,10 +297,7 @@ def test_a_chunk_keeps_the_way_it_chose_at_its_first_block(tmp_path, monkeypatch
     storage, writer = _writer(tmp_path, md5.update)
     blocks = [os.urandom(OVERLAP_MIN_BLOCK) for _ in range(3)]
     writer.write(blocks[0])
-    other = FileSystemChunkStorage(str(tmp_path / "other"), fsync=False).writer(
-        "u2", create=True, start=0, limit=None, on_block=lambda data: None, overflow=None
-    )
-    other.write(b"o" * OVERLAP_MIN_BLOCK)
+    other = _busy_writer(tmp_path)
     for block in blocks[1:]:
         writer.write(block)
     other.close()

@@ -364,7 +364,7 @@ class ChunkWriter:
         self.heartbeat = heartbeat
         self.overflow = overflow
         self.fsync = fsync
-        self.alone: bool | None = None  # chosen at the first block handed off
+        self._alone: bool | None = None  # chosen at the first block handed off
         # the jobs of each block handed off and not yet waited for, oldest first
         self._pending: collections.deque[list[Future[None | _Failed]]] = collections.deque()
 
@@ -379,20 +379,19 @@ class ChunkWriter:
             raise self.overflow()
         if self.heartbeat is not None:
             self.heartbeat()
+        # A small block, or the one that fills the chunk's announced length, stays on this
+        # thread: no next block to receive meanwhile, so a hand-off would only add its wake-ups.
         handed_off = len(data) >= OVERLAP_MIN_BLOCK and self.written + len(data) != self.limit
-        if not handed_off:
-            # A small block, or the one that fills the chunk's announced length: no next block
-            # to receive meanwhile, so a hand-off would only add its wake-ups to the request.
-            self._wait_pending()  # every block before it is in the file and the hash
-            position, self.position = self.position, self.position + len(data)
-            self._store(data, position, False)
-            return
-        if self.alone is None:
-            self.alone = not _on_pool
-        self._wait_pending(keep=1 if self.alone else 0)
+        if handed_off and self._alone is None:
+            self._alone = not _on_pool
+        # Blocks reach the file and the hash in order: only a chunk whose hashes queue in the
+        # lane may leave its last block in flight while it hands off the next.
+        self._wait_pending(keep=1 if handed_off and self._alone else 0)
         position, self.position = self.position, self.position + len(data)
-        _on_pool.add(self)
-        if self.alone:
+        if not handed_off:
+            self._store(data, position, False)
+        elif self._alone:
+            _on_pool.add(self)
             self._pending.append(
                 [
                     _submit(self._write_block, data, position, self.fsync),
@@ -400,6 +399,7 @@ class ChunkWriter:
                 ]
             )
         else:
+            _on_pool.add(self)
             self._pending.append([_submit(self._store, data, position, self.fsync)])
 
     def _store(self, data: bytes, position: int, start_writeback: bool) -> None:
